@@ -1,0 +1,60 @@
+"""The one exception root of wg-pod and its failure families.
+
+Every error renders as one line a user can act on: which step, on which
+object, and why.  None of them ever carries key material.
+"""
+
+from __future__ import annotations
+
+
+class WgPodError(Exception):
+    """Root of every error wg-pod raises on purpose."""
+
+
+class ConfigError(WgPodError):
+    """The WireGuard config file is unusable; names file and line."""
+
+    def __init__(self, source: str, line: int | None, problem: str) -> None:
+        self.source = source
+        self.line = line
+        self.problem = problem
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {problem}")
+
+
+class AnnotationError(WgPodError):
+    """A wg-pod.* annotation (or its CLI flag twin) is malformed."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"annotation {key}: {problem}")
+
+
+class StateError(WgPodError):
+    """The OCI state or bundle handed to the hook is unusable."""
+
+
+class SettingsError(WgPodError):
+    """The settings file is unusable; names file and key."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+class SetupError(WgPodError):
+    """A step changing the system failed; names the step and the object."""
+
+    def __init__(self, step: str, obj: str, cause: str) -> None:
+        self.step = step
+        self.obj = obj
+        self.cause = cause
+        super().__init__(f"{step} {obj}: {cause}")
+
+
+class BackendUnavailable(WgPodError):
+    """The chosen WireGuard backend cannot run on this machine."""
