@@ -1,0 +1,162 @@
+"""Shared fixtures: the network lab (tests/lab.py), config dirs, settings, podman.
+
+Integration and system tests need root (network namespaces, netlink,
+rootful podman); they are skipped, saying so, only when not run as root.
+A missing tool is never a reason to skip: scripts/setup installs them all,
+so the lab fails with a message pointing at it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab import (
+    CONTAINERS_CONF,
+    TEST_IMAGE,
+    ConfigDir,
+    ContainerStandIn,
+    Lab,
+    Netns,
+    Peer,
+    Podman,
+    make_config_dir,
+    run,
+    write_settings,
+)
+
+TESTS = Path(__file__).resolve().parent
+_ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root"}
+
+# Everything started from the tests (podman, the hook via podman) uses the
+# test-only podman configuration; nothing under /etc is edited.
+os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    skip = pytest.mark.skip(
+        reason="needs root (network namespaces, netlink, rootful podman): run sudo ./scripts/test"
+    )
+    for item in items:
+        try:
+            top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        marker = _ROOT_DIRS.get(top)
+        if marker is not None:
+            item.add_marker(marker)
+            if marker == "podman":
+                item.add_marker("root")
+        if not is_root and (item.get_closest_marker("root") or item.get_closest_marker("podman")):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """Owns every namespace, veth and process of one test; removes them at teardown."""
+    with Lab() as the_lab:
+        yield the_lab
+
+
+@pytest.fixture
+def netns(lab: Lab) -> Netns:
+    """An empty network namespace ``wgpt-<rand>`` with ``lo`` up."""
+    return lab.netns()
+
+
+@pytest.fixture
+def peer(lab: Lab) -> Peer:
+    """A WireGuard peer with an HTTP server on its tunnel addresses."""
+    return lab.peer()
+
+
+@pytest.fixture
+def make_peer(lab: Lab) -> Callable[..., Peer]:
+    """Factory for more peers: ``make_peer(listen_port=51820, http=True)``."""
+    return lab.peer
+
+
+@pytest.fixture
+def standin(lab: Lab) -> ContainerStandIn:
+    """A namespace with a sleeping process, a veth and default routes like podman's."""
+    return lab.standin()
+
+
+@pytest.fixture
+def make_standin(lab: Lab) -> Callable[[], ContainerStandIn]:
+    return lab.standin
+
+
+@pytest.fixture
+def config_dir(lab: Lab) -> ConfigDir:
+    """A root-owned 0700 temp dir; ``config_dir.write(name, text)`` writes 0600 files."""
+    return make_config_dir(lab)
+
+
+@pytest.fixture
+def settings(lab: Lab, config_dir: ConfigDir) -> Path:
+    """Path of a settings YAML allowing ``config_dir``, backend userspace (for WG_POD_SETTINGS)."""
+    return write_settings(lab.tmp / "wg-pod.yaml", [config_dir.path])
+
+
+@pytest.fixture
+def make_settings(lab: Lab, config_dir: ConfigDir) -> Callable[..., Path]:
+    """``make_settings(**extra)``: settings like ``settings`` plus/overriding keys."""
+
+    def make(**extra: object) -> Path:
+        path = Path(tempfile.mkstemp(dir=lab.tmp, prefix="wg-pod-", suffix=".yaml")[1])
+        extra.setdefault("config_dirs", [str(config_dir.path)])
+        config_dirs = extra.pop("config_dirs")
+        assert isinstance(config_dirs, list)
+        return write_settings(path, config_dirs, **extra)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def podman_ready() -> None:
+    """Fails (never skips) when the test image is missing: scripts/setup builds it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    proc = run(["podman", "image", "exists", TEST_IMAGE], check=False,
+               env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)})
+    if proc.returncode != 0:
+        pytest.fail(f"image {TEST_IMAGE} missing: run scripts/setup")
+
+
+@pytest.fixture
+def podman(lab: Lab, podman_ready: None) -> Podman:
+    """podman with the test containers.conf and the default hooks dirs."""
+    return Podman(lab)
+
+
+def wg_pod_command() -> list[str]:
+    """The installed ``wg-pod`` command of the interpreter running the tests (the venv)."""
+    exe = Path(sys.executable).parent / "wg-pod"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "wg_pod_hook.cli"]
+
+
+@pytest.fixture
+def hooks_dir(lab: Lab, settings: Path) -> Path:
+    """A hooks dir filled by ``wg-pod install --hooks-dir DIR --settings SETTINGS``."""
+    path = lab.tmp / "hooks.d"
+    path.mkdir()
+    proc = subprocess.run(
+        [*wg_pod_command(), "install", "--hooks-dir", str(path), "--settings", str(settings)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, f"wg-pod install failed: {proc.stderr.strip()}"
+    return path
+
+
+@pytest.fixture
+def hooked_podman(lab: Lab, podman_ready: None, hooks_dir: Path) -> Podman:
+    """podman that uses only the wg-pod hooks installed in ``hooks_dir``."""
+    return Podman(lab, hooks_dir=hooks_dir)

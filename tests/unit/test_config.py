@@ -1,0 +1,442 @@
+"""Unit tests for wg_pod_hook.config: the wg-quick parser and its records."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import traceback
+from collections.abc import Iterator
+from dataclasses import replace
+from ipaddress import ip_address, ip_interface, ip_network
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook.config import (
+    Endpoint,
+    InterfaceConfig,
+    Key,
+    Peer,
+    WgConfig,
+    is_host_name,
+    parse_config,
+)
+from wg_pod_hook.errors import ConfigError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "config"
+GOOD = sorted((FIXTURES / "good").glob("*.conf"))
+BAD = sorted((FIXTURES / "bad").glob("*.conf"))
+
+# Anything shaped like a key, including a truncated one.
+KEY_TOKEN = re.compile(r"[A-Za-z0-9+/]{40,43}=?")
+EXPECT = re.compile(r"# expect: (?P<line>none|[0-9]+): (?P<problem>.+)")
+
+
+def key_tokens(text: str) -> list[str]:
+    return KEY_TOKEN.findall(text)
+
+
+def secrets_in(text: str) -> set[str]:
+    """Every form of every key-like token in `text` that must never be shown."""
+    forms: set[str] = set()
+    for token in key_tokens(text):
+        forms.add(token)
+        # A shortened or re-padded key still leaks; any long slice counts.
+        forms.update(token[i : i + 16] for i in range(0, len(token) - 16))
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4))
+        except binascii.Error:
+            continue
+        forms.add(raw.hex())
+        forms.add(raw.hex()[:32])
+    return forms
+
+
+def assert_no_secret(rendered: str, secrets: set[str]) -> None:
+    leaked = [s for s in secrets if s in rendered]
+    assert not leaked, f"key material in {rendered!r}"
+
+
+def renderings(config: WgConfig) -> Iterator[str]:
+    yield repr(config)
+    yield str(config)
+    yield repr(config.interface)
+    yield str(config.interface)
+    yield repr(config.interface.private_key)
+    yield str(config.interface.private_key)
+    yield f"{config.interface.private_key}"
+    for peer in config.peers:
+        yield repr(peer)
+        yield str(peer)
+        for key in (peer.public_key, peer.preshared_key):
+            yield repr(key)
+            yield str(key)
+            yield f"{key}"
+
+
+def error_renderings(error: ConfigError) -> Iterator[str]:
+    yield str(error)
+    yield repr(error)
+    yield error.problem
+    yield repr(error.args)
+    yield "".join(traceback.format_exception(error))
+
+
+def parse_error(text: str, source: str = "wg0.conf") -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source)
+    return info.value
+
+
+# --------------------------------------------------------------------------
+# A full, realistic config into exact records
+# --------------------------------------------------------------------------
+
+
+def full_fixture() -> tuple[str, list[Key]]:
+    text = (FIXTURES / "good" / "full.conf").read_text()
+    keys = [Key.from_base64(token) for token in key_tokens(text)]
+    assert len(keys) == 5
+    return text, keys
+
+
+def test_full_config_parses_into_exact_records() -> None:
+    text, (private, hub, hub_psk, exit_node, exit_psk) = full_fixture()
+
+    config = parse_config(text, "/etc/wg/wg0.conf")
+
+    assert config == WgConfig(
+        source="/etc/wg/wg0.conf",
+        interface=InterfaceConfig(
+            private_key=private,
+            addresses=(
+                ip_interface("10.77.0.2/24"),
+                ip_interface("fd77::2/64"),
+                ip_interface("10.77.1.2/32"),
+            ),
+            listen_port=51820,
+            fwmark=None,
+            mtu=1380,
+            dns_servers=(ip_address("10.77.0.1"), ip_address("fd77::1")),
+            dns_search=("corp.example.org", "lab.example.org"),
+            table="off",
+            ignored_keys=("PostUp", "PostDown", "SaveConfig"),
+            line=2,
+        ),
+        peers=(
+            Peer(
+                public_key=hub,
+                preshared_key=hub_psk,
+                allowed_ips=(
+                    ip_network("10.77.0.0/24"),
+                    ip_network("fd77::/64"),
+                    ip_network("10.88.0.0/16"),
+                ),
+                endpoint=Endpoint("2001:db8::1", 51820),
+                persistent_keepalive=25,
+                line=17,
+            ),
+            Peer(
+                public_key=exit_node,
+                preshared_key=exit_psk,
+                allowed_ips=(ip_network("0.0.0.0/0"), ip_network("::/0")),
+                endpoint=Endpoint("vpn.example.org", 4500),
+                persistent_keepalive=None,
+                line=25,
+            ),
+        ),
+    )
+    assert hub_psk != exit_psk
+    assert str(config.peers[0].endpoint) == "[2001:db8::1]:51820"
+    assert str(config.peers[1].endpoint) == "vpn.example.org:4500"
+    assert config.peers[0].endpoint is not None
+    assert config.peers[0].endpoint.ip == ip_address("2001:db8::1")
+    assert config.peers[1].endpoint is not None
+    assert config.peers[1].endpoint.ip is None
+
+
+def test_bom_and_crlf_are_tolerated() -> None:
+    text, _ = full_fixture()
+    windows = "\ufeff" + text.replace("\n", "\r\n")
+    assert parse_config(windows, "x.conf") == parse_config(text, "x.conf")
+
+
+def test_line_numbers_follow_newlines_only() -> None:
+    # A form feed is not a line break for an editor; it must not shift lines.
+    text, _ = full_fixture()
+    error = parse_error(text.replace("ListenPort = 51820", "ListenPort = 51820\f\nMTU = 1"))
+    assert (error.line, error.problem) == (7, "MTU '1' is not a number in 576..65535")
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
+def test_every_good_fixture_parses(path: Path) -> None:
+    text = path.read_text()
+
+    config = parse_config(text, str(path))
+
+    assert config.source == str(path)
+    header_lines = [
+        number
+        for number, line in enumerate(text.split("\n"), start=1)
+        if line.strip().lower().startswith(("[peer]", "[ peer ]"))
+    ]
+    assert [peer.line for peer in config.peers] == header_lines
+    tokens = key_tokens(text)
+    parsed = [config.interface.private_key.base64] + [
+        key.base64
+        for peer in config.peers
+        for key in (peer.public_key, peer.preshared_key)
+        if key is not None
+    ]
+    assert sorted(parsed) == sorted(tokens)
+    for rendered in renderings(config):
+        assert_no_secret(rendered, secrets_in(text))
+
+
+def test_good_fixture_details() -> None:
+    def load(name: str) -> WgConfig:
+        return parse_config((FIXTURES / "good" / name).read_text(), name)
+
+    spacing = load("spacing-and-empty-values.conf")
+    assert spacing.interface.addresses == tuple(
+        ip_interface(a)
+        for a in ("10.0.0.2/24", "fd00::2/64", "10.0.1.2/32", "10.0.2.2/32", "10.0.3.2/32")
+    )
+    assert spacing.interface.dns_servers == (
+        ip_address("1.1.1.1"),
+        ip_address("2606:4700:4700::1111"),
+    )
+    assert spacing.interface.dns_search == ("example.com",)
+    assert spacing.interface.mtu is None
+    assert spacing.interface.table == "auto"
+    assert spacing.interface.fwmark == 16
+    assert spacing.interface.listen_port == 0
+    assert spacing.peers[0].persistent_keepalive is None
+    assert spacing.peers[0].allowed_ips == tuple(
+        ip_network(n) for n in ("10.1.0.0/16", "10.2.0.0/16", "fd01::/48")
+    )
+
+    hooks = load("table-and-hooks.conf")
+    assert hooks.interface.table == "1234"
+    assert hooks.interface.ignored_keys == ("PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig")
+    assert hooks.peers[0].endpoint == Endpoint("vpn.example.net", 443)
+    assert hooks.peers[1].endpoint is None
+    assert hooks.peers[1].preshared_key is None
+
+    unbracketed = load("unbracketed-ipv6-endpoint.conf")
+    assert unbracketed.peers[0].endpoint == Endpoint("fd00:1::1", 51820)
+    assert str(unbracketed.peers[0].endpoint) == "[fd00:1::1]:51820"
+
+    minimal = load("minimal.conf")
+    assert minimal.interface.addresses == ()
+    assert minimal.interface.ignored_keys == ()
+    assert minimal.peers == ()
+
+
+# --------------------------------------------------------------------------
+# Smaller behaviours
+# --------------------------------------------------------------------------
+
+PRIVATE = base64.b64encode(bytes(range(32))).decode()
+PUBLIC = base64.b64encode(bytes(range(32, 64))).decode()
+
+
+def one_peer(**peer: str) -> str:
+    lines = ["[Interface]", f"PrivateKey = {PRIVATE}", "[Peer]", f"PublicKey = {PUBLIC}"]
+    lines += [f"{key} = {value}" for key, value in peer.items()]
+    return "\n".join(lines) + "\n"
+
+
+def interface(**keys: str) -> str:
+    lines = ["[Interface]", f"PrivateKey = {PRIVATE}"]
+    lines += [f"{key} = {value}" for key, value in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("192.0.2.1:51820", Endpoint("192.0.2.1", 51820)),
+        ("[FD77::0001]:1", Endpoint("fd77::1", 1)),
+        ("[192.0.2.1]:65535", Endpoint("192.0.2.1", 65535)),
+        ("vpn.example.org.:51820", Endpoint("vpn.example.org.", 51820)),
+        ("a-1.b2:51820", Endpoint("a-1.b2", 51820)),
+    ],
+)
+def test_endpoint_forms(value: str, expected: Endpoint) -> None:
+    assert parse_config(one_peer(Endpoint=value), "x").peers[0].endpoint == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["192.0.2.1:0", "192.0.2.1:", "host:port", "1.2.3:51820", "a..b:1", "[::1:1", ":1"]
+)
+def test_endpoint_rejects(value: str) -> None:
+    assert parse_error(one_peer(Endpoint=value)).line == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("off", None), ("0", None), ("0x10", 16), ("010", 8), ("4294967295", 2**32 - 1)],
+)
+def test_fwmark_reads_like_wg(value: str, expected: int | None) -> None:
+    assert parse_config(interface(FwMark=value), "x").interface.fwmark == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", "auto"), ("OFF", "off"), ("main", "main"), ("0x10", "16")]
+)
+def test_table_values(value: str, expected: str) -> None:
+    assert parse_config(interface(Table=value), "x").interface.table == expected
+
+
+def test_save_config_false_is_not_worth_a_warning() -> None:
+    assert parse_config(interface(SaveConfig="false"), "x").interface.ignored_keys == ()
+
+
+def test_duplicates_in_lists_are_dropped_in_order() -> None:
+    config = parse_config(
+        interface(
+            Address="10.0.0.2/24, 10.0.0.2/24, 10.0.0.3", DNS="a.example, 9.9.9.9, a.example"
+        ),
+        "x",
+    )
+    assert config.interface.addresses == (ip_interface("10.0.0.2/24"), ip_interface("10.0.0.3"))
+    assert config.interface.dns_search == ("a.example",)
+
+
+def test_huge_numbers_are_config_errors() -> None:
+    assert parse_error(interface(ListenPort="9" * 5000)).line == 3
+    assert parse_error(interface(MTU="9" * 5000)).line == 3
+
+
+# --------------------------------------------------------------------------
+# Keys never show
+# --------------------------------------------------------------------------
+
+
+def test_key_round_trip_and_forms() -> None:
+    raw = bytes(range(32))
+    key = Key.from_base64(base64.b64encode(raw).decode())
+    assert key.raw == raw
+    assert key.base64 == base64.b64encode(raw).decode()
+    assert key.hex == raw.hex()
+    for text in (repr(key), str(key), f"{key}", f"{key!r}", repr([key]), repr({"k": key})):
+        assert_no_secret(text, secrets_in(key.base64) | {key.hex})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PRIVATE[:-1],  # no padding
+        PRIVATE[:-2] + "==",  # 31 bytes
+        PRIVATE[:10] + "!" + PRIVATE[11:],  # not base64
+        PRIVATE[:42] + "B=",  # non-zero trailing bits
+        "é" * 43 + "=",
+        "",
+    ],
+)
+def test_key_errors_never_quote_the_text(text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Key.from_base64(text)
+    secrets = secrets_in(text) | ({text[:20]} if text else set())
+    assert_no_secret("".join(traceback.format_exception(info.value)), secrets)
+
+
+def test_key_refuses_wrong_length_raw() -> None:
+    with pytest.raises(ValueError):
+        Key(b"\0" * 31)
+
+
+def mutations(text: str) -> Iterator[str]:
+    """Typos a user might make, one line at a time."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        variants = [
+            line.replace("=", " ", 1),  # forgot the '='
+            line.replace("=", ""),  # no '=' at all
+            line.replace(" = ", " = x", 1),  # stray character before the value
+            line[:-2] if line.endswith("=") else line + "!",  # truncated / garbage
+            line.replace(" = ", "", 1),  # key and value run together
+            line.replace("[", "", 1),  # broken header
+            line.replace(" = ", ": ", 1),  # wrong separator
+            line.replace(" = ", " = A", 1)[:-1],  # shifted key
+        ]
+        for variant in variants:
+            yield "\n".join([*lines[:i], variant, *lines[i + 1 :]])
+        yield "\n".join([*lines[: i + 1], line, *lines[i + 1 :]])  # repeated line
+        yield "\n".join([*lines[:i], "Address = " + line.partition("=")[2], *lines[i + 1 :]])
+
+
+def test_no_error_ever_shows_a_key() -> None:
+    text, _ = full_fixture()
+    secrets = secrets_in(text)
+    failures = 0
+    for variant in mutations(text):
+        try:
+            config = parse_config(variant, "wg0.conf")
+        except ConfigError as error:
+            failures += 1
+            assert error.line is None or 1 <= error.line <= len(variant.split("\n"))
+            for rendered in error_renderings(error):
+                assert_no_secret(rendered, secrets)
+        else:
+            for rendered in renderings(config):
+                assert_no_secret(rendered, secrets)
+    assert failures > 50
+
+
+def test_records_built_by_hand_do_not_show_keys() -> None:
+    text, (private, hub, psk, *_) = full_fixture()
+    config = parse_config(text, "x")
+    peer = replace(config.peers[0], public_key=hub, preshared_key=psk)
+    iface = replace(config.interface, private_key=private)
+    secrets = secrets_in(text)
+    for rendered in (repr(peer), str(peer), repr(iface), str(iface)):
+        assert_no_secret(rendered, secrets)
+
+
+# --------------------------------------------------------------------------
+# One fixture per failure mode
+# --------------------------------------------------------------------------
+
+
+def test_there_are_many_failure_fixtures() -> None:
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
+def test_bad_fixture(path: Path) -> None:
+    text = path.read_text()
+    expect = EXPECT.fullmatch(text.split("\n", 1)[0])
+    assert expect is not None, "first line must be '# expect: <line>: <problem>'"
+
+    error = parse_error(text, str(path))
+
+    line = None if expect["line"] == "none" else int(expect["line"])
+    assert (error.line, error.source) == (line, str(path))
+    assert expect["problem"] in error.problem
+    assert str(error).startswith(f"{path}:{line}: " if line else f"{path}: ")
+    for rendered in error_renderings(error):
+        assert_no_secret(rendered, secrets_in(text))
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("example.org", True),
+        ("example.org.", True),
+        ("a-1.b2", True),
+        ("x" * 63 + ".org", True),
+        ("x" * 64 + ".org", False),
+        ("-a.org", False),
+        ("a-.org", False),
+        ("a..org", False),
+        ("under_score.org", False),
+        ("1.2.3.4", False),
+        ("", False),
+        (".", False),
+    ],
+)
+def test_is_host_name(name: str, valid: bool) -> None:
+    assert is_host_name(name) is valid

@@ -1,0 +1,166 @@
+"""Plans and nftables rulesets, from annotations, config and settings."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import hooksd, nft
+from wg_pod_hook.config import parse_config
+from wg_pod_hook.errors import ConfigError
+from wg_pod_hook.oci import Toggle, parse_annotations
+from wg_pod_hook.plan import build_plan, interface_name, temp_name
+from wg_pod_hook.settings import Settings
+
+KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+KEY_B = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+CID = "0123456789abcdef" * 4
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config(allowed: str = "10.250.0.0/24, fd77::/64", extra: str = "") -> str:
+    return (
+        f"[Interface]\nPrivateKey = {KEY_A}\nAddress = 10.250.0.2/24, fd77::2/64\n{extra}\n"
+        f"[Peer]\nPublicKey = {KEY_B}\nAllowedIPs = {allowed}\nEndpoint = 198.18.0.1:51820\n"
+    )
+
+
+def plan_for(annotations: dict[str, str], text: str | None = None, **settings: object):  # type: ignore[no-untyped-def]
+    request = parse_annotations({"wg-pod.config": "/etc/wg/office.conf", **annotations})
+    cfg = parse_config(text or config(), "/etc/wg/office.conf")
+    return build_plan(CID, 4242, request, cfg, Settings(**settings))  # type: ignore[arg-type]
+
+
+def test_temp_name_is_short_unique_and_derived() -> None:
+    name = temp_name(CID)
+    assert len(name.encode()) <= 15
+    assert name.startswith("wgp")
+    assert name == temp_name(CID)
+    assert name != temp_name("f" + CID[1:])
+
+
+def test_interface_name_rules() -> None:
+    assert interface_name(parse_annotations({"wg-pod.config": "/etc/wg/office.conf"})) == "office"
+    assert interface_name(parse_annotations({"wg-pod.config": "/etc/wg/a b.conf"})) == "wg0"
+    assert interface_name(parse_annotations({"wg-pod.config": "/etc/wg/x" * 3 + ".conf"})) == "x"
+    assert (
+        interface_name(parse_annotations({"wg-pod.config": "/etc/wg/much-too-long-name.conf"}))
+        == "wg0"
+    )
+    annotated = {"wg-pod.config": "/etc/wg/office.conf", "wg-pod.interface": "tun0"}
+    assert interface_name(parse_annotations(annotated)) == "tun0"
+
+
+def test_basic_plan() -> None:
+    plan = plan_for({})
+    assert plan.interface == "office"
+    assert plan.netns_path == "/proc/4242/ns/net"
+    assert plan.mtu == 1420
+    assert [str(a) for a in plan.addresses] == ["10.250.0.2/24", "fd77::2/64"]
+    assert [str(r) for r in plan.routes] == ["fd77::/64", "10.250.0.0/24"]
+    assert plan.delete_default == frozenset()
+    assert plan.kill_switch is False
+    assert plan.dns is None
+    assert KEY_A not in repr(plan)
+
+
+def test_routes_deduplicated_longest_first() -> None:
+    plan = plan_for({}, config("10.250.0.0/24, 10.250.0.0/16, 10.250.0.5/32, 10.250.0.0/24"))
+    assert [str(r) for r in plan.routes] == ["10.250.0.5/32", "10.250.0.0/24", "10.250.0.0/16"]
+
+
+def test_full_tunnel_beside_podman_default_uses_halves() -> None:
+    plan = plan_for({}, config("0.0.0.0/0, ::/0"))
+    assert {str(r) for r in plan.routes} == {"0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"}
+    assert plan.kill_switch is True  # auto: the tunnel carries the default route
+
+
+def test_full_tunnel_with_delete_default_is_the_default_route() -> None:
+    plan = plan_for({"wg-pod.delete-default": "true"}, config("0.0.0.0/0, ::/0"))
+    assert {str(r) for r in plan.routes} == {"0.0.0.0/0", "::/0"}
+    assert plan.delete_default == frozenset({4, 6})
+
+
+def test_table_off_and_numbered() -> None:
+    assert plan_for({}, config(extra="Table = off")).routes == ()
+    numbered = plan_for({}, config(extra="Table = 1234"))
+    assert numbered.route_table == 1234
+    assert numbered.routes
+
+
+def test_table_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="Table must be"):
+        plan_for({}, config(extra="Table = vpn"))
+
+
+def test_mtu_from_config() -> None:
+    assert plan_for({}, config(extra="MTU = 1280")).mtu == 1280
+
+
+def test_kill_switch_settings_and_annotation() -> None:
+    assert plan_for({}, kill_switch=Toggle.ON).kill_switch
+    assert not plan_for({"wg-pod.kill-switch": "off"}, config("0.0.0.0/0")).kill_switch
+
+
+def test_dns_auto_list_off() -> None:
+    text = config(extra="DNS = 10.250.0.1, corp.example")
+    auto = plan_for({}, text)
+    assert auto.dns is not None
+    assert auto.dns.servers == (ip_address("10.250.0.1"),)
+    assert auto.dns.search == ("corp.example",)
+    assert plan_for({"wg-pod.dns": "off"}, text).dns is None
+    listed = plan_for({"wg-pod.dns": "fd77::53"}, text)
+    assert listed.dns is not None and listed.dns.servers == (ip_address("fd77::53"),)
+
+
+def test_nft_port_remapping_ruleset() -> None:
+    plan = plan_for({"wg-pod.port-remapping": "80:8080,53/udp:5353"})
+    assert nft.render(plan) == (
+        "add table inet wg-pod\n"
+        "delete table inet wg-pod\n"
+        "table inet wg-pod {\n"
+        "\tchain prerouting {\n"
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+        '\t\tiifname "office" tcp dport 80 redirect to :8080\n'
+        '\t\tiifname "office" udp dport 53 redirect to :5353\n'
+        "\t}\n"
+        "}\n"
+    )
+
+
+def test_nft_nothing_to_do() -> None:
+    assert nft.render(plan_for({})) is None
+
+
+def test_nft_kill_switch_and_dns() -> None:
+    plan = plan_for({"wg-pod.kill-switch": "on"}, config(extra="DNS = 10.250.0.1"))
+    ruleset = nft.render(plan, (ip_network("10.88.0.0/16"), ip_network("fd77:ff::/64")))
+    assert ruleset is not None
+    assert "type filter hook output priority filter; policy drop;" in ruleset
+    assert 'oifname "office" accept' in ruleset
+    assert "ip daddr { 10.88.0.0/16 } accept" in ruleset
+    assert "ip6 daddr { fd77:ff::/64 } accept" in ruleset
+    assert (
+        "meta nfproto ipv4 meta l4proto { tcp, udp } th dport 53 ip daddr != { 10.250.0.1 } drop"
+        in ruleset
+    )
+    assert "meta nfproto ipv6 meta l4proto { tcp, udp } th dport 53 drop" in ruleset
+
+
+@pytest.mark.parametrize("stage", hooksd.STAGES)
+def test_hooksd_templates_match_install(stage: str) -> None:
+    template = (REPO / "hooks.d" / hooksd.file_name(stage)).read_text()
+    assert json.loads(template.replace("@HOOK@", "/usr/libexec/wg-pod/wg-pod-hook")) == (
+        hooksd.definition(stage, "/usr/libexec/wg-pod/wg-pod-hook")
+    )
+
+
+def test_hooksd_definition_is_anchored_and_bounded() -> None:
+    definition = hooksd.definition("createRuntime", "/x/wg-pod-hook", "/etc/s.yaml")
+    assert definition["when"]["annotations"] == {r"^wg-pod\.config$": ".+"}
+    assert definition["hook"]["timeout"] > 0
+    assert "WG_POD_SETTINGS=/etc/s.yaml" in definition["hook"]["env"]
+    assert definition["hook"]["env"][0].startswith("PATH=")

@@ -1,0 +1,62 @@
+"""Settings: defaults, types, and YAML's surprises refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook.errors import SettingsError
+from wg_pod_hook.oci import Toggle
+from wg_pod_hook.settings import Settings, load_settings, parse_settings
+
+
+def test_empty_file_gives_defaults() -> None:
+    assert parse_settings("", "s.yaml") == Settings()
+
+
+def test_all_keys() -> None:
+    settings = parse_settings(
+        "config_dirs: [/srv/wg]\nbackend: userspace\nuserspace_command: [boringtun]\n"
+        "log_level: debug\nkill_switch: 'on'\nallow_readable_configs: true\n",
+        "s.yaml",
+    )
+    assert settings.config_dirs == (Path("/srv/wg"),)
+    assert settings.backend == "userspace"
+    assert settings.userspace_command == ("boringtun",)
+    assert settings.log_level == "debug"
+    assert settings.kill_switch is Toggle.ON
+    assert settings.allow_readable_configs is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour: blue", "colour: unknown setting"),
+        ("backend: wireguard", "backend: must be one of"),
+        ("kill_switch: no", "kill_switch: must be one of"),  # YAML reads `no` as false
+        ("allow_readable_configs: 'yes'", "must be true or false"),
+        ("config_dirs: [relative]", "absolute"),
+        ("config_dirs: 22:22", "non-empty list"),
+        ("config_dirs: []", "non-empty list"),
+        ("- a\n- b", "mapping"),
+        ("backend: [", "not valid YAML"),
+    ],
+)
+def test_bad_settings(text: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        parse_settings(text, "/etc/wg-pod/wg-pod.yaml")
+    assert str(caught.value).startswith("/etc/wg-pod/wg-pod.yaml")
+
+
+def test_named_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WG_POD_SETTINGS", str(tmp_path / "missing.yaml"))
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings()
+
+
+def test_loads_named_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("backend: kernel\n")
+    monkeypatch.setenv("WG_POD_SETTINGS", str(path))
+    assert load_settings().backend == "kernel"

@@ -1,0 +1,67 @@
+"""The kernel backend: a ``wireguard`` link configured over WireGuard netlink."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Any
+
+from pyroute2 import WireGuard
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import BackendUnavailable, SetupError
+from ..netns import Netlink
+from . import DeviceSetup
+
+log = logging.getLogger(__name__)
+
+
+class KernelBackend:
+    name = "kernel"
+
+    def create(self, ifname: str) -> None:
+        with Netlink() as host:
+            try:
+                host.ipr.link("add", ifname=ifname, kind="wireguard")
+            except NetlinkError as exc:
+                if exc.code in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOENT):
+                    raise BackendUnavailable(
+                        "the kernel has no WireGuard support (module wireguard)"
+                    ) from None
+                raise SetupError("create interface", ifname, os.strerror(exc.code)) from None
+
+    def configure(self, ifname: str, device: DeviceSetup) -> None:
+        wg = WireGuard()
+        try:
+            wg.set(
+                ifname,
+                private_key=device.private_key.base64,
+                listen_port=device.listen_port,
+                fwmark=device.fwmark,
+            )
+            # One peer per request, as the netlink API expects.
+            for setup in device.peers:
+                peer: dict[str, Any] = {
+                    "public_key": setup.peer.public_key.base64,
+                    "allowed_ips": [str(n) for n in setup.peer.allowed_ips],
+                    "replace_allowed_ips": True,
+                    "persistent_keepalive": setup.peer.persistent_keepalive or 0,
+                }
+                if setup.peer.preshared_key is not None:
+                    peer["preshared_key"] = setup.peer.preshared_key.base64
+                if setup.endpoint is not None:
+                    peer["endpoint_addr"] = str(setup.endpoint[0])
+                    peer["endpoint_port"] = setup.endpoint[1]
+                wg.set(ifname, peer=peer)
+        except NetlinkError as exc:
+            raise SetupError("configure WireGuard", ifname, os.strerror(exc.code)) from None
+        finally:
+            wg.close()
+
+    def destroy(self, ifname: str) -> None:
+        with Netlink() as host:
+            host.delete_link(ifname)
+
+    def record(self) -> dict[str, Any]:
+        return {"backend": self.name}

@@ -1,0 +1,171 @@
+"""The userspace backend: wireguard-go (or any implementation of the
+cross-platform UAPI) started in the host namespace, configured over its
+UAPI socket, so keys never reach argv, the environment or a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendUnavailable, SetupError
+from ..proc import which
+from . import DeviceSetup
+
+log = logging.getLogger(__name__)
+
+SOCKET_DIR = Path("/var/run/wireguard")
+START_DEADLINE = 5.0
+UAPI_TIMEOUT = 5.0
+
+
+def socket_path(ifname: str) -> Path:
+    return SOCKET_DIR / f"{ifname}.sock"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid``: with the pid, it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def uapi_set(ifname: str, device: DeviceSetup) -> None:
+    lines = ["set=1", f"private_key={device.private_key.hex}", "replace_peers=true"]
+    if device.listen_port is not None:
+        lines.append(f"listen_port={device.listen_port}")
+    if device.fwmark is not None:
+        lines.append(f"fwmark={device.fwmark}")
+    for setup in device.peers:
+        peer = setup.peer
+        lines.append(f"public_key={peer.public_key.hex}")
+        if peer.preshared_key is not None:
+            lines.append(f"preshared_key={peer.preshared_key.hex}")
+        if setup.endpoint is not None:
+            address, port = setup.endpoint
+            host = f"[{address}]" if address.version == 6 else str(address)
+            lines.append(f"endpoint={host}:{port}")
+        lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
+        lines.append("replace_allowed_ips=true")
+        lines.extend(f"allowed_ip={network}" for network in peer.allowed_ips)
+    request = ("\n".join(lines) + "\n\n").encode()
+    reply = uapi_request(ifname, request)
+    if "errno=0" not in reply.splitlines():
+        raise SetupError("configure WireGuard", ifname, f"UAPI refused: {reply.strip()}")
+
+
+def uapi_request(ifname: str, request: bytes) -> str:
+    path = socket_path(ifname)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(UAPI_TIMEOUT)
+            sock.connect(str(path))
+            sock.sendall(request)
+            chunks: list[bytes] = []
+            while not b"".join(chunks).endswith(b"\n\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        raise SetupError("talk to UAPI socket", str(path), exc.strerror or str(exc)) from None
+    return b"".join(chunks).decode(errors="replace")
+
+
+class UserspaceBackend:
+    name = "userspace"
+
+    def __init__(self, command: tuple[str, ...] = ("wireguard-go",)) -> None:
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def create(self, ifname: str) -> None:
+        if which(self.command[0]) is None:
+            raise BackendUnavailable(f"userspace backend: {self.command[0]} is not installed")
+        argv = [*self.command, "-f", ifname]
+        log.debug("start: %s", " ".join(argv))
+        try:
+            # Its own session and no inherited pipes: it must outlive the hook,
+            # and the runtime waits for the hook's stdout/stderr to close.
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "WG_PROCESS_FOREGROUND": "1",
+                },
+            )
+        except OSError as exc:
+            raise SetupError("start", argv[0], exc.strerror or str(exc)) from None
+        self._wait_for_socket(ifname)
+
+    def _wait_for_socket(self, ifname: str) -> None:
+        assert self.process is not None
+        path = socket_path(ifname)
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SetupError(
+                    "start", self.command[0], f"exited with status {self.process.returncode}"
+                )
+            if path.exists():
+                return
+            time.sleep(0.005)
+        raise SetupError(
+            "start", self.command[0], f"no UAPI socket {path} after {START_DEADLINE:g}s"
+        )
+
+    def configure(self, ifname: str, device: DeviceSetup) -> None:
+        uapi_set(ifname, device)
+
+    def destroy(self, ifname: str) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=2)
+        socket_path(ifname).unlink(missing_ok=True)
+
+    def record(self) -> dict[str, Any]:
+        pid = self.process.pid if self.process else None
+        return {
+            "backend": self.name,
+            "process_pid": pid,
+            "process_start": process_start_time(pid) if pid else None,
+        }
+
+
+def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool:
+    """SIGTERM, then SIGKILL, the process ``pid`` only if it is still the one
+    that started at ``start_time``; False when it was already gone."""
+    if start_time is None or process_start_time(pid) != start_time:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process_start_time(pid) != start_time:
+            return True
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+    return True

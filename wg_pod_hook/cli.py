@@ -1,0 +1,148 @@
+"""The ``wg-pod`` command (thin): parse arguments, call one function, map
+errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, hooksd, logs, nft
+from .errors import WgPodError
+from .hook import describe
+from .lifecycle import prepare
+from .oci import CONFIG, ContainerState
+from .plan import Plan
+from .settings import load_settings
+
+EXAMPLES = {
+    "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
+    "install": "example: wg-pod install --hooks-dir /etc/containers/oci/hooks.d",
+    "uninstall": "example: wg-pod uninstall --hooks-dir /etc/containers/oci/hooks.d",
+}
+
+
+def format_plan(plan: Plan, ruleset: str | None) -> str:
+    cfg = plan.config
+    lines = [
+        f"config:      {cfg.source}",
+        f"interface:   {plan.interface} (created as {plan.temp_name} in the host namespace)",
+        f"backend:     {plan.backend}",
+        f"mtu:         {plan.mtu}",
+        "addresses:   " + (", ".join(map(str, plan.addresses)) or "(none)"),
+        "routes:      "
+        + (", ".join(map(str, plan.routes)) or "(none)")
+        + (f" (table {plan.route_table})" if plan.route_table else ""),
+        "delete default routes: "
+        + (", ".join(f"IPv{v}" for v in sorted(plan.delete_default)) or "no"),
+        "extra routes: "
+        + (", ".join(f"{r.target} via {r.gateway}" for r in plan.extra_routes) or "(none)"),
+        f"kill switch: {'on' if plan.kill_switch else 'off'}",
+        "dns:         "
+        + (
+            " ".join([*map(str, plan.dns.servers), *(f"search:{d}" for d in plan.dns.search)])
+            if plan.dns
+            else "(unchanged)"
+        ),
+    ]
+    if cfg.interface.listen_port is not None:
+        lines.append(f"listen port: {cfg.interface.listen_port}")
+    if cfg.interface.fwmark is not None:
+        lines.append(f"fwmark:      {cfg.interface.fwmark:#x}")
+    for peer in cfg.peers:
+        lines.append(f"peer {peer.public_key.base64}")
+        lines.append(f"  endpoint:    {peer.endpoint or '(none)'}")
+        lines.append("  allowed ips: " + (", ".join(map(str, peer.allowed_ips)) or "(none)"))
+        if peer.preshared_key is not None:
+            lines.append("  preshared key: (set)")
+        if peer.persistent_keepalive:
+            lines.append(f"  keepalive:   {peer.persistent_keepalive}s")
+    lines.append("nftables:")
+    lines.append(ruleset.rstrip() if ruleset else "  (no rules)")
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    annotations = {CONFIG: str(Path(args.config).absolute())}
+    for item in args.annotation:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"wg-pod: --annotation {item!r}: expected KEY=VALUE")
+        annotations[key] = value
+    settings = load_settings()
+    state = ContainerState(
+        id="check", status="creating", pid=0, bundle=None, annotations=annotations
+    )
+    plan = prepare(state, settings)
+    print(format_plan(plan, nft.render(plan)))
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    hook = args.hook or hooksd.installed_hook()
+    for path in hooksd.install(Path(args.hooks_dir), hook, args.settings):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    for path in hooksd.uninstall(Path(args.hooks_dir)):
+        print(f"removed {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="wg-pod",
+        description="Join podman containers to WireGuard networks.",
+        epilog="exit status: 0 success, 1 error (one line on stderr), 2 usage error",
+    )
+    top.add_argument("--version", action="version", version=f"wg-pod {__version__}")
+    top.add_argument("--debug", action="store_true", help="log details to stderr")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser(
+        "check", help="validate a config and print the plan", epilog=EXAMPLES["check"]
+    )
+    check.add_argument("config", help="path of the wg-quick style config")
+    check.add_argument(
+        "--annotation",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a wg-pod.* annotation, as on podman run (repeatable)",
+    )
+    check.set_defaults(func=cmd_check)
+
+    for name, func, helptext in (
+        ("install", cmd_install, "write the hooks.d definitions for this installation"),
+        ("uninstall", cmd_uninstall, "remove the hooks.d definitions"),
+    ):
+        cmd = sub.add_parser(name, help=helptext, epilog=EXAMPLES[name])
+        cmd.add_argument(
+            "--hooks-dir", default=str(hooksd.DEFAULT_DIR), help=f"default: {hooksd.DEFAULT_DIR}"
+        )
+        if name == "install":
+            cmd.add_argument("--hook", help="absolute path of wg-pod-hook (default: this one)")
+            cmd.add_argument(
+                "--settings",
+                help="settings file the hook should use (sets WG_POD_SETTINGS in the definition)",
+            )
+        cmd.set_defaults(func=func)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup("debug" if args.debug else "warning", stderr=True)
+    try:
+        return int(args.func(args))
+    except WgPodError as exc:
+        logging.getLogger(__name__).debug("failed", exc_info=True)
+        print(f"wg-pod: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

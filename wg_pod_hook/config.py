@@ -1,0 +1,651 @@
+"""wg-quick config text -> typed, frozen records.
+
+This is the one place that reads the wg-quick format.  It is pure: it takes
+the text (already read by the caller) and the name to blame in errors, and
+returns a `WgConfig` or raises `ConfigError(source, line, problem)`.
+
+Anything `wg-quick up` accepts parses here; on top of that we refuse a few
+things wg-quick lets through silently (a single-valued key given twice, two
+[Interface] sections, the same peer twice, empty list items), because a
+container that starts on a config that does not mean what its author thought
+is worse than one that does not start.
+
+Key material never leaves this module in text form except through
+`Key.base64` / `Key.hex`, which callers use only to hand keys to WireGuard.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
+from typing import TypeVar
+
+from .errors import ConfigError
+
+__all__ = [
+    "Endpoint",
+    "IPAddress",
+    "IPInterface",
+    "IPNetwork",
+    "InterfaceConfig",
+    "Key",
+    "Peer",
+    "WgConfig",
+    "is_host_name",
+    "parse_config",
+]
+
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
+IPNetwork = IPv4Network | IPv6Network
+
+KEY_LEN = 32
+_KEY_B64_LEN = 44
+
+
+# --------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class Key:
+    """A 32-byte WireGuard key (private, public or preshared).
+
+    Its text forms (`repr`, `str`, f-strings) never show the key, so a key
+    that reaches a log line or an error message by accident leaks nothing.
+    """
+
+    raw: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != KEY_LEN:
+            raise ValueError(f"a WireGuard key is exactly {KEY_LEN} bytes")
+
+    @classmethod
+    def from_base64(cls, text: str) -> Key:
+        """Decode the form `wg genkey` prints; the error never quotes `text`."""
+        # Same acceptance as wg's key_from_base64(): 44 characters, one '='
+        # of padding, and canonical (zero) trailing bits.
+        if len(text) != _KEY_B64_LEN or not text.endswith("=") or text.endswith("=="):
+            raise ValueError("a key is 44 characters of base64 ending in a single '='")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a key must be valid base64") from None
+        if len(raw) != KEY_LEN or base64.b64encode(raw).decode("ascii") != text:
+            raise ValueError("a key must be the canonical base64 of 32 bytes")
+        return cls(raw)
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.raw).decode("ascii")
+
+    @property
+    def hex(self) -> str:
+        """Lower-case hex, the form the WireGuard UAPI expects."""
+        return self.raw.hex()
+
+    def __repr__(self) -> str:
+        return "Key(<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a peer is reached: an IP literal or a host name, and a UDP port."""
+
+    host: str  # IP literal without brackets, or a DNS host name
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ip(self) -> IPAddress | None:
+        """The address when `host` is a literal; None for a host name."""
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Peer:
+    public_key: Key
+    preshared_key: Key | None = field(repr=False)
+    allowed_ips: tuple[IPNetwork, ...]  # file order, host bits masked, no duplicates
+    endpoint: Endpoint | None
+    persistent_keepalive: int | None  # None for absent, "off" or 0
+    line: int  # line of the [Peer] header
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    private_key: Key = field(repr=False)
+    addresses: tuple[IPInterface, ...]
+    listen_port: int | None
+    fwmark: int | None  # None for absent, "off" or 0
+    mtu: int | None
+    dns_servers: tuple[IPAddress, ...]
+    dns_search: tuple[str, ...]
+    table: str  # "auto", "off", a table number or a table name
+    ignored_keys: tuple[str, ...]  # wg-quick-only keys we do not act on, for a warning
+    line: int  # line of the [Interface] header
+
+
+@dataclass(frozen=True)
+class WgConfig:
+    source: str
+    interface: InterfaceConfig
+    peers: tuple[Peer, ...]
+
+
+# --------------------------------------------------------------------------
+# Value parsers: text -> value, or _Invalid(problem).  The line loop adds
+# source and line number.
+# --------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value is wrong; carries only the problem text."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+_DIGITS = re.compile(r"[0-9]+")
+# What C's strtoul(..., 0) reads in full, as wg (FwMark) and ip (MTU, table)
+# do: 0x hex, a leading 0 for octal, else decimal.
+_STRTOUL0 = re.compile(r"0[xX](?P<hex>[0-9a-fA-F]+)|(?P<oct>0[0-7]*)|(?P<dec>[1-9][0-9]*)")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_SHOWABLE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,23}")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_NETWORK = re.compile(r"(?P<ip>[^/]+)(?:/(?P<cidr>[0-9]{1,3}))?")
+# A long run of base64 characters in a problem text is most likely a key
+# that ended up where we echo values (an Address, an Endpoint, ...).
+_KEYLIKE = re.compile(r"[A-Za-z0-9+/=]{32,}")
+
+_U32_MAX = 0xFFFFFFFF
+
+
+def _shown(name: str) -> str:
+    """`name` quoted when it is safe to print, else a placeholder.
+
+    A key name or section name is printed in errors to help the user, but a
+    mangled line such as `PrivateKey <key>` (no '=' except the key's own
+    padding) turns the key into the "name"; only short identifiers are shown.
+    """
+    if _SHOWABLE.fullmatch(name):
+        return repr(name)
+    return "(not shown)"
+
+
+def _decimal(text: str, low: int, high: int, what: str) -> int:
+    # The length cap keeps int() clear of Python's limit on huge digit strings.
+    if not _DIGITS.fullmatch(text) or len(text) > 20 or not low <= int(text) <= high:
+        raise _Invalid(f"{what} {text!r} is not a number in {low}..{high}")
+    return int(text)
+
+
+def _strtoul0(text: str) -> int | None:
+    match = _STRTOUL0.fullmatch(text)
+    if match is None or len(text) > 40:
+        return None
+    if match["hex"] is not None:
+        return int(match["hex"], 16)
+    if match["oct"] is not None:
+        return int(match["oct"], 8)
+    return int(match["dec"])
+
+
+def _no_whitespace(value: str) -> str:
+    # wg(8) deletes every blank inside a line before parsing it, so for the
+    # keys wg-quick hands to wg, "Endpoint = host : 51820" is valid.
+    return "".join(value.split())
+
+
+def _key(value: str, name: str) -> Key:
+    if not value:
+        raise _Invalid(f"{name} needs a value (a base64 key from `wg genkey`)")
+    try:
+        return Key.from_base64(_no_whitespace(value))
+    except ValueError as exc:
+        raise _Invalid(f"{name} is not a valid key: {exc}") from None
+
+
+def _items(value: str, name: str, *, blank_separates: bool) -> list[str]:
+    """Split a comma list; wg-quick also splits Address and DNS on blanks."""
+    if not value:
+        # wg-quick and wg both take an empty list value as "nothing here".
+        return []
+    items: list[str] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            raise _Invalid(f"{name} has an empty item; expected a comma-separated list")
+        items.extend(part.split() if blank_separates else [part])
+    return items
+
+
+def is_host_name(name: str) -> bool:
+    """RFC 1123 host name; a trailing dot (fully qualified) is allowed.
+
+    Public because DNS search domains from other sources (annotations) must
+    follow the same rule as the config's own.
+    """
+    if name.endswith("."):
+        name = name[:-1]
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        # An all-numeric last label would be read as a (malformed) IPv4 address.
+        and not labels[-1].isdigit()
+    )
+
+
+def _address(item: str) -> IPInterface:
+    try:
+        if "%" in item:
+            raise ValueError("scoped")
+        return ipaddress.ip_interface(item)
+    except ValueError:
+        raise _Invalid(f"Address {item!r} is not an IP address with an optional /prefix") from None
+
+
+def _allowed_ip(item: str) -> IPNetwork:
+    compact = _no_whitespace(item)
+    # wg accepts only a /prefix length (no netmask) and no zone index.
+    match = _NETWORK.fullmatch(compact)
+    try:
+        if match is None or "%" in compact:
+            raise ValueError("malformed")
+        address = ipaddress.ip_address(match["ip"])
+        cidr = match["cidr"]
+        prefix = address.max_prefixlen if cidr is None else int(cidr)
+        if prefix > address.max_prefixlen:
+            raise ValueError("prefix too long")
+        return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    except ValueError:
+        raise _Invalid(
+            f"AllowedIPs {item!r} is not an IP network (address with an optional /prefix)"
+        ) from None
+
+
+def _endpoint(value: str) -> Endpoint:
+    value = _no_whitespace(value)
+    expected = "expected ip:port, [ipv6]:port or host:port"
+    if not value:
+        raise _Invalid(f"Endpoint needs a value; {expected}")
+    if value.startswith("["):
+        host, close, rest = value[1:].partition("]")
+        if not close or not rest.startswith(":"):
+            raise _Invalid(f"Endpoint {value!r} is malformed; {expected}")
+        port_text = rest[1:]
+    else:
+        # Like wg, the last ':' separates the port, so an unbracketed IPv6
+        # literal (fd00::1:51820) still parses the way wg reads it.
+        host, colon, port_text = value.rpartition(":")
+        if not colon:
+            raise _Invalid(f"Endpoint {value!r} has no port; {expected}")
+    if not host:
+        raise _Invalid(f"Endpoint {value!r} has no host; {expected}")
+    port = _decimal(port_text, 1, 65535, "Endpoint port")
+    try:
+        return Endpoint(str(ipaddress.ip_address(host)), port)
+    except ValueError:
+        pass
+    if ":" in host or re.fullmatch(r"[0-9.]+", host) or not is_host_name(host):
+        raise _Invalid(f"Endpoint host {host!r} is neither an IP address nor a valid host name")
+    return Endpoint(host, port)
+
+
+def _listen_port(value: str) -> int:
+    return _decimal(_no_whitespace(value), 0, 65535, "ListenPort")
+
+
+def _fwmark(value: str) -> int | None:
+    value = _no_whitespace(value)
+    if value.lower() == "off":
+        return None
+    mark = _strtoul0(value)
+    if mark is None or mark > _U32_MAX:
+        raise _Invalid(f"FwMark {value!r} is not off or a number in 0..0xffffffff")
+    return mark or None
+
+
+def _mtu(value: str) -> int | None:
+    if not value:
+        # wg-quick treats an empty MTU as unset.
+        return None
+    mtu = _strtoul0(value)
+    if mtu is None or not 576 <= mtu <= 65535:
+        raise _Invalid(f"MTU {value!r} is not a number in 576..65535")
+    return mtu
+
+
+def _table(value: str) -> str:
+    if value.lower() in ("", "auto"):
+        return "auto"
+    if value.lower() == "off":
+        return "off"
+    number = _strtoul0(value)
+    if number is not None:
+        if number > _U32_MAX:
+            raise _Invalid(f"Table {value!r} is not a routing table number (0..4294967295)")
+        return str(number)
+    if _TABLE_NAME.fullmatch(value):
+        return value
+    raise _Invalid(f"Table {value!r} is not auto, off, a table number or a table name")
+
+
+def _keepalive(value: str) -> int | None:
+    value = _no_whitespace(value)
+    if value.lower() == "off":
+        return None
+    if not _DIGITS.fullmatch(value) or len(value) > 20 or int(value) > 65535:
+        raise _Invalid(f"PersistentKeepalive {value!r} is not off or a number of seconds 0..65535")
+    return int(value) or None
+
+
+def _save_config(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise _Invalid(f"SaveConfig {value!r} is not true or false")
+    return value.lower() == "true"
+
+
+# --------------------------------------------------------------------------
+# Sections being read
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Section:
+    line: int
+    # canonical key -> line of its first occurrence, for "given twice"
+    first_seen: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _InterfaceDraft(_Section):
+    private_key: Key | None = field(default=None, repr=False)
+    addresses: list[IPInterface] = field(default_factory=list)
+    listen_port: int | None = None
+    fwmark: int | None = None
+    mtu: int | None = None
+    dns_servers: list[IPAddress] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    table: str = "auto"
+    ignored_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _PeerDraft(_Section):
+    public_key: Key | None = None
+    preshared_key: Key | None = field(default=None, repr=False)
+    allowed_ips: list[IPNetwork] = field(default_factory=list)
+    endpoint: Endpoint | None = None
+    persistent_keepalive: int | None = None
+
+
+def _set_private_key(d: _InterfaceDraft, v: str) -> None:
+    d.private_key = _key(v, "PrivateKey")
+
+
+def _add_addresses(d: _InterfaceDraft, v: str) -> None:
+    d.addresses.extend(_address(i) for i in _items(v, "Address", blank_separates=True))
+
+
+def _set_listen_port(d: _InterfaceDraft, v: str) -> None:
+    d.listen_port = _listen_port(v)
+
+
+def _set_fwmark(d: _InterfaceDraft, v: str) -> None:
+    d.fwmark = _fwmark(v)
+
+
+def _set_mtu(d: _InterfaceDraft, v: str) -> None:
+    d.mtu = _mtu(v)
+
+
+def _add_dns(d: _InterfaceDraft, v: str) -> None:
+    for item in _items(v, "DNS", blank_separates=True):
+        try:
+            d.dns_servers.append(ipaddress.ip_address(item))
+            continue
+        except ValueError:
+            pass
+        # wg-quick files digits-and-dots and anything with ':' as nameservers.
+        if ":" in item or re.fullmatch(r"[0-9.]+", item):
+            raise _Invalid(f"DNS entry {item!r} looks like an address but is not a valid one")
+        if not is_host_name(item):
+            raise _Invalid(f"DNS entry {item!r} is neither an IP address nor a valid search domain")
+        d.dns_search.append(item)
+
+
+def _set_table(d: _InterfaceDraft, v: str) -> None:
+    d.table = _table(v)
+
+
+def _ignored(name: str) -> Callable[[_InterfaceDraft, str], None]:
+    def note(d: _InterfaceDraft, v: str) -> None:
+        if name not in d.ignored_keys:
+            d.ignored_keys.append(name)
+
+    return note
+
+
+def _set_save_config(d: _InterfaceDraft, v: str) -> None:
+    # SaveConfig = false asks for nothing, so there is nothing to warn about.
+    if _save_config(v) and "SaveConfig" not in d.ignored_keys:
+        d.ignored_keys.append("SaveConfig")
+
+
+def _set_public_key(d: _PeerDraft, v: str) -> None:
+    d.public_key = _key(v, "PublicKey")
+
+
+def _set_preshared_key(d: _PeerDraft, v: str) -> None:
+    d.preshared_key = _key(v, "PresharedKey")
+
+
+def _add_allowed_ips(d: _PeerDraft, v: str) -> None:
+    items = _items(v, "AllowedIPs", blank_separates=False)
+    d.allowed_ips.extend(_allowed_ip(i) for i in items)
+
+
+def _set_endpoint(d: _PeerDraft, v: str) -> None:
+    d.endpoint = _endpoint(v)
+
+
+def _set_keepalive(d: _PeerDraft, v: str) -> None:
+    d.persistent_keepalive = _keepalive(v)
+
+
+# canonical name -> (handler, single-valued)
+_INTERFACE_KEYS: dict[str, tuple[Callable[[_InterfaceDraft, str], None], bool]] = {
+    "PrivateKey": (_set_private_key, True),
+    "Address": (_add_addresses, False),
+    "ListenPort": (_set_listen_port, True),
+    "FwMark": (_set_fwmark, True),
+    "MTU": (_set_mtu, True),
+    "DNS": (_add_dns, False),
+    "Table": (_set_table, True),
+    "PreUp": (_ignored("PreUp"), False),
+    "PostUp": (_ignored("PostUp"), False),
+    "PreDown": (_ignored("PreDown"), False),
+    "PostDown": (_ignored("PostDown"), False),
+    "SaveConfig": (_set_save_config, True),
+}
+_PEER_KEYS: dict[str, tuple[Callable[[_PeerDraft, str], None], bool]] = {
+    "PublicKey": (_set_public_key, True),
+    "PresharedKey": (_set_preshared_key, True),
+    "AllowedIPs": (_add_allowed_ips, False),
+    "Endpoint": (_set_endpoint, True),
+    "PersistentKeepalive": (_set_keepalive, True),
+}
+_CANONICAL = {name.lower(): name for name in (*_INTERFACE_KEYS, *_PEER_KEYS)}
+
+
+_T = TypeVar("_T")
+
+
+def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------
+
+
+def parse_config(text: str, source: str) -> WgConfig:
+    """Parse wg-quick config `text`; `source` names it in errors (its path)."""
+    return _Parser(source).parse(text)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.interface: InterfaceConfig | None = None
+        self.interface_line: int | None = None
+        self.peers: list[Peer] = []
+        # public key -> line of the [Peer] header that has it
+        self.peer_lines: dict[bytes, int] = {}
+
+    def error(self, line: int | None, problem: str) -> ConfigError:
+        return ConfigError(self.source, line, _KEYLIKE.sub("(not shown)", problem))
+
+    def parse(self, text: str) -> WgConfig:
+        text = text.removeprefix("\ufeff")
+        section: _InterfaceDraft | _PeerDraft | None = None
+        # Split on '\n' only: str.splitlines() also breaks on form feeds and
+        # other separators, which would make our line numbers disagree with
+        # the user's editor.
+        for number, raw in enumerate(text.split("\n"), start=1):
+            content = raw.split("#", 1)[0].strip()
+            if not content:
+                continue
+            if content.startswith("["):
+                self.close(section)
+                section = self.open(content, number)
+                continue
+            name, equals, value = content.partition("=")
+            if not equals:
+                raise self.error(
+                    number, "expected 'Key = value' or an [Interface] or [Peer] header"
+                )
+            self.assign(section, name.strip(), value.strip(), number)
+        self.close(section)
+        if self.interface is None:
+            raise self.error(None, "no [Interface] section")
+        return WgConfig(self.source, self.interface, tuple(self.peers))
+
+    def open(self, header: str, number: int) -> _InterfaceDraft | _PeerDraft:
+        if not header.endswith("]"):
+            raise self.error(number, "malformed section header; expected [Interface] or [Peer]")
+        name = header[1:-1].strip()
+        if name.lower() == "interface":
+            if self.interface_line is not None:
+                raise self.error(
+                    number,
+                    f"second [Interface] section (first on line {self.interface_line});"
+                    " a config has exactly one",
+                )
+            self.interface_line = number
+            return _InterfaceDraft(number)
+        if name.lower() == "peer":
+            return _PeerDraft(number)
+        shown = f"[{name}]" if _SHOWABLE.fullmatch(name) else "(name not shown)"
+        raise self.error(number, f"unknown section {shown}; expected [Interface] or [Peer]")
+
+    def assign(
+        self, section: _InterfaceDraft | _PeerDraft | None, name: str, value: str, number: int
+    ) -> None:
+        if not name:
+            raise self.error(number, "missing key name before '='")
+        canonical = _CANONICAL.get(name.lower())
+        if section is None:
+            shown = canonical or _shown(name)
+            raise self.error(
+                number, f"key {shown} outside any section; put it under [Interface] or [Peer]"
+            )
+        if canonical is None:
+            where = "[Interface]" if isinstance(section, _InterfaceDraft) else "[Peer]"
+            raise self.error(number, f"unknown key {_shown(name)} in {where}")
+        try:
+            if isinstance(section, _InterfaceDraft):
+                if canonical not in _INTERFACE_KEYS:
+                    raise _Invalid(f"{canonical} belongs in a [Peer] section, not [Interface]")
+                handler, single = _INTERFACE_KEYS[canonical]
+                self.check_once(section, canonical, single, number)
+                handler(section, value)
+            else:
+                if canonical not in _PEER_KEYS:
+                    raise _Invalid(f"{canonical} belongs in the [Interface] section, not [Peer]")
+                peer_handler, single = _PEER_KEYS[canonical]
+                self.check_once(section, canonical, single, number)
+                peer_handler(section, value)
+                if canonical == "PublicKey":
+                    self.check_new_peer(section)
+        except _Invalid as invalid:
+            raise self.error(number, invalid.problem) from None
+
+    def check_once(self, section: _Section, canonical: str, single: bool, number: int) -> None:
+        first = section.first_seen.setdefault(canonical, number)
+        if single and first != number:
+            raise _Invalid(f"{canonical} given twice, first on line {first}")
+
+    def check_new_peer(self, peer: _PeerDraft) -> None:
+        assert peer.public_key is not None
+        earlier = self.peer_lines.setdefault(peer.public_key.raw, peer.line)
+        if earlier != peer.line:
+            # wg would silently merge the two into one peer.
+            raise _Invalid(f"PublicKey repeats the peer on line {earlier}; list each peer once")
+
+    def close(self, section: _InterfaceDraft | _PeerDraft | None) -> None:
+        if isinstance(section, _InterfaceDraft):
+            if section.private_key is None:
+                raise self.error(section.line, "[Interface] has no PrivateKey (required)")
+            self.interface = InterfaceConfig(
+                private_key=section.private_key,
+                addresses=_unique(section.addresses),
+                listen_port=section.listen_port,
+                fwmark=section.fwmark,
+                mtu=section.mtu,
+                dns_servers=_unique(section.dns_servers),
+                dns_search=_unique(section.dns_search),
+                table=section.table,
+                ignored_keys=tuple(section.ignored_keys),
+                line=section.line,
+            )
+        elif isinstance(section, _PeerDraft):
+            if section.public_key is None:
+                raise self.error(section.line, "[Peer] has no PublicKey (required)")
+            self.peers.append(
+                Peer(
+                    public_key=section.public_key,
+                    preshared_key=section.preshared_key,
+                    allowed_ips=_unique(section.allowed_ips),
+                    endpoint=section.endpoint,
+                    persistent_keepalive=section.persistent_keepalive,
+                    line=section.line,
+                )
+            )

@@ -1,0 +1,66 @@
+"""The one place that opens a user's WireGuard config.
+
+The hook runs as root for containers that less trusted users may create, so
+the annotation may only name a root-owned regular file inside an allowed
+directory, and the file is checked through the descriptor it is read from.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from .config import WgConfig, parse_config
+from .errors import ConfigError
+from .settings import Settings
+
+MAX_SIZE = 1 << 20
+
+
+def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
+    for directory in dirs:
+        try:
+            allowed = directory.resolve(strict=True)
+        except OSError:
+            continue
+        if path.is_relative_to(allowed) and path != allowed:
+            return True
+    return False
+
+
+def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
+    source = str(path)
+    if not path.is_absolute():
+        raise ConfigError(source, None, "config path must be absolute")
+    try:
+        real = Path(path).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ConfigError(source, None, "config file does not exist") from None
+    if not _inside(real, settings.config_dirs):
+        dirs = ", ".join(str(d) for d in settings.config_dirs)
+        raise ConfigError(source, None, f"config file is not inside an allowed directory ({dirs})")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot open config file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(source, None, "config file is not a regular file")
+        if info.st_uid != 0:
+            raise ConfigError(source, None, "config file is not owned by root")
+        if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and info.st_gid != 0):
+            raise ConfigError(source, None, "config file is writable by others (chmod 600)")
+        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH) and not settings.allow_readable_configs:
+            raise ConfigError(
+                source, None, "config file is readable by group or others (chmod 600)"
+            )
+        if info.st_size > MAX_SIZE:
+            raise ConfigError(source, None, "config file is larger than 1 MiB")
+        data = handle.read(MAX_SIZE + 1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(source, None, "config file is not UTF-8 text") from None
+    return parse_config(text, source)

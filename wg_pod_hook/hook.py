@@ -1,0 +1,107 @@
+"""The OCI hook entry point: ``wg-pod-hook createRuntime|poststop``.
+
+The stage comes from argv and the container state from stdin, as the OCI
+runtime spec and podman's hooks.d define them.  This module only parses,
+sets up logging, calls one function and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import lifecycle, logs
+from .errors import (
+    AnnotationError,
+    BackendUnavailable,
+    ConfigError,
+    SettingsError,
+    StateError,
+    WgPodError,
+)
+from .oci import ContainerState, parse_state
+from .settings import load_settings
+
+log = logging.getLogger("wg_pod_hook.hook")
+
+STAGES = ("createRuntime", "poststop")
+_WHAT = {
+    ConfigError: "config",
+    AnnotationError: "annotations",
+    SettingsError: "settings",
+    StateError: "OCI state",
+    BackendUnavailable: "backend",
+}
+
+
+def describe(exc: WgPodError) -> str:
+    what = _WHAT.get(type(exc))
+    return f"{what}: {exc}" if what else str(exc)
+
+
+def rootless_reason() -> str | None:
+    """Why this hook cannot do its work here, if it cannot."""
+    if os.geteuid() != 0:
+        return "wg-pod needs rootful podman (the hook runs as a non-root user)"
+    try:
+        uid_map = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        return None
+    if uid_map[:3] != ["0", "0", "4294967295"]:
+        return "wg-pod needs rootful podman (the hook runs in a user namespace)"
+    return None
+
+
+def create_runtime(state: ContainerState) -> None:
+    reason = rootless_reason()
+    if reason:
+        raise StateError(reason)
+    settings = load_settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    plan = lifecycle.prepare(state, settings)
+    lifecycle.up(plan, state.bundle, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logs.setup()
+    if len(args) != 1 or args[0] not in STAGES:
+        print(f"usage: wg-pod-hook {{{'|'.join(STAGES)}}} < OCI-state", file=sys.stderr)
+        return 2
+    stage = args[0]
+    text = sys.stdin.read()
+    container = "?"
+    try:
+        state = parse_state(text)
+        container = state.id[:12]
+        if stage == "createRuntime":
+            create_runtime(state)
+        else:
+            lifecycle.down(state.id)
+    except WgPodError as exc:
+        message = describe(exc)
+        log.error("container %s: %s: %s", container, stage, message)
+        if stage == "poststop":
+            return 0  # never fail a container's removal
+        print(
+            f"wg-pod: container {container}: {message} (journalctl -t wg-pod)",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # a bug: fail closed, keep the traceback in the journal
+        log.exception("container %s: %s: unexpected error", container, stage)
+        if stage == "poststop":
+            return 0
+        print(
+            f"wg-pod: container {container}: internal error {type(exc).__name__} "
+            "(journalctl -t wg-pod)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The hooks.d definitions that make podman run wg-pod-hook.
+
+The templates in the repository's ``hooks.d/`` are what packages install
+(with the hook's path filled in); ``wg-pod install`` writes the same
+definitions, produced here, for the running installation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import SetupError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = Path("/usr/share/containers/oci/hooks.d")
+STAGES = ("createRuntime", "poststop")
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# runc kills the hook after this; our own deadlines (UAPI socket 5 s, name
+# resolution about 10 s, namespace lock 10 s) stay well inside it.
+TIMEOUT = 60
+
+
+def file_name(stage: str) -> str:
+    return f"wg-pod-{stage}.json"
+
+
+def definition(stage: str, hook: str, settings: str | None = None) -> dict[str, Any]:
+    env = [PATH]
+    if settings:
+        env.append(f"WG_POD_SETTINGS={settings}")
+    return {
+        "version": "1.0.0",
+        "hook": {
+            "path": hook,
+            "args": ["wg-pod-hook", stage],
+            "env": env,
+            "timeout": TIMEOUT,
+        },
+        "when": {"annotations": {r"^wg-pod\.config$": ".+"}},
+        "stages": [stage],
+    }
+
+
+def installed_hook() -> str:
+    """The wg-pod-hook of this installation: beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "wg-pod-hook"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("wg-pod-hook")
+    if found:
+        return str(Path(found).resolve())
+    raise SetupError("install", "wg-pod-hook", "executable not found beside python or on PATH")
+
+
+def install(directory: Path, hook: str, settings: str | None = None) -> list[Path]:
+    if not Path(hook).is_absolute():
+        raise SetupError("install", hook, "the hook path must be absolute")
+    if settings and not Path(settings).is_absolute():
+        raise SetupError("install", settings, "the settings path must be absolute")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for stage in STAGES:
+            target = directory / file_name(stage)
+            target.write_text(json.dumps(definition(stage, hook, settings), indent=2) + "\n")
+            log.debug("wrote %s", target)
+            written.append(target)
+    except OSError as exc:
+        raise SetupError("install", str(directory), exc.strerror or str(exc)) from None
+    return written
+
+
+def uninstall(directory: Path) -> list[Path]:
+    removed = []
+    for stage in STAGES:
+        target = directory / file_name(stage)
+        if target.exists():
+            target.unlink()
+            removed.append(target)
+    return removed

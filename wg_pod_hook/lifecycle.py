@@ -1,0 +1,199 @@
+"""up and down: runs a Plan step by step with an undo stack, and records it.
+
+The WireGuard interface is born in the host namespace so its UDP socket
+stays there and reaches the endpoint however the container's routes end
+up; only then is it moved into the container.  Every step registers its
+undo, so a failure anywhere leaves nothing behind and the container does
+not start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import dns, nft, records
+from .backends import Backend
+from .backends.kernel import KernelBackend
+from .backends.userspace import UserspaceBackend, socket_path, stop_process
+from .configfile import read_config
+from .errors import BackendUnavailable, SetupError, StateError
+from .netns import Netlink, is_host_netns, open_netns
+from .oci import ContainerState, parse_annotations
+from .plan import Plan, build_plan, temp_name
+from .proc import in_netns, run
+from .resolve import device_setup
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR = records.RECORD_DIR / "locks"
+LOCK_DEADLINE = 30.0
+
+
+def prepare(state: ContainerState, settings: Settings) -> Plan:
+    """Validate everything the container's creator handed us; touch nothing."""
+    request = parse_annotations(state.annotations)
+    config = read_config(request.config_path, settings)
+    for key in config.interface.ignored_keys:
+        log.warning("%s: %s is not run by wg-pod (ignored)", config.source, key)
+    return build_plan(state.id, state.pid, request, config, settings)
+
+
+@contextmanager
+def namespace_lock(netns_fd: int) -> Iterator[None]:
+    """Serialise hooks working on one namespace (pod members share one)."""
+    info = os.fstat(netns_fd)
+    LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = LOCK_DIR / f"netns-{info.st_dev}-{info.st_ino}.lock"
+    with path.open("a") as handle:
+        deadline = time.monotonic() + LOCK_DEADLINE
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SetupError("lock", "network namespace", "another hook holds it") from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _backends(settings: Settings) -> list[Backend]:
+    userspace = UserspaceBackend(settings.userspace_command)
+    if settings.backend == "kernel":
+        return [KernelBackend()]
+    if settings.backend == "userspace":
+        return [userspace]
+    return [KernelBackend(), userspace]
+
+
+def _create(plan: Plan, settings: Settings) -> Backend:
+    """Create the interface with the first backend this machine supports."""
+    reasons = []
+    for backend in _backends(settings):
+        try:
+            backend.create(plan.temp_name)
+        except BackendUnavailable as exc:
+            reasons.append(str(exc))
+            continue
+        if settings.backend == "auto":
+            log.info("backend auto: using %s", backend.name)
+        return backend
+    raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
+
+
+def apply_nft(netns_path: str, ruleset: str, step: str = "apply nftables") -> None:
+    run(in_netns(netns_path, ["nft", "-f", "-"]), step=step, stdin=ruleset)
+
+
+def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str, Any]:
+    """Set up the tunnel of ``plan``; on any failure undo every step and raise."""
+    if plan.pid <= 0:
+        raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
+    device = device_setup(plan.config)
+    resolv_conf = dns.find_resolv_conf(bundle) if plan.dns else None
+    with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
+        if is_host_netns(plan.netns_path):
+            raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
+        with ExitStack() as undo, Netlink() as host, Netlink(netns_fd, "container") as inside:
+            _converge(plan, inside)
+            # A leftover of a hook killed mid-way carries our derived name.
+            host.delete_link(plan.temp_name)
+
+            backend = _create(plan, settings)
+            undo.callback(backend.destroy, plan.temp_name)
+            host.set_mtu(plan.temp_name, plan.mtu)
+            backend.configure(plan.temp_name, device)
+
+            host.move(plan.temp_name, netns_fd, plan.interface)
+            undo.callback(inside.delete_link, plan.interface)
+            for address in plan.addresses:
+                inside.add_address(plan.interface, address)
+            inside.set_up(plan.interface)
+
+            for version in sorted(plan.delete_default):
+                for route in inside.default_routes(version):
+                    inside.delete_route(route)
+                    undo.callback(inside.ipr.route, "add", **route)
+            for network in plan.routes:
+                inside.replace_route(network, device=plan.interface, table=plan.route_table)
+            for extra in plan.extra_routes:
+                inside.replace_route(extra.target, gateway=str(extra.gateway))
+
+            ruleset = nft.render(plan, inside.local_networks(skip=plan.interface))
+            if ruleset is not None:
+                apply_nft(plan.netns_path, ruleset)
+                undo.callback(apply_nft, plan.netns_path, nft.removal(), "remove nftables")
+
+            if plan.dns is not None and resolv_conf is not None:
+                original = resolv_conf.read_text()
+                dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
+                undo.callback(dns.write_in_place, resolv_conf, original)
+
+            record = {
+                "container_id": plan.container_id,
+                "container_pid": plan.pid,
+                "interface": plan.interface,
+                "temp_name": plan.temp_name,
+                "config": str(plan.config_path),
+                "nftables": ruleset is not None,
+                "resolv_conf": str(resolv_conf) if resolv_conf else None,
+                "created": time.time(),
+                **backend.record(),
+            }
+            records.write(plan.container_id, record)
+            undo.pop_all()
+    log.info(
+        "container %s: %s up (%s backend, %d peer(s))",
+        plan.container_id[:12],
+        plan.interface,
+        record["backend"],
+        len(plan.config.peers),
+    )
+    return record
+
+
+def _converge(plan: Plan, inside: Netlink) -> None:
+    """A namespace that kept our tunnel (restart policies) is set up anew."""
+    if inside.index(plan.interface) is None:
+        return
+    previous = records.read(plan.container_id)
+    if previous is None or previous.get("interface") != plan.interface:
+        raise SetupError(
+            "create interface",
+            plan.interface,
+            "an interface of that name already exists in the container's namespace",
+        )
+    log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
+    inside.delete_link(plan.interface)
+    _stop_userspace(previous)
+
+
+def _stop_userspace(record: dict[str, Any]) -> None:
+    pid, start = record.get("process_pid"), record.get("process_start")
+    if isinstance(pid, int) and isinstance(start, int):
+        stop_process(pid, start)
+    temp = record.get("temp_name")
+    if isinstance(temp, str):
+        socket_path(temp).unlink(missing_ok=True)
+
+
+def down(container_id: str) -> None:
+    """Remove what outlives the container: userspace process, host-side
+    interface, record.  Never raises for what is already gone."""
+    record = records.read(container_id) or {}
+    _stop_userspace(record)
+    with Netlink() as host:
+        host.delete_link(temp_name(container_id))
+    records.remove(container_id)
+    log.info("container %s: cleaned up", container_id[:12])

@@ -1,0 +1,211 @@
+"""Netlink work: links, moves, addresses and routes (the only pyroute2 user
+besides the kernel backend).
+
+The hook itself stays in the host network namespace; it reaches a
+container's namespace through a netlink socket opened inside it, so both
+sides can be handled from one process without forking.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from ipaddress import ip_network
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .config import IPInterface, IPNetwork
+from .errors import SetupError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
+_GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
+
+
+def _netlink(step: str, obj: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except NetlinkError as exc:
+        raise SetupError(step, obj, os.strerror(exc.code) or str(exc)) from None
+
+
+@contextmanager
+def open_netns(path: str) -> Iterator[int]:
+    """An fd on the namespace at ``path`` (e.g. ``/proc/PID/ns/net``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError("open network namespace", path, exc.strerror or str(exc)) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_host_netns(path: str) -> bool:
+    """True when ``path`` is the namespace this process runs in."""
+    mine = os.stat("/proc/self/ns/net")
+    theirs = os.stat(path)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+class Netlink:
+    """An rtnetlink socket bound to one namespace, with the few calls we need."""
+
+    def __init__(self, netns_fd: int | None = None, label: str = "host") -> None:
+        self.label = label
+        if netns_fd is None:
+            self.ipr = IPRoute()
+        else:
+            # A netlink socket belongs to the namespace it was created in:
+            # step in, open it, step back.
+            pyroute2_netns.pushns(netns_fd)
+            try:
+                self.ipr = IPRoute()
+            finally:
+                pyroute2_netns.popns()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def index(self, name: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
+
+    def require(self, name: str) -> int:
+        index = self.index(name)
+        if index is None:
+            raise SetupError("find interface", f"{name} ({self.label})", "no such interface")
+        return index
+
+    def link_kind(self, name: str) -> str | None:
+        index = self.index(name)
+        if index is None:
+            return None
+        (link,) = self.ipr.get_links(index)
+        info = link.get("IFLA_LINKINFO")
+        return info.get("IFLA_INFO_KIND") if info else None
+
+    def add_link(self, name: str, kind: str) -> None:
+        log.debug("%s: add link %s kind %s", self.label, name, kind)
+        _netlink("create interface", name, lambda: self.ipr.link("add", ifname=name, kind=kind))
+
+    def delete_link(self, name: str) -> bool:
+        """Delete ``name``; False when it was already gone."""
+        index = self.index(name)
+        if index is None:
+            return False
+        log.debug("%s: delete link %s", self.label, name)
+        try:
+            self.ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return False
+            raise SetupError("delete interface", name, os.strerror(exc.code)) from None
+        return True
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        index = self.require(name)
+        log.debug("%s: %s mtu %d", self.label, name, mtu)
+        _netlink("set MTU", name, lambda: self.ipr.link("set", index=index, mtu=mtu))
+
+    def move(self, name: str, netns_fd: int, new_name: str) -> None:
+        """Move ``name`` into another namespace and rename it in the same request."""
+        index = self.require(name)
+        log.debug("%s: move %s into netns fd %d as %s", self.label, name, netns_fd, new_name)
+        _netlink(
+            "move interface",
+            f"{name} -> {new_name}",
+            lambda: self.ipr.link("set", index=index, net_ns_fd=netns_fd, ifname=new_name),
+        )
+
+    def set_up(self, name: str) -> None:
+        index = self.require(name)
+        _netlink("bring up", name, lambda: self.ipr.link("set", index=index, state="up"))
+
+    def add_address(self, name: str, address: IPInterface) -> None:
+        index = self.require(name)
+        log.debug("%s: %s address %s", self.label, name, address)
+        _netlink(
+            "add address",
+            f"{address} on {name}",
+            lambda: self.ipr.addr(
+                "replace",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+            ),
+        )
+
+    def replace_route(
+        self,
+        destination: IPNetwork,
+        *,
+        device: str | None = None,
+        gateway: str | None = None,
+        table: int | None = None,
+    ) -> None:
+        spec: dict[str, Any] = {
+            "dst": str(destination),
+            "family": AF_BY_VERSION[destination.version],
+        }
+        if device is not None:
+            spec["oif"] = self.require(device)
+        if gateway is not None:
+            spec["gateway"] = gateway
+        if table is not None:
+            spec["table"] = table
+        log.debug("%s: route %s", self.label, spec)
+        via = f" via {gateway}" if gateway else f" dev {device}"
+        _netlink("add route", f"{destination}{via}", lambda: self.ipr.route("replace", **spec))
+
+    def default_routes(self, version: int) -> list[dict[str, Any]]:
+        """Default routes of the main table, as ``route del`` arguments."""
+        found = []
+        for route in self.ipr.get_routes(family=AF_BY_VERSION[version], table=254):
+            if route["dst_len"] != 0 or route.get("RTA_DST") is not None:
+                continue
+            spec: dict[str, Any] = {
+                "family": route["family"],
+                "dst_len": 0,
+                "table": 254,
+                "priority": route.get("RTA_PRIORITY"),
+                "oif": route.get("RTA_OIF"),
+                "gateway": route.get("RTA_GATEWAY"),
+            }
+            found.append({k: v for k, v in spec.items() if v is not None})
+        return found
+
+    def delete_route(self, spec: dict[str, Any]) -> None:
+        log.debug("%s: delete route %s", self.label, spec)
+        try:
+            self.ipr.route("del", **spec)
+        except NetlinkError as exc:
+            if exc.code not in _GONE:
+                raise SetupError("delete route", str(spec), os.strerror(exc.code)) from None
+
+    def local_networks(self, skip: str) -> tuple[IPNetwork, ...]:
+        """Connected subnets of every interface but loopback and ``skip``."""
+        skip_index = self.index(skip)
+        nets: set[IPNetwork] = set()
+        for addr in self.ipr.get_addr():
+            if addr["index"] == skip_index or addr.get("IFA_ADDRESS") is None:
+                continue
+            net = ip_network(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+            if not (net.is_loopback or net.is_link_local):
+                nets.add(net)
+        return tuple(sorted(nets, key=lambda n: (n.version, str(n))))

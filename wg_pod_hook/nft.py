@@ -1,0 +1,98 @@
+"""Plan -> one nftables ruleset text for the container namespace (pure).
+
+The text is applied with a single ``nft -f -``, which nftables runs as one
+transaction: the table is created, emptied and refilled atomically, so a
+re-run converges and a failure leaves the previous state untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import IPNetwork
+from .plan import TABLE_NAME, Plan
+
+
+def _set(items: Iterable[object]) -> str:
+    return "{ " + ", ".join(str(i) for i in items) + " }"
+
+
+def _port_remap_chain(plan: Plan) -> list[str]:
+    rules = [
+        f'iifname "{plan.interface}" {r.protocol} dport {r.if_port} redirect to :{r.container_port}'
+        for r in plan.port_remaps
+    ]
+    return [
+        "chain prerouting {",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        *rules,
+        "}",
+    ]
+
+
+def _dns_rules(plan: Plan) -> list[str]:
+    """DNS may only go to the tunnel's resolvers, whatever resolv.conf says."""
+    if plan.dns is None or not plan.dns.servers:
+        return []
+    rules = []
+    for family, version in (("ip", 4), ("ip6", 6)):
+        servers = [s for s in plan.dns.servers if s.version == version]
+        match = f"{family} daddr != {_set(servers)} " if servers else ""
+        rules.append(
+            f"meta nfproto {'ipv4' if version == 4 else 'ipv6'} "
+            f"meta l4proto {{ tcp, udp }} th dport 53 {match}drop"
+        )
+    return rules
+
+
+def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str]:
+    dns = _dns_rules(plan)
+    if not plan.kill_switch and not dns:
+        return []
+    rules = ['oifname "lo" accept', *dns]
+    policy = "accept"
+    if plan.kill_switch:
+        policy = "drop"
+        rules += [
+            f'oifname "{plan.interface}" accept',
+            "ct state established,related accept",
+            # Neighbour discovery keeps the podman network itself reachable.
+            "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
+        ]
+        for family, version in (("ip", 4), ("ip6", 6)):
+            nets = [n for n in local_networks if n.version == version]
+            if nets:
+                rules.append(f"{family} daddr {_set(nets)} accept")
+    return [
+        "chain output {",
+        f"type filter hook output priority filter; policy {policy};",
+        *rules,
+        "}",
+    ]
+
+
+def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None:
+    """The whole wg-pod table for the namespace, or None when it needs none.
+
+    ``local_networks`` are the podman network's own subnets, which the kill
+    switch leaves reachable.
+    """
+    chains: list[str] = []
+    if plan.port_remaps:
+        chains += _port_remap_chain(plan)
+    chains += _output_chain(plan, local_networks)
+    if not chains:
+        return None
+    body = "\n".join(
+        f"\t{line}" if line.startswith("chain") or line == "}" else f"\t\t{line}" for line in chains
+    )
+    return (
+        f"add table inet {TABLE_NAME}\n"
+        f"delete table inet {TABLE_NAME}\n"
+        f"table inet {TABLE_NAME} {{\n{body}\n}}\n"
+    )
+
+
+def removal() -> str:
+    """A batch that removes the table whether or not it exists."""
+    return f"add table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"

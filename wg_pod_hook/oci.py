@@ -1,0 +1,266 @@
+"""OCI state and wg-pod annotations -> typed records (pure).
+
+The runtime hands the hook the container state on stdin; podman copies the
+user's ``--annotation`` values into it.  Everything a container creator
+controls is parsed and validated here, before anything touches the system.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from ipaddress import ip_address, ip_network
+from pathlib import PurePosixPath
+
+from .config import IPAddress, IPNetwork, is_host_name
+from .errors import AnnotationError, StateError
+
+PREFIX = "wg-pod."
+CONFIG = "wg-pod.config"
+INTERFACE = "wg-pod.interface"
+PORT_REMAPPING = "wg-pod.port-remapping"
+DELETE_DEFAULT = "wg-pod.delete-default"
+ADD_ROUTE = "wg-pod.add-route"
+DNS = "wg-pod.dns"
+KILL_SWITCH = "wg-pod.kill-switch"
+KNOWN = (CONFIG, INTERFACE, PORT_REMAPPING, DELETE_DEFAULT, ADD_ROUTE, DNS, KILL_SWITCH)
+
+# Annotation values come from whoever may create containers; nothing longer
+# than this is a plausible list of ports, routes or servers.
+MAX_VALUE = 4096
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# wg-quick's own rule for interface names.
+_IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
+_PORT_SPEC = re.compile(r"(\d{1,5})(?:/([a-z]+))?")
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+
+
+class Toggle(Enum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class PortRemap:
+    """Traffic arriving on the tunnel at ``if_port`` goes to ``container_port``."""
+
+    if_port: int
+    container_port: int
+    protocol: str  # "tcp" or "udp"
+
+
+@dataclass(frozen=True)
+class ExtraRoute:
+    target: IPNetwork
+    gateway: IPAddress
+
+
+@dataclass(frozen=True)
+class DnsChoice:
+    """``wg-pod.dns``: ``mode`` is "auto", "off" or "list"."""
+
+    mode: str = "auto"
+    servers: tuple[IPAddress, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the container's creator asked for through annotations."""
+
+    config_path: PurePosixPath
+    interface: str | None = None
+    port_remaps: tuple[PortRemap, ...] = ()
+    delete_default: bool = False
+    add_routes: tuple[ExtraRoute, ...] = ()
+    dns: DnsChoice = DnsChoice()
+    kill_switch: Toggle | None = None  # None: the settings' default
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    status: str
+    pid: int
+    bundle: PurePosixPath | None
+    annotations: Mapping[str, str]
+
+
+def parse_state(text: str) -> ContainerState:
+    """Parse the OCI state JSON the runtime writes to the hook's stdin."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise StateError(f"OCI state on stdin is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StateError("OCI state on stdin is not a JSON object")
+    cid = raw.get("id")
+    if not isinstance(cid, str) or not _ID.fullmatch(cid):
+        raise StateError("OCI state has no valid container id")
+    pid = raw.get("pid", 0)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
+        raise StateError(f"OCI state of {cid[:12]} has an invalid pid")
+    bundle = raw.get("bundle")
+    if bundle is not None and (not isinstance(bundle, str) or not bundle.startswith("/")):
+        raise StateError(f"OCI state of {cid[:12]} has an invalid bundle path")
+    annotations = raw.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise StateError(f"OCI state of {cid[:12]} has malformed annotations")
+    status = raw.get("status", "")
+    return ContainerState(
+        id=cid,
+        status=status if isinstance(status, str) else "",
+        pid=pid,
+        bundle=PurePosixPath(bundle) if bundle else None,
+        annotations=annotations,
+    )
+
+
+def parse_annotations(annotations: Mapping[str, str]) -> Request:
+    """Validate every ``wg-pod.*`` annotation into a Request."""
+    ours = {k: v for k, v in annotations.items() if k.startswith(PREFIX)}
+    for key in sorted(ours):
+        if key not in KNOWN:
+            raise AnnotationError(key, f"unknown annotation (known: {', '.join(KNOWN)})")
+        _check_value(key, ours[key])
+    if CONFIG not in ours:
+        raise AnnotationError(CONFIG, "missing; it names the WireGuard config file")
+    path = ours[CONFIG].strip()
+    if not path.startswith("/"):
+        raise AnnotationError(CONFIG, "must be an absolute path")
+
+    kill_switch = None
+    if KILL_SWITCH in ours:
+        kill_switch = parse_toggle(KILL_SWITCH, ours[KILL_SWITCH])
+    return Request(
+        config_path=PurePosixPath(path),
+        interface=parse_interface_name(INTERFACE, ours[INTERFACE]) if INTERFACE in ours else None,
+        port_remaps=parse_port_remapping(PORT_REMAPPING, ours.get(PORT_REMAPPING, "")),
+        delete_default=parse_bool(DELETE_DEFAULT, ours.get(DELETE_DEFAULT, "false")),
+        add_routes=parse_add_routes(ADD_ROUTE, ours.get(ADD_ROUTE, "")),
+        dns=parse_dns(DNS, ours.get(DNS, "auto")),
+        kill_switch=kill_switch,
+    )
+
+
+def _check_value(key: str, value: str) -> None:
+    if len(value) > MAX_VALUE:
+        raise AnnotationError(key, f"value longer than {MAX_VALUE} characters")
+    if not value.isascii() or not value.isprintable():
+        raise AnnotationError(key, "value has control or non-ASCII characters")
+
+
+def parse_bool(key: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise AnnotationError(key, f"{value!r} is not a boolean (true/false/yes/no/1/0/on/off)")
+
+
+def parse_toggle(key: str, value: str) -> Toggle:
+    try:
+        return Toggle(value.strip().lower())
+    except ValueError:
+        raise AnnotationError(key, f"{value!r} is not one of auto, on, off") from None
+
+
+def parse_interface_name(key: str, value: str) -> str:
+    name = value.strip()
+    if not _IFNAME.fullmatch(name) or name in {".", ".."}:
+        raise AnnotationError(
+            key, f"{value!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ = + . -)"
+        )
+    return name
+
+
+def _items(key: str, value: str) -> list[str]:
+    if not value.strip():
+        return []
+    items = [item.strip() for item in value.split(",")]
+    if any(not item for item in items):
+        raise AnnotationError(key, "empty item in comma list")
+    return items
+
+
+def _port(key: str, text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise AnnotationError(key, f"port {port} is out of range 1-65535")
+    return port
+
+
+def parse_port_remapping(key: str, value: str) -> tuple[PortRemap, ...]:
+    """``IFPORT[/PROTO]:CPORT[/PROTO],...``; a protocol named on one side
+    applies to both, since nftables redirects within one protocol."""
+    remaps: list[PortRemap] = []
+    for item in _items(key, value):
+        sides = item.split(":")
+        matches = [_PORT_SPEC.fullmatch(side) for side in sides]
+        if len(sides) != 2 or None in matches:
+            raise AnnotationError(key, f"{item!r} is not IFPORT[/PROTO]:CPORT[/PROTO]")
+        (if_port, if_proto), (c_port, c_proto) = (m.groups() for m in matches if m)
+        protos = {p for p in (if_proto, c_proto) if p}
+        if not protos <= {"tcp", "udp"}:
+            raise AnnotationError(key, f"{item!r}: protocol must be tcp or udp")
+        if len(protos) > 1:
+            raise AnnotationError(key, f"{item!r}: both sides must use the same protocol")
+        remap = PortRemap(
+            _port(key, if_port), _port(key, c_port), protos.pop() if protos else "tcp"
+        )
+        if any((r.if_port, r.protocol) == (remap.if_port, remap.protocol) for r in remaps):
+            raise AnnotationError(key, f"{remap.if_port}/{remap.protocol} is remapped twice")
+        remaps.append(remap)
+    return tuple(remaps)
+
+
+def _bracketed_pair(key: str, item: str) -> tuple[str, str]:
+    """Split ``A:B`` where IPv6 parts are written ``[...]``."""
+    m = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\[[^\]]+\]|[^:\[\]]+)", item)
+    if not m:
+        raise AnnotationError(key, f"{item!r} is not TARGET:GATEWAY (IPv6 in brackets)")
+    return m.group(1).strip("[]"), m.group(2).strip("[]")
+
+
+def parse_add_routes(key: str, value: str) -> tuple[ExtraRoute, ...]:
+    routes: list[ExtraRoute] = []
+    for item in _items(key, value):
+        target_text, gateway_text = _bracketed_pair(key, item)
+        try:
+            target = ip_network(target_text, strict=False)
+            gateway = ip_address(gateway_text)
+        except ValueError as exc:
+            raise AnnotationError(key, f"{item!r}: {exc}") from None
+        if target.version != gateway.version:
+            raise AnnotationError(key, f"{item!r}: target and gateway differ in IP version")
+        routes.append(ExtraRoute(target, gateway))
+    return tuple(routes)
+
+
+def parse_dns(key: str, value: str) -> DnsChoice:
+    word = value.strip().lower()
+    if word in {"auto", "off"}:
+        return DnsChoice(mode=word)
+    servers: list[IPAddress] = []
+    search: list[str] = []
+    for item in _items(key, value):
+        try:
+            servers.append(ip_address(item))
+        except ValueError:
+            if not is_host_name(item):
+                raise AnnotationError(
+                    key, f"{item!r} is neither an IP address nor a search domain"
+                ) from None
+            search.append(item)
+    if not servers and not search:
+        raise AnnotationError(key, "expected auto, off or a list of servers and domains")
+    return DnsChoice(mode="list", servers=tuple(servers), search=tuple(search))

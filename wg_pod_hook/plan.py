@@ -1,0 +1,149 @@
+"""Request + config + settings -> a Plan: every step of the setup as data (pure).
+
+The plan is what ``wg-pod check`` prints and what the lifecycle executes;
+nothing in here touches the system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import PurePosixPath
+
+from .config import IPAddress, IPInterface, IPNetwork, WgConfig
+from .errors import ConfigError
+from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle
+from .settings import Settings
+
+DEFAULT_MTU = 1420
+TEMP_PREFIX = "wgp"
+TABLE_NAME = "wg-pod"
+_IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
+
+_EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
+# Two halves of the address space: longer than any default route, so they
+# win over podman's default route without removing it.
+_HALVES: dict[int, tuple[IPNetwork, IPNetwork]] = {
+    4: (IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1")),
+    6: (IPv6Network("::/1"), IPv6Network("8000::/1")),
+}
+
+
+def temp_name(container_id: str) -> str:
+    """The host-side name of a container's interface: unique per container,
+    derivable from the id alone so cleanup finds it after a crash."""
+    return TEMP_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:12]
+
+
+def interface_name(request: Request) -> str:
+    """Annotation, else the config file's stem when valid (as wg-quick), else wg0."""
+    if request.interface:
+        return request.interface
+    stem = request.config_path.stem if request.config_path.suffix == ".conf" else ""
+    return stem if _IFNAME.fullmatch(stem) and stem not in {".", ".."} else "wg0"
+
+
+@dataclass(frozen=True)
+class DnsPlan:
+    servers: tuple[IPAddress, ...]
+    search: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    container_id: str
+    pid: int
+    temp_name: str
+    interface: str
+    backend: str
+    mtu: int
+    addresses: tuple[IPInterface, ...]
+    route_table: int | None  # None: the main table
+    routes: tuple[IPNetwork, ...]  # through the tunnel, longest prefix first
+    delete_default: frozenset[int]  # IP versions whose podman default route goes
+    extra_routes: tuple[ExtraRoute, ...]
+    port_remaps: tuple[PortRemap, ...]
+    kill_switch: bool
+    dns: DnsPlan | None
+    config: WgConfig = field(repr=False)
+
+    @property
+    def netns_path(self) -> str:
+        return f"/proc/{self.pid}/ns/net"
+
+    @property
+    def config_path(self) -> PurePosixPath:
+        return PurePosixPath(self.config.source)
+
+
+def _route_table(config: WgConfig) -> tuple[bool, int | None]:
+    """(add routes?, table) from wg-quick's ``Table=``."""
+    table = config.interface.table.lower()
+    if table == "off":
+        return False, None
+    if table in {"auto", "main"}:
+        return True, None
+    if table.isdigit() and 0 < int(table) < 2**32:
+        return True, int(table)
+    raise ConfigError(
+        config.source, config.interface.line, "Table must be auto, off, main or a table number"
+    )
+
+
+def _tunnel_routes(config: WgConfig, delete_default: bool) -> tuple[IPNetwork, ...]:
+    prefixes: set[IPNetwork] = set()
+    for peer in config.peers:
+        for network in peer.allowed_ips:
+            if network == _EVERYTHING[network.version] and not delete_default:
+                prefixes.update(_HALVES[network.version])
+            else:
+                prefixes.add(network)
+    return tuple(sorted(prefixes, key=lambda n: (-n.prefixlen, n.version, int(n.network_address))))
+
+
+def _dns(choice: DnsChoice, config: WgConfig) -> DnsPlan | None:
+    if choice.mode == "off":
+        return None
+    if choice.mode == "list":
+        return DnsPlan(choice.servers, choice.search)
+    iface = config.interface
+    if not iface.dns_servers and not iface.dns_search:
+        return None
+    return DnsPlan(iface.dns_servers, iface.dns_search)
+
+
+def full_tunnel_versions(config: WgConfig) -> frozenset[int]:
+    return frozenset(
+        net.version
+        for peer in config.peers
+        for net in peer.allowed_ips
+        if net == _EVERYTHING[net.version]
+    )
+
+
+def build_plan(
+    container_id: str, pid: int, request: Request, config: WgConfig, settings: Settings
+) -> Plan:
+    add_routes, table = _route_table(config)
+    full = full_tunnel_versions(config) if add_routes and table is None else frozenset()
+    toggle = request.kill_switch or settings.kill_switch
+    kill_switch = toggle is Toggle.ON or (toggle is Toggle.AUTO and bool(full))
+    return Plan(
+        container_id=container_id,
+        pid=pid,
+        temp_name=temp_name(container_id),
+        interface=interface_name(request),
+        backend=settings.backend,
+        mtu=config.interface.mtu or DEFAULT_MTU,
+        addresses=config.interface.addresses,
+        route_table=table,
+        routes=_tunnel_routes(config, request.delete_default) if add_routes else (),
+        delete_default=frozenset({4, 6}) if request.delete_default else frozenset(),
+        extra_routes=request.add_routes,
+        port_remaps=request.port_remaps,
+        kill_switch=kill_switch,
+        dns=_dns(request.dns, config),
+        config=config,
+    )

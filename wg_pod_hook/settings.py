@@ -1,0 +1,102 @@
+"""YAML settings -> typed Settings (pure parsing plus one loader).
+
+The file is optional; every key has a safe default.  YAML's surprises
+(``no`` read as false, ``22:22`` as a number) are refused by checking each
+value's type against what the key needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SettingsError
+from .oci import Toggle
+
+DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
+ENV_VAR = "WG_POD_SETTINGS"
+BACKENDS = ("auto", "kernel", "userspace")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_dirs: tuple[Path, ...] = (Path("/etc/wireguard"), Path("/etc/wg"), Path("/etc/wg-pod"))
+    backend: str = "auto"
+    userspace_command: tuple[str, ...] = ("wireguard-go",)
+    log_level: str = "info"
+    kill_switch: Toggle = Toggle.AUTO
+    allow_readable_configs: bool = False
+    source: str = field(default="(defaults)", compare=False)
+
+
+def _str_list(source: str, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(source, key, "must be a non-empty list of strings")
+    return tuple(value)
+
+
+def _choice(source: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SettingsError(source, key, f"must be one of {', '.join(choices)} (quote it)")
+    return value
+
+
+def parse_settings(text: str, source: str) -> Settings:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise SettingsError(source, None, f"{where}not valid YAML") from None
+    if raw is None:
+        return Settings(source=source)
+    if not isinstance(raw, dict):
+        raise SettingsError(source, None, "must be a mapping of settings")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "config_dirs":
+            dirs = _str_list(source, key, value)
+            if not all(d.startswith("/") for d in dirs):
+                raise SettingsError(source, key, "directories must be absolute paths")
+            values[key] = tuple(Path(d) for d in dirs)
+        elif key == "backend":
+            values[key] = _choice(source, key, value, BACKENDS)
+        elif key == "userspace_command":
+            values[key] = _str_list(source, key, value)
+        elif key == "log_level":
+            values[key] = _choice(source, key, value, LOG_LEVELS)
+        elif key == "kill_switch":
+            values[key] = Toggle(_choice(source, key, value, tuple(t.value for t in Toggle)))
+        elif key == "allow_readable_configs":
+            if not isinstance(value, bool):
+                raise SettingsError(source, key, "must be true or false")
+            values[key] = value
+        else:
+            raise SettingsError(source, str(key), "unknown setting")
+    return Settings(source=source, **values)
+
+
+def load_settings(path: str | None = None) -> Settings:
+    """Load the settings named by ``path``, ``$WG_POD_SETTINGS`` or the default.
+
+    Only the default file may be absent: a path someone named explicitly
+    must exist, so a typo cannot silently fall back to defaults.
+    """
+    explicit = path or os.environ.get(ENV_VAR)
+    target = Path(explicit) if explicit else DEFAULT_PATH
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsError(str(target), None, "settings file does not exist") from None
+        return Settings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(str(target), None, f"cannot read: {exc}") from None
+    return parse_settings(text, str(target))
