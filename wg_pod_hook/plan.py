@@ -92,7 +92,14 @@ def _route_table(config: WgConfig) -> tuple[bool, int | None]:
     )
 
 
-def _tunnel_routes(config: WgConfig, delete_default: bool) -> tuple[IPNetwork, ...]:
+def _tunnel_routes(
+    config: WgConfig, delete_default: bool, table: int | None
+) -> tuple[IPNetwork, ...]:
+    """AllowedIPs as routes; like wg-quick, none for a prefix the interface's
+    own address already routes in the main table."""
+    connected = (
+        {address.network for address in config.interface.addresses} if table is None else set()
+    )
     prefixes: set[IPNetwork] = set()
     for peer in config.peers:
         for network in peer.allowed_ips:
@@ -100,7 +107,11 @@ def _tunnel_routes(config: WgConfig, delete_default: bool) -> tuple[IPNetwork, .
                 prefixes.update(_HALVES[network.version])
             else:
                 prefixes.add(network)
-    return tuple(sorted(prefixes, key=lambda n: (-n.prefixlen, n.version, int(n.network_address))))
+    return tuple(
+        sorted(
+            prefixes - connected, key=lambda n: (-n.prefixlen, n.version, int(n.network_address))
+        )
+    )
 
 
 def _dns(choice: DnsChoice, config: WgConfig) -> DnsPlan | None:
@@ -139,7 +150,7 @@ def build_plan(
         mtu=config.interface.mtu or DEFAULT_MTU,
         addresses=config.interface.addresses,
         route_table=table,
-        routes=_tunnel_routes(config, request.delete_default) if add_routes else (),
+        routes=_tunnel_routes(config, request.delete_default, table) if add_routes else (),
         delete_default=frozenset({4, 6}) if request.delete_default else frozenset(),
         extra_routes=request.add_routes,
         port_remaps=request.port_remaps,

@@ -31,12 +31,14 @@ def socket_path(ifname: str) -> Path:
 
 
 def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid``: with the pid, it names one process."""
+    """The kernel's start time of a live ``pid``: with the pid, it names one
+    process.  None when it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def uapi_set(ifname: str, device: DeviceSetup) -> None:
