@@ -509,12 +509,16 @@ class Peer:
         return self.tunnel_v4.network, self.tunnel_v6.network
 
     @property
+    def _port_suffix(self) -> str:
+        return "" if self.http_port == 80 else f":{self.http_port}"
+
+    @property
     def url_v4(self) -> str:
-        return f"http://{self.tunnel_v4.ip}:{self.http_port}/"
+        return f"http://{self.tunnel_v4.ip}{self._port_suffix}/"
 
     @property
     def url_v6(self) -> str:
-        return f"http://[{self.tunnel_v6.ip}]:{self.http_port}/"
+        return f"http://[{self.tunnel_v6.ip}]{self._port_suffix}/"
 
     # -- commands ------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,8 +32,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = records.RECORD_DIR / "locks"
-LOCK_DEADLINE = 30.0
+LOCK_DEADLINE = 10.0
 
 
 def prepare(state: ContainerState, settings: Settings) -> Plan:
@@ -48,24 +46,24 @@ def prepare(state: ContainerState, settings: Settings) -> Plan:
 
 @contextmanager
 def namespace_lock(netns_fd: int) -> Iterator[None]:
-    """Serialise hooks working on one namespace (pod members share one)."""
-    info = os.fstat(netns_fd)
-    LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = LOCK_DIR / f"netns-{info.st_dev}-{info.st_ino}.lock"
-    with path.open("a") as handle:
-        deadline = time.monotonic() + LOCK_DEADLINE
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SetupError("lock", "network namespace", "another hook holds it") from None
-                time.sleep(0.02)
+    """Serialise hooks working on one namespace (pod members share one).
+
+    The lock is taken on the namespace file itself: every open of one
+    namespace shares its inode, so no lock file is left behind.
+    """
+    deadline = time.monotonic() + LOCK_DEADLINE
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(netns_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise SetupError("lock", "network namespace", "another hook holds it") from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        fcntl.flock(netns_fd, fcntl.LOCK_UN)
 
 
 def _backends(settings: Settings) -> list[Backend]:
