@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +21,14 @@ from tests.lab import (
     TEST_IMAGE,
     ConfigDir,
     ContainerStandIn,
+    HookRunner,
     Lab,
     Netns,
     Peer,
     Podman,
     make_config_dir,
     run,
+    venv_command,
     write_settings,
 )
 
@@ -137,19 +138,14 @@ def podman(lab: Lab, podman_ready: None) -> Podman:
     return Podman(lab)
 
 
-def wg_pod_command() -> list[str]:
-    """The installed ``wg-pod`` command of the interpreter running the tests (the venv)."""
-    exe = Path(sys.executable).parent / "wg-pod"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "wg_pod_hook.cli"]
-
-
 @pytest.fixture
 def hooks_dir(lab: Lab, settings: Path) -> Path:
     """A hooks dir filled by ``wg-pod install --hooks-dir DIR --settings SETTINGS``."""
     path = lab.tmp / "hooks.d"
     path.mkdir()
     proc = subprocess.run(
-        [*wg_pod_command(), "install", "--hooks-dir", str(path), "--settings", str(settings)],
+        [*venv_command("wg-pod", "wg_pod_hook.cli"), "install",
+         "--hooks-dir", str(path), "--settings", str(settings)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 0, f"wg-pod install failed: {proc.stderr.strip()}"
@@ -160,3 +156,14 @@ def hooks_dir(lab: Lab, settings: Path) -> Path:
 def hooked_podman(lab: Lab, podman_ready: None, hooks_dir: Path) -> Podman:
     """podman that uses only the wg-pod hooks installed in ``hooks_dir``."""
     return Podman(lab, hooks_dir=hooks_dir)
+
+
+@pytest.fixture
+def hook(lab: Lab, settings: Path) -> HookRunner:
+    """``hook("createRuntime", standin, annotations)`` runs wg-pod-hook like runc does.
+
+    Also ``hook.up(standin, annotations)`` / ``hook.down(...)``; ``check=False``
+    by default (returns the CompletedProcess). A poststop runs at teardown for
+    every stand-in brought up and not brought down.
+    """
+    return HookRunner(lab, settings)

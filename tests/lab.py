@@ -76,7 +76,7 @@ def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
     netns: str | None = None,
-    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | None = None,
     check: bool = True,
     timeout: float = 30.0,
     env: Mapping[str, str] | None = None,
@@ -190,7 +190,7 @@ def _overlaps(
     a: ipaddress.IPv4Network | ipaddress.IPv6Network,
     b: ipaddress.IPv4Network | ipaddress.IPv6Network,
 ) -> bool:
-    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
+    return a.version == b.version and a.overlaps(b)
 
 
 def allocate_underlay() -> Underlay:
@@ -269,7 +269,9 @@ class Lab:
             f.write(text)
         return Path(name)
 
-    def popen(self, argv: Sequence[str], *, netns: str | None = None, name: str) -> subprocess.Popen[str]:
+    def popen(
+        self, argv: Sequence[str], *, netns: str | None = None, name: str
+    ) -> subprocess.Popen[str]:
         """Start a background process we own; it is terminated on close."""
         full = list(argv)
         if netns is not None:
@@ -322,8 +324,10 @@ class Lab:
         return ContainerStandIn(self)
 
     def wireguard_go(self, ifname: str, *, netns: str | None = None) -> subprocess.Popen[str]:
-        """Start ``wireguard-go -f IFNAME`` (in ``netns`` or the host) and wait for its UAPI socket."""
-        proc = self.popen(["wireguard-go", "-f", ifname], netns=netns, name=f"wireguard-go-{ifname}")
+        """Start ``wireguard-go -f IFNAME`` (in ``netns`` or the host); wait for its UAPI socket."""
+        proc = self.popen(
+            ["wireguard-go", "-f", ifname], netns=netns, name=f"wireguard-go-{ifname}"
+        )
         sock = WG_RUN_DIR / f"{ifname}.sock"
 
         def ready() -> bool:
@@ -393,7 +397,9 @@ class Netns:
     def path(self) -> str:
         return f"/run/netns/{self.name}"
 
-    def run(self, argv: Sequence[str | os.PathLike[str]], **kw: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str | os.PathLike[str]], **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         return run(argv, netns=self.name, **kw)
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
@@ -522,7 +528,9 @@ class Peer:
 
     # -- commands ------------------------------------------------------------
 
-    def run(self, argv: Sequence[str | os.PathLike[str]], **kw: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str | os.PathLike[str]], **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         return self.ns.run(argv, **kw)
 
     def wg(self, args: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -616,7 +624,10 @@ class Peer:
         if peer_side:
             args += ["allowed-ips", ",".join(peer_side)]
         if listen_port is not None:
-            host = self.underlay.host_v4.ip if endpoint_family == 4 else f"[{self.underlay.host_v6.ip}]"
+            if endpoint_family == 4:
+                host = str(self.underlay.host_v4.ip)
+            else:
+                host = f"[{self.underlay.host_v6.ip}]"
             args += ["endpoint", f"{host}:{listen_port}"]
         psk_file = self.lab.secret_file(psk + "\n") if psk else None
         if psk_file is not None:
@@ -706,7 +717,9 @@ class ContainerStandIn:
         self.host_ifname, self.underlay = lab.veth(self.ns, "eth0")
         self.run(["ip", "-4", "route", "add", "default", "via", str(self.underlay.host_v4.ip)])
         self.run(["ip", "-6", "route", "add", "default", "via", str(self.underlay.host_v6.ip)])
-        self.process = lab.popen(["sleep", "3600"], netns=self.ns.name, name=f"sleep-{self.ns.name}")
+        self.process = lab.popen(
+            ["sleep", "3600"], netns=self.ns.name, name=f"sleep-{self.ns.name}"
+        )
         self.pid = self.process.pid
         # ``ip netns exec`` execs sleep, so the pid is the process in the namespace.
         wait_for(
@@ -732,7 +745,9 @@ class ContainerStandIn:
     def name(self) -> str:
         return self.ns.name
 
-    def run(self, argv: Sequence[str | os.PathLike[str]], **kw: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str | os.PathLike[str]], **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         return self.ns.run(argv, **kw)
 
     def routes(self, version: int = 4) -> list[dict[str, Any]]:
@@ -888,3 +903,73 @@ class Podman:
     def image_exists(self, image: str = TEST_IMAGE) -> bool:
         return self("image", "exists", image, check=False).returncode == 0
 
+
+
+HOOK_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def venv_command(name: str, module: str) -> list[str]:
+    """The console script ``name`` next to the running interpreter (the venv's), else -m."""
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+class HookRunner:
+    """Runs ``wg-pod-hook STAGE`` the way the runtime does, against a stand-in.
+
+    The environment is only what the hooks.d definition sets (PATH and
+    WG_POD_SETTINGS); the OCI state goes to stdin. Every stand-in that got a
+    ``createRuntime`` gets a ``poststop`` when the lab closes (before the
+    stand-in's namespace goes), unless the test already ran it.
+    """
+
+    def __init__(self, lab: Lab, settings: str | os.PathLike[str]) -> None:
+        self.lab = lab
+        self.settings = settings
+        self._up: dict[str, tuple[ContainerStandIn, dict[str, str]]] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        path = HOOK_PATH_ENV.partition("=")[2]
+        return {"PATH": path, "WG_POD_SETTINGS": str(self.settings)}
+
+    def __call__(
+        self,
+        stage: str,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        check: bool = False,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        bundle: str | os.PathLike[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``env`` adds to (or replaces part of) the hook's environment;
+        ``bundle`` replaces the stand-in's own bundle in the state."""
+        status = "creating" if stage == "createRuntime" else "stopped"
+        state = standin.oci_state(annotations, bundle, status=status)
+        if stage == "createRuntime" and standin.id not in self._up:
+            self._up[standin.id] = (standin, dict(annotations))
+            self.lab.defer(f"poststop {standin.name}", lambda: self._final_down(standin.id))
+        elif stage == "poststop":
+            self._up.pop(standin.id, None)
+        return run(
+            [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
+            input=state, check=check, timeout=timeout, env={**self.env, **(env or {})},
+        )
+
+    def up(
+        self, standin: ContainerStandIn, annotations: Mapping[str, str], **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        return self("createRuntime", standin, annotations, **kw)
+
+    def down(
+        self, standin: ContainerStandIn, annotations: Mapping[str, str], **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        return self("poststop", standin, annotations, **kw)
+
+    def _final_down(self, container_id: str) -> None:
+        entry = self._up.pop(container_id, None)
+        if entry is not None:
+            standin, annotations = entry
+            self("poststop", standin, annotations, check=True)

@@ -40,13 +40,22 @@ def find_resolv_conf(bundle: PurePosixPath | None) -> Path:
     for mount in spec.get("mounts") or []:
         if isinstance(mount, dict) and mount.get("destination") == "/etc/resolv.conf":
             source = mount.get("source")
-            if isinstance(source, str) and source.startswith("/"):
+            if isinstance(source, str) and Path(source).is_absolute():
+                if not Path(source).is_file():
+                    raise SetupError("write DNS", source, "resolv.conf is not a regular file")
                 return Path(source)
     raise SetupError(
         "write DNS",
         str(config),
         "the container has no /etc/resolv.conf mount (use wg-pod.dns=off to leave DNS alone)",
     )
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError("write DNS", str(path), f"cannot read: {exc}") from None
 
 
 def write_in_place(path: Path, text: str) -> None:

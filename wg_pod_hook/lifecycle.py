@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import PurePosixPath
 from typing import Any
@@ -90,8 +90,21 @@ def _create(plan: Plan, settings: Settings) -> Backend:
     raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
 
 
-def apply_nft(netns_path: str, ruleset: str, step: str = "apply nftables") -> None:
-    run(in_netns(netns_path, ["nft", "-f", "-"]), step=step, stdin=ruleset)
+def apply_nft(netns_path: str, ruleset: str) -> None:
+    run(in_netns(netns_path, ["nft", "-f", "-"]), step="apply nftables", stdin=ruleset)
+
+
+def undo(stack: ExitStack, what: str, action: Callable[..., object], *args: object) -> None:
+    """Register an undo step; a failing one is logged and the others still run,
+    so the error that started the unwinding is the one reported."""
+
+    def quietly() -> None:
+        try:
+            action(*args)
+        except Exception:
+            log.exception("undo failed: %s", what)
+
+    stack.callback(quietly)
 
 
 def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str, Any]:
@@ -103,18 +116,18 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
         if is_host_netns(plan.netns_path):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
-        with ExitStack() as undo, Netlink() as host, Netlink(netns_fd, "container") as inside:
+        with Netlink() as host, Netlink(netns_fd, "container") as inside, ExitStack() as stack:
             _converge(plan, inside)
             # A leftover of a hook killed mid-way carries our derived name.
             host.delete_link(plan.temp_name)
 
             backend = _create(plan, settings)
-            undo.callback(backend.destroy, plan.temp_name)
+            undo(stack, "stop backend", backend.destroy, plan.temp_name)
             host.set_mtu(plan.temp_name, plan.mtu)
             backend.configure(plan.temp_name, device)
 
             host.move(plan.temp_name, netns_fd, plan.interface)
-            undo.callback(inside.delete_link, plan.interface)
+            undo(stack, "delete interface", inside.delete_link, plan.interface)
             for address in plan.addresses:
                 inside.add_address(plan.interface, address)
             inside.set_up(plan.interface)
@@ -122,7 +135,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
             for version in sorted(plan.delete_default):
                 for route in inside.default_routes(version):
                     inside.delete_route(route)
-                    undo.callback(inside.ipr.route, "add", **route)
+                    undo(stack, "restore default route", inside.restore_route, route)
             for network in plan.routes:
                 inside.replace_route(network, device=plan.interface, table=plan.route_table)
             for extra in plan.extra_routes:
@@ -131,12 +144,12 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
             ruleset = nft.render(plan, inside.local_networks(skip=plan.interface))
             if ruleset is not None:
                 apply_nft(plan.netns_path, ruleset)
-                undo.callback(apply_nft, plan.netns_path, nft.removal(), "remove nftables")
+                undo(stack, "remove nftables", apply_nft, plan.netns_path, nft.removal())
 
             if plan.dns is not None and resolv_conf is not None:
-                original = resolv_conf.read_text()
+                original = dns.read(resolv_conf)
                 dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
-                undo.callback(dns.write_in_place, resolv_conf, original)
+                undo(stack, "restore resolv.conf", dns.write_in_place, resolv_conf, original)
 
             record = {
                 "container_id": plan.container_id,
@@ -150,7 +163,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
                 **backend.record(),
             }
             records.write(plan.container_id, record)
-            undo.pop_all()
+            stack.pop_all()
     log.info(
         "container %s: %s up (%s backend, %d peer(s))",
         plan.container_id[:12],

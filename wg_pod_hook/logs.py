@@ -28,6 +28,10 @@ def setup(level: str = "info", *, stderr: bool = False) -> None:
             syslog.ident = f"wg-pod[{os.getpid()}]: "
             syslog.setFormatter(logging.Formatter("%(message)s"))
             root.addHandler(syslog)
+    if not root.handlers and not stderr:
+        # No syslog here: stay quiet rather than let logging's last-resort
+        # handler print to stderr, where the hook's one line belongs.
+        root.addHandler(logging.NullHandler())
     if stderr:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("wg-pod: %(levelname)s: %(message)s"))

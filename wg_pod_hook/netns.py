@@ -183,12 +183,16 @@ class Netlink:
                 "family": route["family"],
                 "dst_len": 0,
                 "table": 254,
+                "proto": route["proto"],
                 "priority": route.get("RTA_PRIORITY"),
                 "oif": route.get("RTA_OIF"),
                 "gateway": route.get("RTA_GATEWAY"),
             }
             found.append({k: v for k, v in spec.items() if v is not None})
         return found
+
+    def restore_route(self, spec: dict[str, Any]) -> None:
+        _netlink("restore route", str(spec), lambda: self.ipr.route("replace", **spec))
 
     def delete_route(self, spec: dict[str, Any]) -> None:
         log.debug("%s: delete route %s", self.label, spec)

@@ -6,6 +6,7 @@ work, and that nothing is left behind, before the hook is tested with them.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -41,8 +42,6 @@ def test_standin_looks_like_a_podman_container(standin: ContainerStandIn) -> Non
     assert [r["gateway"] for r in standin.default_routes(4)] == [str(standin.underlay.host_v4.ip)]
     assert [r["gateway"] for r in standin.default_routes(6)] == [str(standin.underlay.host_v6.ip)]
     state = standin.oci_state({"wg-pod.config": "/etc/wg/wg0.conf"})
-    import json
-
     parsed = json.loads(state)
     assert parsed["pid"] == standin.pid
     assert len(parsed["id"]) == 64

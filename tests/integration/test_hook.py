@@ -1,0 +1,354 @@
+"""The hook against real netlink, nftables and a real WireGuard peer.
+
+A throwaway namespace with a sleeping process stands in for the container;
+the hook gets the OCI state JSON podman's runtime would pass.  Each test
+runs once per backend; the kernel one needs a kernel with WireGuard (the
+VM suite in tests/vm provides one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, token
+from wg_pod_hook.plan import temp_name
+from wg_pod_hook.records import path_for
+
+pytestmark = pytest.mark.root
+
+PAGE_TIMEOUT = 10.0
+
+
+def kernel_has_wireguard() -> bool:
+    probe = f"wgpt{token()}"
+    made = run(["ip", "link", "add", probe, "type", "wireguard"], check=False)
+    if made.returncode == 0:
+        run(["ip", "link", "del", probe])
+    return made.returncode == 0
+
+
+@pytest.fixture(params=["userspace", "kernel"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "kernel" and not kernel_has_wireguard():
+        pytest.skip("this kernel has no WireGuard module; tests/vm runs the kernel backend")
+    return str(request.param)
+
+
+def up(hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str]) -> None:
+    done = hook.up(standin, annotations)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+@pytest.fixture
+def hook(lab: Lab, make_settings: Callable[..., Path], backend: str) -> HookRunner:
+    """The hook with settings for one backend (overrides conftest's)."""
+    return HookRunner(lab, make_settings(backend=backend))
+
+
+def fetch_in(standin: ContainerStandIn, url: str, timeout: float = PAGE_TIMEOUT) -> str:
+    """GET ``url`` from inside the stand-in; retries while the tunnel comes up."""
+    script = (
+        "import sys, time, urllib.request\n"
+        "deadline = time.monotonic() + float(sys.argv[2])\n"
+        "while True:\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()); break\n"
+        "    except OSError:\n"
+        "        if time.monotonic() > deadline: raise\n"
+        "        time.sleep(0.1)\n"
+    )
+    return standin.run(
+        [sys.executable, "-c", script, url, str(timeout)], timeout=timeout + 10
+    ).stdout
+
+
+def serve_in(lab: Lab, standin: ContainerStandIn, port: int, body: str) -> None:
+    """An HTTP server inside the stand-in on every address, serving ``body``."""
+    root = lab.tmp / f"www-{standin.name}-{port}"
+    root.mkdir()
+    (root / "index.html").write_text(body)
+    lab.popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "::", "--directory", str(root)],
+        netns=standin.name,
+        name=f"http-{standin.name}-{port}",
+    )
+    deadline = time.monotonic() + 10
+    while not standin.run(["ss", "-Hltn", f"sport = :{port}"]).stdout.strip():
+        assert time.monotonic() < deadline, "http server in the stand-in did not start"
+        time.sleep(0.05)
+
+
+def nft_tables(standin: ContainerStandIn) -> str:
+    return standin.run(["nft", "list", "tables"]).stdout
+
+
+def wireguard_processes(name: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if name.encode() in cmdline:
+            found.append(pid)
+    return found
+
+
+def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | None = None) -> None:
+    name = temp_name(standin.id)
+    assert sorted(standin.links()) == ["eth0", "lo"]
+    assert name not in run(["ip", "-o", "link", "show"]).stdout
+    assert wireguard_processes(name) == []
+    assert not Path(f"/var/run/wireguard/{name}.sock").exists()
+    assert "wg-pod" not in nft_tables(standin)
+    assert not path_for(standin.id).exists()
+    assert standin.resolv_conf.read_text().startswith("# written by the wg-pod test lab")
+    if before_routes is not None:
+        assert standin.default_routes(4) + standin.default_routes(6) == before_routes
+
+
+def write_config(config_dir: ConfigDir, text: str, name: str = "wg0.conf") -> str:
+    return str(config_dir.write(name, text))
+
+
+def test_tunnel_carries_traffic_both_ways_v4_and_v6(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    backend: str,
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    up(hook, standin, {"wg-pod.config": conf})
+
+    assert "wg0" in standin.links()
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    assert peer.page in fetch_in(standin, peer.url_v6)
+
+    client = peer.clients[-1]
+    serve_in(lab, standin, 8080, "served-from-the-container")
+    assert client.address_v4 is not None and client.address_v6 is not None
+    assert "served-from-the-container" in peer.fetch(f"http://{client.address_v4.ip}:8080/")
+    assert "served-from-the-container" in peer.fetch(f"http://[{client.address_v6.ip}]:8080/")
+
+    record = json.loads(path_for(standin.id).read_text())
+    assert record["interface"] == "wg0"
+    assert record["backend"] == backend
+    assert client.private_key not in path_for(standin.id).read_text()
+
+
+def test_endpoint_sees_the_host_side_address(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    """The WireGuard socket stays in the host namespace."""
+    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    fetch_in(standin, peer.url_v4)
+    endpoints = peer.wg(["show", peer.ifname, "endpoints"]).stdout
+    assert str(peer.underlay.host_v4.ip) in endpoints
+
+
+def test_port_remapping_reached_from_the_peer(
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    up(hook, standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"})
+    serve_in(lab, standin, 8080, "remapped-page")
+    fetch_in(standin, peer.url_v4)  # the tunnel is up
+    client = peer.clients[-1]
+    assert client.address_v4 is not None and client.address_v6 is not None
+    assert "remapped-page" in peer.fetch(f"http://{client.address_v4.ip}/")
+    assert "remapped-page" in peer.fetch(f"http://[{client.address_v6.ip}]/")
+    assert "redirect to :8080" in standin.run(["nft", "list", "table", "inet", "wg-pod"]).stdout
+
+
+def test_delete_default_leaves_only_tunnel_routes(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    hook.up(
+        standin,
+        {"wg-pod.config": conf, "wg-pod.delete-default": "true", "wg-pod.kill-switch": "off"},
+    )
+    for version in (4, 6):
+        defaults = standin.default_routes(version)
+        assert [r.get("dev") for r in defaults] == ["wg0"], defaults
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    assert peer.page in fetch_in(standin, peer.url_v6)
+
+
+def test_full_tunnel_beside_podman_default_route(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    up(hook, standin, {"wg-pod.config": conf, "wg-pod.kill-switch": "off"})
+    routes = standin.run(["ip", "-4", "route", "get", "198.51.100.7"]).stdout
+    assert "dev wg0" in routes
+    routes = standin.run(["ip", "-6", "route", "get", "2001:db8::7"]).stdout
+    assert "dev wg0" in routes
+    assert [r.get("dev") for r in standin.default_routes(4)] == ["eth0"]
+
+
+def test_add_route_present(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    client_conf = peer.client_config(allowed_ips=["10.250.0.0/16", "fd77::/16"])
+    conf = write_config(config_dir, client_conf)
+    hook.up(
+        standin,
+        {
+            "wg-pod.config": conf,
+            "wg-pod.add-route": f"10.251.0.0/16:{standin.underlay.host_v4.ip},"
+            f"[fd78::/16]:[{standin.underlay.host_v6.ip}]",
+        },
+    )
+    v4 = standin.run(["ip", "-4", "route", "show", "10.251.0.0/16"]).stdout
+    v6 = standin.run(["ip", "-6", "route", "show", "fd78::/16"]).stdout
+    assert f"via {standin.underlay.host_v4.ip} dev eth0" in v4
+    assert f"via {standin.underlay.host_v6.ip} dev eth0" in v6
+
+
+def test_poststop_cleans_up(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    up(hook, standin, {"wg-pod.config": conf})
+    assert path_for(standin.id).exists()
+    done = hook.down(standin, {"wg-pod.config": conf})
+    assert done.returncode == 0
+    assert not path_for(standin.id).exists()
+    assert wireguard_processes(temp_name(standin.id)) == []
+
+
+def test_rerun_on_the_same_namespace_converges(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    annotations = {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"}
+    up(hook, standin, annotations)
+    up(hook, standin, annotations)
+    assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
+    assert len(wireguard_processes(temp_name(standin.id))) <= 1
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+
+# Failures at each stage: the hook exits non-zero with one line on stderr and
+# leaves nothing behind.
+
+
+def _fails(
+    hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str], **kw: Any
+) -> str:
+    before = standin.default_routes(4) + standin.default_routes(6)
+    done = hook("createRuntime", standin, annotations, **kw)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"wg-pod: container {standin.id[:12]}: ")
+    assert_nothing_left(standin, before)
+    return lines[0]
+
+
+def test_fails_cleanly_on_a_broken_config(
+    standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, "[Interface]\nPrivateKey = nope\n")
+    message = _fails(hook, standin, {"wg-pod.config": conf})
+    assert f"{conf}:2" in message and "PrivateKey" in message
+
+
+def test_fails_cleanly_on_a_bad_annotation(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    message = _fails(hook, standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80;reboot"})
+    assert "wg-pod.port-remapping" in message
+
+
+def test_fails_cleanly_when_the_backend_cannot_start(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+    lab: Lab,
+) -> None:
+    runner = HookRunner(lab, make_settings(backend="userspace", userspace_command=["false"]))
+    conf = write_config(config_dir, peer.client_config())
+    message = _fails(runner, standin, {"wg-pod.config": conf})
+    assert "exited with status 1" in message
+
+
+def test_fails_cleanly_when_addresses_cannot_be_set(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    standin.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+    standin.run(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+    conf = write_config(config_dir, peer.client_config())
+    message = _fails(hook, standin, {"wg-pod.config": conf})
+    assert "add address" in message
+
+
+def test_fails_cleanly_when_a_route_cannot_be_added(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config())
+    message = _fails(
+        hook,
+        standin,
+        {
+            "wg-pod.config": conf,
+            "wg-pod.delete-default": "true",
+            "wg-pod.add-route": "10.251.0.0/16:198.51.100.1",
+        },
+    )
+    assert "add route 10.251.0.0/16 via 198.51.100.1" in message
+
+
+def test_fails_cleanly_when_nftables_fails(
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    # A PATH with every tool the hook needs but nft.
+    bin_dir = lab.tmp / "no-nft-bin"
+    bin_dir.mkdir()
+    for tool in ("wireguard-go", "nsenter"):
+        found = run(["sh", "-c", f"command -v {tool}"]).stdout.strip()
+        (bin_dir / tool).symlink_to(found)
+    conf = write_config(config_dir, peer.client_config())
+    message = _fails(
+        hook,
+        standin,
+        {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"},
+        env={"PATH": str(bin_dir)},
+    )
+    assert "nft" in message
+
+
+def test_fails_cleanly_when_resolv_conf_is_missing(
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    text = peer.client_config(extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
+    conf = write_config(config_dir, text)
+    bundle = lab.tmp / f"bundle-missing-resolv-{standin.name}"
+    bundle.mkdir()
+    spec = standin.config_json({"wg-pod.config": conf})
+    spec["mounts"][1]["source"] = str(bundle / "resolv.conf")
+    (bundle / "config.json").write_text(json.dumps(spec))
+    message = _fails(hook, standin, {"wg-pod.config": conf}, bundle=bundle)
+    assert "write DNS" in message and "resolv.conf" in message
+
+
+def test_fails_cleanly_on_an_unresolvable_endpoint(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    conf = write_config(config_dir, peer.client_config(endpoint="no-such-host.invalid:51820"))
+    message = _fails(hook, standin, {"wg-pod.config": conf})
+    assert "resolve endpoint no-such-host.invalid" in message
