@@ -21,6 +21,7 @@ DEFAULT_MTU = 1420
 TEMP_PREFIX = "wgp"
 TABLE_NAME = "wg-pod"
 _IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
+_TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
 
 _EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
 # Two halves of the address space: longer than any default route, so they
@@ -35,6 +36,10 @@ def temp_name(container_id: str) -> str:
     """The host-side name of a container's interface: unique per container,
     derivable from the id alone so cleanup finds it after a crash."""
     return TEMP_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:12]
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def interface_name(request: Request) -> str:

@@ -47,17 +47,21 @@ def test_create_runtime_hook_sees_the_configured_netns(lab: Lab, podman: Podman)
     hooks = lab.tmp / "test-hooks.d"
     hooks.mkdir()
     out = lab.tmp / "hook-output.json"
-    (hooks / "wgpt-test.json").write_text(json.dumps({
-        "version": "1.0.0",
-        "hook": {
-            "path": sys.executable,
-            "args": [sys.executable, "-c", _HOOK_SCRIPT, str(out), "createRuntime"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "timeout": 30,
-        },
-        "when": {"annotations": {"^wgpt\\.test$": ".+"}},
-        "stages": ["createRuntime"],
-    }))
+    (hooks / "wgpt-test.json").write_text(
+        json.dumps(
+            {
+                "version": "1.0.0",
+                "hook": {
+                    "path": sys.executable,
+                    "args": [sys.executable, "-c", _HOOK_SCRIPT, str(out), "createRuntime"],
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "timeout": 30,
+                },
+                "when": {"annotations": {"^wgpt\\.test$": ".+"}},
+                "stages": ["createRuntime"],
+            }
+        )
+    )
     hooked = Podman(lab, hooks_dir=hooks)
 
     # Without the annotation the hook does not run.

@@ -1,0 +1,110 @@
+"""wg-pod under real podman: definitions written by ``wg-pod install``,
+podman run with the annotation, runc running the hook at createRuntime."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import ConfigDir, Lab, Peer, Podman, link_names
+from wg_pod_hook.plan import is_temp_name
+from wg_pod_hook.records import RECORD_DIR
+
+pytestmark = pytest.mark.podman
+
+# busybox wget has no retry; the first attempt may race the handshake.
+RETRYING_WGET = "for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1"
+
+
+def host_leftovers() -> tuple[list[str], list[str], list[str]]:
+    """wg-pod's host-side interfaces, wireguard-go processes and records."""
+    links = [name for name in link_names() if is_temp_name(name)]
+    processes = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "wireguard-go" in argv[0] and any(is_temp_name(arg) for arg in argv[1:]):
+            processes.append(pid)
+    record_files = [p.name for p in RECORD_DIR.glob("*.json")] if RECORD_DIR.exists() else []
+    return links, processes, record_files
+
+
+def test_container_fetches_the_peer_page_through_the_tunnel(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    conf = config_dir.write("wg0.conf", peer.client_config())
+    script = " && ".join(
+        RETRYING_WGET.format(url=url).join("()") for url in (peer.url_v4, peer.url_v6)
+    )
+    _, done = hooked_podman.run("sh", "-c", script, annotations={"wg-pod.config": str(conf)})
+    assert done.stdout.count(peer.page) == 2, done.stdout
+    assert host_leftovers() == ([], [], [])
+
+
+def test_port_remapping_in_a_real_container(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    client = peer.add_client(listen_port=51999)
+    conf = config_dir.write("wg0.conf", client.config)
+    name, _ = hooked_podman.run(
+        "sh",
+        "-c",
+        "mkdir -p /www && echo remapped-in-podman > /www/index.html && httpd -f -p 8080 -h /www",
+        annotations={"wg-pod.config": str(conf), "wg-pod.port-remapping": "80:8080"},
+        detach=True,
+    )
+    assert client.address_v4 is not None
+    deadline = time.monotonic() + 20
+    body = None
+    while body is None and time.monotonic() < deadline:
+        body = peer.try_fetch(f"http://{client.address_v4.ip}/")
+    assert body is not None and "remapped-in-podman" in body
+    hooked_podman.remove(name)
+    assert host_leftovers() == ([], [], [])
+
+
+def test_delete_default_in_a_real_container(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    text = peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"])
+    conf = config_dir.write("wg0.conf", text)
+    _, done = hooked_podman.run(
+        "sh",
+        "-c",
+        "ip -4 route; ip -6 route; " + RETRYING_WGET.format(url=peer.url_v4),
+        annotations={
+            "wg-pod.config": str(conf),
+            "wg-pod.delete-default": "true",
+            "wg-pod.kill-switch": "off",
+        },
+    )
+    defaults = [line for line in done.stdout.splitlines() if line.startswith("default")]
+    assert defaults and all(" dev wg0" in line for line in defaults), done.stdout
+    assert "via 10.88.0.1" not in done.stdout
+    assert peer.page in done.stdout
+
+
+def test_broken_config_does_not_start_and_leaves_nothing(
+    lab: Lab, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    marker = lab.tmp / "started"
+    conf = config_dir.write("broken.conf", "[Interface]\nPrivateKey = x\nListenPort = 70000\n")
+    name, done = hooked_podman.run(
+        "sh",
+        "-c",
+        f"touch {marker}",
+        annotations={"wg-pod.config": str(conf)},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "wg-pod: container " in done.stderr
+    assert f"{conf}:2" in done.stderr
+    assert not marker.exists()
+    assert host_leftovers() == ([], [], [])
+    listed = hooked_podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert name not in listed
