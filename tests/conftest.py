@@ -126,8 +126,11 @@ def podman_ready() -> None:
     """Fails (never skips) when the test image is missing: scripts/setup builds it."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    proc = run(["podman", "image", "exists", TEST_IMAGE], check=False,
-               env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)})
+    proc = run(
+        ["podman", "image", "exists", TEST_IMAGE],
+        check=False,
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+    )
     if proc.returncode != 0:
         pytest.fail(f"image {TEST_IMAGE} missing: run scripts/setup")
 
@@ -144,9 +147,18 @@ def hooks_dir(lab: Lab, settings: Path) -> Path:
     path = lab.tmp / "hooks.d"
     path.mkdir()
     proc = subprocess.run(
-        [*venv_command("wg-pod", "wg_pod_hook.cli"), "install",
-         "--hooks-dir", str(path), "--settings", str(settings)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            *venv_command("wg-pod", "wg_pod_hook.cli"),
+            "install",
+            "--hooks-dir",
+            str(path),
+            "--settings",
+            str(settings),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, f"wg-pod install failed: {proc.stderr.strip()}"
     return path

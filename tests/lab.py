@@ -106,8 +106,7 @@ def run(
         raise LabError(f"{shlex.join(full)} did not finish within {timeout}s") from exc
     if check and proc.returncode != 0:
         raise LabError(
-            f"{shlex.join(full)} exited {proc.returncode}: "
-            f"{(proc.stderr or proc.stdout).strip()}"
+            f"{shlex.join(full)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
         )
     return proc
 
@@ -280,8 +279,12 @@ class Lab:
         log.debug("popen: %s", shlex.join(full))
         try:
             proc = subprocess.Popen(
-                full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                text=True, env=_clean_env(),
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=_clean_env(),
             )
         except FileNotFoundError as exc:
             raise LabError(f"{full[0]} is not installed: run scripts/setup") from exc
@@ -306,8 +309,21 @@ class Lab:
         underlay = allocate_underlay()
         self.defer("release underlay", lambda: _allocated_underlays.discard(underlay.index))
         host = f"{PREFIX}{token()}v"
-        run(["ip", "link", "add", host, "type", "veth", "peer", "name", inner_name,
-             "netns", ns.name])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                inner_name,
+                "netns",
+                ns.name,
+            ]
+        )
         self.defer(f"delete veth {host}", lambda: delete_link(host))
         run(["ip", "addr", "add", str(underlay.host_v4), "dev", host])
         run(["ip", "addr", "add", str(underlay.host_v6), "dev", host, "nodad"])
@@ -542,9 +558,18 @@ class Peer:
         (root / "index.html").write_text(self.page + "\n")
         os.chmod(root, 0o755)
         self.http = self.lab.popen(
-            [sys.executable, "-m", "http.server", "--bind", "::", "--directory", str(root),
-             str(self.http_port)],
-            netns=self.ns.name, name=f"http-{self.ifname}",
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                "::",
+                "--directory",
+                str(root),
+                str(self.http_port),
+            ],
+            netns=self.ns.name,
+            name=f"http-{self.ifname}",
         )
         http = self.http
 
@@ -596,8 +621,9 @@ class Peer:
 
         allowed = tuple(
             ipaddress.ip_network(n, strict=False)
-            for n in (allowed_ips if allowed_ips is not None
-                      else [str(n) for n in self.tunnel_networks])
+            for n in (
+                allowed_ips if allowed_ips is not None else [str(n) for n in self.tunnel_networks]
+            )
         )
         if endpoint is None:
             endpoint = self.endpoint_v4 if endpoint_family == 4 else self.endpoint_v6
@@ -723,9 +749,12 @@ class ContainerStandIn:
         self.pid = self.process.pid
         # ``ip netns exec`` execs sleep, so the pid is the process in the namespace.
         wait_for(
-            lambda: os.path.exists(self.netns_path)
-            and os.stat(self.netns_path).st_ino == os.stat(self.ns.path).st_ino,
-            timeout=5, what=f"sleep in {self.ns.name}",
+            lambda: (
+                os.path.exists(self.netns_path)
+                and os.stat(self.netns_path).st_ino == os.stat(self.ns.path).st_ino
+            ),
+            timeout=5,
+            what=f"sleep in {self.ns.name}",
         )
         self.bundle = lab.tmp / f"bundle-{self.ns.name}"
         self.bundle.mkdir()
@@ -754,8 +783,11 @@ class ContainerStandIn:
         return self.ns.routes(version)
 
     def default_routes(self, version: int = 4) -> list[dict[str, Any]]:
-        return [r for r in self.routes(version) if r.get("dst") == "default"
-                and r.get("table", "main") == "main"]
+        return [
+            r
+            for r in self.routes(version)
+            if r.get("dst") == "default" and r.get("table", "main") == "main"
+        ]
 
     def links(self) -> list[str]:
         return self.ns.links()
@@ -776,8 +808,13 @@ class ContainerStandIn:
                 },
             ],
             "annotations": dict(annotations),
-            "linux": {"namespaces": [{"type": "network", "path": self.netns_path},
-                                     {"type": "mount"}, {"type": "pid"}]},
+            "linux": {
+                "namespaces": [
+                    {"type": "network", "path": self.netns_path},
+                    {"type": "mount"},
+                    {"type": "pid"},
+                ]
+            },
         }
 
     def write_config_json(self, annotations: Mapping[str, str]) -> Path:
@@ -799,14 +836,16 @@ class ContainerStandIn:
         if bundle is None:
             self.write_config_json(annotations)
             bundle = self.bundle
-        return json.dumps({
-            "ociVersion": "1.0.2",
-            "id": self.id,
-            "status": status,
-            "pid": self.pid,
-            "bundle": str(bundle),
-            "annotations": dict(annotations),
-        })
+        return json.dumps(
+            {
+                "ociVersion": "1.0.2",
+                "id": self.id,
+                "status": status,
+                "pid": self.pid,
+                "bundle": str(bundle),
+                "annotations": dict(annotations),
+            }
+        )
 
 
 class ConfigDir:
@@ -904,7 +943,6 @@ class Podman:
         return self("image", "exists", image, check=False).returncode == 0
 
 
-
 HOOK_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -955,7 +993,10 @@ class HookRunner:
             self._up.pop(standin.id, None)
         return run(
             [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
-            input=state, check=check, timeout=timeout, env={**self.env, **(env or {})},
+            input=state,
+            check=check,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
         )
 
     def up(

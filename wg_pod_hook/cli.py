@@ -60,6 +60,9 @@ def format_plan(plan: Plan, ruleset: str | None) -> str:
             lines.append(f"  keepalive:   {peer.persistent_keepalive}s")
     lines.append("nftables:")
     lines.append(ruleset.rstrip() if ruleset else "  (no rules)")
+    if plan.kill_switch:
+        lines.append("  (the kill switch also accepts the podman network's own subnets,")
+        lines.append("   read from the container's namespace when it starts)")
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import lifecycle, logs
 from .errors import (
-    AnnotationError,
     BackendUnavailable,
     ConfigError,
     SettingsError,
@@ -29,7 +28,6 @@ log = logging.getLogger("wg_pod_hook.hook")
 STAGES = ("createRuntime", "poststop")
 _WHAT = {
     ConfigError: "config",
-    AnnotationError: "annotations",
     SettingsError: "settings",
     StateError: "OCI state",
     BackendUnavailable: "backend",

@@ -198,6 +198,26 @@ def test_full_tunnel_beside_podman_default_route(
     assert [r.get("dev") for r in standin.default_routes(4)] == ["eth0"]
 
 
+@pytest.mark.parametrize("kill_switch", ["off", "on"])
+def test_kill_switch_blocks_traffic_beside_the_tunnel(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, kill_switch: str
+) -> None:
+    conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    up(hook, standin, {"wg-pod.config": conf, "wg-pod.kill-switch": kill_switch})
+    # An address of the host outside the podman-like subnet, forced out of eth0.
+    outside = str(peer.underlay.host_v4.ip)
+    ping = standin.run(
+        ["busybox", "ping", "-c", "1", "-W", "2", "-I", "eth0", outside], check=False
+    )
+    assert (ping.returncode == 0) is (kill_switch == "off"), ping.stdout + ping.stderr
+    # The podman network's own subnet stays reachable, and the tunnel works.
+    gateway = standin.run(
+        ["busybox", "ping", "-c", "1", "-W", "2", str(standin.underlay.host_v4.ip)], check=False
+    )
+    assert gateway.returncode == 0
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+
 def test_add_route_present(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:

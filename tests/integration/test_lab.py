@@ -74,8 +74,11 @@ def test_peer_reaches_client_when_it_knows_the_endpoint(
     www = lab.tmp / "client-www"
     www.mkdir()
     (www / "index.html").write_text("from the client\n")
-    lab.popen(["busybox", "httpd", "-f", "-p", "8080", "-h", str(www)],
-              netns=standin.ns.name, name="client-httpd")
+    lab.popen(
+        ["busybox", "httpd", "-f", "-p", "8080", "-h", str(www)],
+        netns=standin.ns.name,
+        name="client-httpd",
+    )
     assert client.address_v4 is not None
     url = f"http://{client.address_v4.ip}:8080/"
     assert peer.fetch(url, timeout=10).strip() == "from the client"
@@ -83,8 +86,11 @@ def test_peer_reaches_client_when_it_knows_the_endpoint(
 
 def test_client_config_is_wg_quick_text(peer: Peer, config_dir: ConfigDir) -> None:
     text = peer.client_config(
-        "10.250.1.9/24", None, allowed_ips=["0.0.0.0/0"],
-        extra_interface_lines=["DNS = 10.250.1.1"], preshared=True,
+        "10.250.1.9/24",
+        None,
+        allowed_ips=["0.0.0.0/0"],
+        extra_interface_lines=["DNS = 10.250.1.1"],
+        preshared=True,
     )
     assert "Address = 10.250.1.9/24\n" in text
     assert "AllowedIPs = 0.0.0.0/0\n" in text
@@ -112,8 +118,7 @@ def test_teardown_removes_everything() -> None:
         names = [peer.ns.name, standin.ns.name]
         host_links = [peer.host_ifname, standin.host_ifname]
         processes = [peer.process, peer.http, standin.process]
-        sockets = [f"/var/run/wireguard/{peer.ifname}.sock",
-                   f"/var/run/wireguard/{tmp_name}.sock"]
+        sockets = [f"/var/run/wireguard/{peer.ifname}.sock", f"/var/run/wireguard/{tmp_name}.sock"]
         tmp = lab.tmp
         assert all(n in netns_names() for n in names)
     assert not set(names) & set(netns_names())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wg_pod_hook import hooksd, nft
+from wg_pod_hook.cli import format_plan
 from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import ConfigError
 from wg_pod_hook.oci import Toggle, parse_annotations
@@ -164,3 +165,16 @@ def test_hooksd_definition_is_anchored_and_bounded() -> None:
     assert definition["hook"]["timeout"] > 0
     assert "WG_POD_SETTINGS=/etc/s.yaml" in definition["hook"]["env"]
     assert definition["hook"]["env"][0].startswith("PATH=")
+
+
+def test_check_output_shows_the_plan_but_no_private_key() -> None:
+    plan = plan_for(
+        {"wg-pod.port-remapping": "80:8080", "wg-pod.kill-switch": "on"},
+        config(extra="DNS = 10.250.0.1"),
+    )
+    text = format_plan(plan, nft.render(plan))
+    assert "interface:   office (created as wgp" in text
+    assert "redirect to :8080" in text
+    assert "policy drop" in text and "podman network's own subnets" in text
+    assert KEY_B in text  # the peer's public key
+    assert KEY_A not in text
