@@ -18,14 +18,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import dns, nft, records
-from .backends import Backend
+from .backends import Backend, DeviceSetup
 from .backends.kernel import KernelBackend
 from .backends.userspace import UserspaceBackend, socket_path, stop_process
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
 from .netns import Netlink, is_host_netns, open_netns
 from .oci import ContainerState, parse_annotations
-from .plan import Plan, build_plan, temp_name
+from .plan import Plan, automatic_mtu, build_plan, temp_name
 from .proc import in_netns, run
 from .resolve import device_setup
 from .settings import Settings
@@ -123,11 +123,15 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
 
             backend = _create(plan, settings)
             undo(stack, "stop backend", backend.destroy, plan.temp_name)
-            host.set_mtu(plan.temp_name, plan.mtu)
+            # Before the move: wireguard-go only notices MTU changes in the
+            # namespace it was started in.
+            host.set_mtu(plan.temp_name, plan.mtu or _automatic_mtu(host, device))
             backend.configure(plan.temp_name, device)
 
             host.move(plan.temp_name, netns_fd, plan.interface)
             undo(stack, "delete interface", inside.delete_link, plan.interface)
+            if plan.uses_ipv6:
+                inside.enable_ipv6(plan.interface)
             for address in plan.addresses:
                 inside.add_address(plan.interface, address)
             inside.set_up(plan.interface)
@@ -172,6 +176,16 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
         len(plan.config.peers),
     )
     return record
+
+
+def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
+    endpoints = [str(setup.endpoint[0]) for setup in device.peers if setup.endpoint]
+    mtus = [mtu for mtu in map(host.route_mtu, endpoints) if mtu]
+    if not mtus:  # as wg-quick: no endpoint route, so the default route's
+        mtus = [mtu for mtu in [host.default_route_mtu()] if mtu]
+    mtu = automatic_mtu(mtus)
+    log.debug("automatic MTU %d from route MTUs %s", mtu, mtus)
+    return mtu
 
 
 def _converge(plan: Plan, inside: Netlink) -> None:

@@ -62,6 +62,7 @@ class Netlink:
 
     def __init__(self, netns_fd: int | None = None, label: str = "host") -> None:
         self.label = label
+        self.netns_fd = netns_fd
         if netns_fd is None:
             self.ipr = IPRoute()
         else:
@@ -136,6 +137,53 @@ class Netlink:
     def set_up(self, name: str) -> None:
         index = self.require(name)
         _netlink("bring up", name, lambda: self.ipr.link("set", index=index, state="up"))
+
+    def route_mtu(self, destination: str) -> int | None:
+        """The MTU of the route towards ``destination``: the route's own
+        ``mtu`` metric, else its device's; None when there is no route."""
+        try:
+            (route,) = self.ipr.route("get", dst=destination)
+        except NetlinkError:
+            return None
+        metrics = route.get("RTA_METRICS")
+        mtu = metrics.get("RTAX_MTU") if metrics else None
+        if mtu:
+            return int(mtu)
+        oif = route.get("RTA_OIF")
+        if oif is None:
+            return None
+        (link,) = self.ipr.get_links(oif)
+        return int(link.get("IFLA_MTU"))
+
+    def default_route_mtu(self) -> int | None:
+        for version in (4, 6):
+            for route in self.default_routes(version):
+                if "oif" in route:
+                    (link,) = self.ipr.get_links(route["oif"])
+                    return int(link.get("IFLA_MTU"))
+        return None
+
+    def enable_ipv6(self, name: str) -> None:
+        """Let ``name`` carry IPv6 even where the namespace disables it for new
+        interfaces (``default.disable_ipv6``), as a tunnel with IPv6 needs."""
+        path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+        # /proc/sys/net shows the namespace of whoever opens it.
+        if self.netns_fd is not None:
+            pyroute2_netns.pushns(self.netns_fd)
+        try:
+            handle = open(path, "w")  # noqa: SIM115 - opened here, written after popns
+        except FileNotFoundError:
+            raise SetupError(
+                "enable IPv6", name, "the kernel has IPv6 disabled (ipv6.disable=1)"
+            ) from None
+        except OSError as exc:
+            raise SetupError("enable IPv6", name, exc.strerror or str(exc)) from None
+        finally:
+            if self.netns_fd is not None:
+                pyroute2_netns.popns()
+        log.debug("%s: enable IPv6 on %s", self.label, name)
+        with handle:
+            handle.write("0")
 
     def add_address(self, name: str, address: IPInterface) -> None:
         index = self.require(name)

@@ -18,6 +18,9 @@ from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle
 from .settings import Settings
 
 DEFAULT_MTU = 1420
+# WireGuard's overhead over IPv6 (40 IP + 8 UDP + 32 WireGuard), which
+# wg-quick subtracts for either family.
+OVERHEAD = 80
 TEMP_PREFIX = "wgp"
 TABLE_NAME = "wg-pod"
 _IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
@@ -63,7 +66,7 @@ class Plan:
     temp_name: str
     interface: str
     backend: str
-    mtu: int
+    mtu: int | None  # None: from the route towards the endpoints, when it starts
     addresses: tuple[IPInterface, ...]
     route_table: int | None  # None: the main table
     routes: tuple[IPNetwork, ...]  # through the tunnel, longest prefix first
@@ -77,6 +80,12 @@ class Plan:
     @property
     def netns_path(self) -> str:
         return f"/proc/{self.pid}/ns/net"
+
+    @property
+    def uses_ipv6(self) -> bool:
+        return any(a.version == 6 for a in self.addresses) or any(
+            r.version == 6 for r in (*self.routes, *(e.target for e in self.extra_routes))
+        )
 
     @property
     def config_path(self) -> PurePosixPath:
@@ -130,6 +139,12 @@ def _dns(choice: DnsChoice, config: WgConfig) -> DnsPlan | None:
     return DnsPlan(iface.dns_servers, iface.dns_search)
 
 
+def automatic_mtu(route_mtus: list[int]) -> int:
+    """wg-quick's rule: the smallest MTU on the way to the endpoints, minus
+    WireGuard's overhead; 1420 when there is nothing to go by."""
+    return min(route_mtus) - OVERHEAD if route_mtus else DEFAULT_MTU
+
+
 def full_tunnel_versions(config: WgConfig) -> frozenset[int]:
     return frozenset(
         net.version
@@ -152,7 +167,7 @@ def build_plan(
         temp_name=temp_name(container_id),
         interface=interface_name(request),
         backend=settings.backend,
-        mtu=config.interface.mtu or DEFAULT_MTU,
+        mtu=config.interface.mtu,
         addresses=config.interface.addresses,
         route_table=table,
         routes=_tunnel_routes(config, request.delete_default, table) if add_routes else (),

@@ -13,7 +13,7 @@ from wg_pod_hook.cli import format_plan
 from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import ConfigError
 from wg_pod_hook.oci import Toggle, parse_annotations
-from wg_pod_hook.plan import build_plan, interface_name, temp_name
+from wg_pod_hook.plan import automatic_mtu, build_plan, interface_name, temp_name
 from wg_pod_hook.settings import Settings
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
@@ -59,7 +59,7 @@ def test_basic_plan() -> None:
     plan = plan_for({})
     assert plan.interface == "office"
     assert plan.netns_path == "/proc/4242/ns/net"
-    assert plan.mtu == 1420
+    assert plan.mtu is None  # automatic
     assert [str(a) for a in plan.addresses] == ["10.250.0.2/24", "fd77::2/64"]
     assert plan.routes == ()  # the addresses' own prefixes are routed already
     assert plan.delete_default == frozenset()
@@ -99,6 +99,11 @@ def test_table_name_is_refused() -> None:
 
 def test_mtu_from_config() -> None:
     assert plan_for({}, config(extra="MTU = 1280")).mtu == 1280
+
+
+def test_automatic_mtu() -> None:
+    assert automatic_mtu([1500, 1400]) == 1320
+    assert automatic_mtu([]) == 1420
 
 
 def test_kill_switch_settings_and_annotation() -> None:
