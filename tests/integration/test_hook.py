@@ -9,115 +9,25 @@ VM suite in tests/vm provides one).
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, token
+from tests.integration.support import (
+    assert_nothing_left,
+    fetch_in,
+    serve_in,
+    up,
+    wireguard_processes,
+    write_config,
+)
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run
 from wg_pod_hook.plan import temp_name
 from wg_pod_hook.records import path_for
 
 pytestmark = pytest.mark.root
-
-PAGE_TIMEOUT = 10.0
-
-
-def kernel_has_wireguard() -> bool:
-    probe = f"wgpt{token()}"
-    made = run(["ip", "link", "add", probe, "type", "wireguard"], check=False)
-    if made.returncode == 0:
-        run(["ip", "link", "del", probe])
-    return made.returncode == 0
-
-
-@pytest.fixture(params=["userspace", "kernel"])
-def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "kernel" and not kernel_has_wireguard():
-        pytest.skip("this kernel has no WireGuard module; tests/vm runs the kernel backend")
-    return str(request.param)
-
-
-def up(hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str]) -> None:
-    done = hook.up(standin, annotations)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-
-
-@pytest.fixture
-def hook(lab: Lab, make_settings: Callable[..., Path], backend: str) -> HookRunner:
-    """The hook with settings for one backend (overrides conftest's)."""
-    return HookRunner(lab, make_settings(backend=backend))
-
-
-def fetch_in(standin: ContainerStandIn, url: str, timeout: float = PAGE_TIMEOUT) -> str:
-    """GET ``url`` from inside the stand-in; retries while the tunnel comes up."""
-    script = (
-        "import sys, time, urllib.request\n"
-        "deadline = time.monotonic() + float(sys.argv[2])\n"
-        "while True:\n"
-        "    try:\n"
-        "        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()); break\n"
-        "    except OSError:\n"
-        "        if time.monotonic() > deadline: raise\n"
-        "        time.sleep(0.1)\n"
-    )
-    return standin.run(
-        [sys.executable, "-c", script, url, str(timeout)], timeout=timeout + 10
-    ).stdout
-
-
-def serve_in(lab: Lab, standin: ContainerStandIn, port: int, body: str) -> None:
-    """An HTTP server inside the stand-in on every address, serving ``body``."""
-    root = lab.tmp / f"www-{standin.name}-{port}"
-    root.mkdir()
-    (root / "index.html").write_text(body)
-    lab.popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "::", "--directory", str(root)],
-        netns=standin.name,
-        name=f"http-{standin.name}-{port}",
-    )
-    deadline = time.monotonic() + 10
-    while not standin.run(["ss", "-Hltn", f"sport = :{port}"]).stdout.strip():
-        assert time.monotonic() < deadline, "http server in the stand-in did not start"
-        time.sleep(0.05)
-
-
-def nft_tables(standin: ContainerStandIn) -> str:
-    return standin.run(["nft", "list", "tables"]).stdout
-
-
-def wireguard_processes(name: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if name.encode() in cmdline:
-            found.append(pid)
-    return found
-
-
-def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | None = None) -> None:
-    name = temp_name(standin.id)
-    assert sorted(standin.links()) == ["eth0", "lo"]
-    assert name not in run(["ip", "-o", "link", "show"]).stdout
-    assert wireguard_processes(name) == []
-    assert not Path(f"/var/run/wireguard/{name}.sock").exists()
-    assert "wg-pod" not in nft_tables(standin)
-    assert not path_for(standin.id).exists()
-    assert standin.resolv_conf.read_text().startswith("# written by the wg-pod test lab")
-    if before_routes is not None:
-        assert standin.default_routes(4) + standin.default_routes(6) == before_routes
-
-
-def write_config(config_dir: ConfigDir, text: str, name: str = "wg0.conf") -> str:
-    return str(config_dir.write(name, text))
 
 
 def test_tunnel_carries_traffic_both_ways_v4_and_v6(
