@@ -1,8 +1,8 @@
 """A tiny DNS responder and client for the leak tests (test side only).
 
 ``python dnsd.py serve ADDRESS ANSWER`` answers every A query on ADDRESS:53
-(UDP and TCP) with ANSWER; ``python dnsd.py query SERVER NAME [--bind-dev DEV]``
-prints the first A record or exits 1.  Only what the tests need of RFC 1035.
+(UDP and TCP) with ANSWER; ``python dnsd.py query SERVER NAME [--tcp]``
+prints the answer's A record or exits 1.  Only what the tests need of RFC 1035.
 """
 
 from __future__ import annotations
@@ -66,18 +66,22 @@ def serve(address: str, reply_with: str) -> None:
         udp.sendto(answer(data, reply_with), peer)
 
 
-def query(server: str, name: str, bind_dev: str | None, timeout: float = 2.0) -> str | None:
+def query(server: str, name: str, *, tcp: bool = False, timeout: float = 2.0) -> str | None:
     family = socket.AF_INET6 if ipaddress.ip_address(server).version == 6 else socket.AF_INET
     ident, packet = build_query(name)
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        if bind_dev:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind_dev.encode())
+    with socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.sendto(packet, (server, 53))
-            return parse_answer(sock.recv(4096), ident)
+            if tcp:
+                sock.connect((server, 53))
+                sock.sendall(struct.pack("!H", len(packet)) + packet)
+                reply = sock.recv(4096)[2:]
+            else:
+                sock.sendto(packet, (server, 53))
+                reply = sock.recv(4096)
         except OSError:
             return None
+    return parse_answer(reply, ident)
 
 
 def main(argv: list[str]) -> int:
@@ -85,8 +89,7 @@ def main(argv: list[str]) -> int:
         serve(argv[1], argv[2])
         return 0
     if argv[:1] == ["query"]:
-        dev = argv[argv.index("--bind-dev") + 1] if "--bind-dev" in argv else None
-        result = query(argv[1], argv[2], dev)
+        result = query(argv[1], argv[2], tcp="--tcp" in argv)
         if result is None:
             return 1
         print(result)
