@@ -333,8 +333,14 @@ class Lab:
         ns.run(["ip", "link", "set", inner_name, "up"])
         return host, underlay
 
-    def peer(self, *, listen_port: int = PEER_LISTEN_PORT, http: bool = True) -> Peer:
-        return Peer(self, listen_port=listen_port, http=http)
+    def peer(
+        self,
+        *,
+        listen_port: int = PEER_LISTEN_PORT,
+        http: bool = True,
+        socket_in_host: bool = False,
+    ) -> Peer:
+        return Peer(self, listen_port=listen_port, http=http, socket_in_host=socket_in_host)
 
     def standin(self) -> ContainerStandIn:
         return ContainerStandIn(self)
@@ -482,7 +488,17 @@ class Peer:
     on ``[::]:80`` (dual stack) serves ``page`` at ``url_v4``/``url_v6``.
     """
 
-    def __init__(self, lab: Lab, *, listen_port: int = PEER_LISTEN_PORT, http: bool = True) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        listen_port: int = PEER_LISTEN_PORT,
+        http: bool = True,
+        socket_in_host: bool = False,
+    ) -> None:
+        """``socket_in_host``: start wireguard-go in the host namespace and move
+        its interface into the peer's, so the peer listens on the host's
+        addresses (``127.0.0.1:listen_port`` included); pick a free port."""
         self.lab = lab
         self.ns = lab.netns()
         self.host_ifname, self.underlay = lab.veth(self.ns)
@@ -498,7 +514,11 @@ class Peer:
         self.page = f"wg-pod lab peer {token(8)}"
         self.http_port = PEER_HTTP_PORT
 
-        self.process = lab.wireguard_go(self.ifname, netns=self.ns.name)
+        if socket_in_host:
+            self.process = lab.wireguard_go(self.ifname)
+            run(["ip", "link", "set", self.ifname, "netns", self.ns.name])
+        else:
+            self.process = lab.wireguard_go(self.ifname, netns=self.ns.name)
         conf = lab.secret_file(
             f"[Interface]\nPrivateKey = {self.private_key}\nListenPort = {listen_port}\n"
         )
