@@ -1,0 +1,72 @@
+"""Kill switch and DNS in real podman containers, each with its control."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.lab import ConfigDir, Lab, Peer, Podman, run, wait_for
+
+pytestmark = pytest.mark.podman
+
+DNSD = str(Path(__file__).resolve().parents[1] / "dnsd.py")
+RETRYING_WGET = "for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && break; sleep 1; done"
+
+
+@pytest.mark.parametrize("switch", ["off", "on"])
+def test_kill_switch_in_a_real_container(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, switch: str
+) -> None:
+    conf = config_dir.write("wg0.conf", peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    outside = peer.underlay.host_v4.ip  # a host address, reached through eth0
+    script = (
+        RETRYING_WGET.format(url=peer.url_v4)
+        + f"; if ping -c 1 -W 2 -I eth0 {outside} >/dev/null; "
+        "then echo LEAKED; else echo BLOCKED; fi"
+    )
+    _, done = hooked_podman.run(
+        "sh", "-c", script, annotations={"wg-pod.config": str(conf), "wg-pod.kill-switch": switch}
+    )
+    assert peer.page in done.stdout
+    assert ("BLOCKED" if switch == "on" else "LEAKED") in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("dns", ["auto", "off"])
+def test_dns_in_a_real_container(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, dns: str
+) -> None:
+    tunnel, other = str(peer.tunnel_v4.ip), str(peer.underlay.host_v4.ip)
+    lab.popen(
+        [sys.executable, DNSD, "serve", tunnel, "10.250.0.53"],
+        netns=peer.ns.name,
+        name="dns-tunnel",
+    )
+    lab.popen([sys.executable, DNSD, "serve", other, "198.18.0.53"], name="dns-other")
+    for runner, server in ((peer.ns.run, tunnel), (run, other)):
+        query = [sys.executable, DNSD, "query", server, "example.org"]
+        wait_for(
+            lambda r=runner, q=query: r(q, check=False).returncode == 0,  # type: ignore[misc]
+            timeout=10,
+            what=f"DNS on {server}",
+        )
+    text = peer.client_config(extra_interface_lines=[f"DNS = {tunnel}"])
+    conf = config_dir.write("wg0.conf", text)
+    script = (
+        RETRYING_WGET.format(url=peer.url_v4) + "; cat /etc/resolv.conf; "
+        f"echo TUNNEL; nslookup example.org {tunnel}; "
+        f"echo OTHER; nslookup example.org {other}; true"
+    )
+    _, done = hooked_podman.run(
+        "sh", "-c", script, annotations={"wg-pod.config": str(conf), "wg-pod.dns": dns}
+    )
+    resolv, _, answers = done.stdout.partition("TUNNEL")
+    via_tunnel, _, via_other = answers.partition("OTHER")
+    assert "10.250.0.53" in via_tunnel
+    if dns == "auto":
+        assert f"nameserver {tunnel}" in resolv
+        assert "198.18.0.53" not in via_other
+    else:
+        assert f"nameserver {tunnel}" not in resolv
+        assert "198.18.0.53" in via_other
