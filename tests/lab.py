@@ -940,6 +940,7 @@ class Podman:
         detach: bool = False,
         check: bool = True,
         timeout: float = 120.0,
+        options: Sequence[str] = (),
     ) -> tuple[str, subprocess.CompletedProcess[str]]:
         """``podman run [--rm|-d] --name wgpt-... [--annotation K=V]... IMAGE ARGS``.
 
@@ -953,6 +954,7 @@ class Podman:
             argv.append("--rm")
         for key, value in (annotations or {}).items():
             argv += ["--annotation", f"{key}={value}"]
+        argv += options
         self.lab.defer(f"podman rm -f {name}", lambda: self.remove(name))
         return name, self(*argv, image, *args, check=check, timeout=timeout)
 
