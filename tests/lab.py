@@ -339,8 +339,11 @@ class Lab:
         listen_port: int = PEER_LISTEN_PORT,
         http: bool = True,
         socket_in_host: bool = False,
+        kernel: bool = False,
     ) -> Peer:
-        return Peer(self, listen_port=listen_port, http=http, socket_in_host=socket_in_host)
+        return Peer(
+            self, listen_port=listen_port, http=http, socket_in_host=socket_in_host, kernel=kernel
+        )
 
     def standin(self) -> ContainerStandIn:
         return ContainerStandIn(self)
@@ -495,10 +498,15 @@ class Peer:
         listen_port: int = PEER_LISTEN_PORT,
         http: bool = True,
         socket_in_host: bool = False,
+        kernel: bool = False,
     ) -> None:
         """``socket_in_host``: start wireguard-go in the host namespace and move
         its interface into the peer's, so the peer listens on the host's
-        addresses (``127.0.0.1:listen_port`` included); pick a free port."""
+        addresses (``127.0.0.1:listen_port`` included); pick a free port.
+        ``kernel``: the kernel's WireGuard instead of wireguard-go (``ip link
+        add ... type wireguard`` inside the peer namespace; needs the module,
+        see tests/vm); ``process`` is then None and the link goes with the
+        namespace."""
         self.lab = lab
         self.ns = lab.netns()
         self.host_ifname, self.underlay = lab.veth(self.ns)
@@ -514,7 +522,10 @@ class Peer:
         self.page = f"wg-pod lab peer {token(8)}"
         self.http_port = PEER_HTTP_PORT
 
-        if socket_in_host:
+        self.process: subprocess.Popen[str] | None = None
+        if kernel:
+            self.ns.run(["ip", "link", "add", self.ifname, "type", "wireguard"])
+        elif socket_in_host:
             self.process = lab.wireguard_go(self.ifname)
             run(["ip", "link", "set", self.ifname, "netns", self.ns.name])
         else:
@@ -802,6 +813,12 @@ class ContainerStandIn:
     def routes(self, version: int = 4) -> list[dict[str, Any]]:
         return self.ns.routes(version)
 
+    def stop(self) -> None:
+        """What podman does when the container stops: its process ends and
+        its network namespace is deleted (before poststop runs)."""
+        stop_process(self.process)
+        self.ns.delete()
+
     def default_routes(self, version: int = 4) -> list[dict[str, Any]]:
         return [
             r
@@ -830,7 +847,7 @@ class ContainerStandIn:
             "annotations": dict(annotations),
             "linux": {
                 "namespaces": [
-                    {"type": "network", "path": self.netns_path},
+                    {"type": "network", "path": self.ns.path},
                     {"type": "mount"},
                     {"type": "pid"},
                 ]
@@ -1035,4 +1052,5 @@ class HookRunner:
         entry = self._up.pop(container_id, None)
         if entry is not None:
             standin, annotations = entry
+            standin.stop()
             self("poststop", standin, annotations, check=True)

@@ -1,15 +1,14 @@
 """The container's resolv.conf: found through the bundle, rewritten in place.
 
 podman bind-mounts a resolv.conf it generated into the container; the
-bundle's config.json names its source.  Writing into that file (not
+bundle's config.json names its source (see bundle.py).  Writing into that file (not
 replacing it) keeps the bind mount pointing at our content.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .errors import SetupError
 from .plan import DnsPlan
@@ -29,26 +28,17 @@ def render(dns: DnsPlan, original: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def find_resolv_conf(bundle: PurePosixPath | None) -> Path:
-    if bundle is None:
-        raise SetupError("write DNS", "resolv.conf", "the OCI state names no bundle")
-    config = Path(bundle) / "config.json"
-    try:
-        spec = json.loads(config.read_text())
-    except (OSError, ValueError) as exc:
-        raise SetupError("write DNS", str(config), f"cannot read: {exc}") from None
-    for mount in spec.get("mounts") or []:
-        if isinstance(mount, dict) and mount.get("destination") == "/etc/resolv.conf":
-            source = mount.get("source")
-            if isinstance(source, str) and Path(source).is_absolute():
-                if not Path(source).is_file():
-                    raise SetupError("write DNS", source, "resolv.conf is not a regular file")
-                return Path(source)
-    raise SetupError(
-        "write DNS",
-        str(config),
-        "the container has no /etc/resolv.conf mount (use wg-pod.dns=off to leave DNS alone)",
-    )
+def check_resolv_conf(path: Path | None) -> Path:
+    """The resolv.conf to rewrite, checked before anything is set up."""
+    if path is None:
+        raise SetupError(
+            "write DNS",
+            "resolv.conf",
+            "the container has no /etc/resolv.conf mount (use wg-pod.dns=off to leave DNS alone)",
+        )
+    if not path.is_file():
+        raise SetupError("write DNS", str(path), "resolv.conf is not a regular file")
+    return path
 
 
 def read(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +22,7 @@ from . import dns, nft, records
 from .backends import Backend, DeviceSetup
 from .backends.kernel import KernelBackend
 from .backends.userspace import UserspaceBackend, socket_path, stop_process
+from .bundle import read_bundle
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
 from .netns import Netlink, is_host_netns, open_netns
@@ -112,11 +114,18 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     device = device_setup(plan.config)
-    resolv_conf = dns.find_resolv_conf(bundle) if plan.dns else None
+    spec = read_bundle(bundle)
+    resolv_conf = dns.check_resolv_conf(spec.resolv_conf) if plan.dns else None
+    prune_stale()
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
         if is_host_netns(plan.netns_path):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
+        info = os.fstat(netns_fd)
+        netns = {"path": spec.netns_path or plan.netns_path, "dev": info.st_dev, "ino": info.st_ino}
         with Netlink() as host, Netlink(netns_fd, "container") as inside, ExitStack() as stack:
+            shared = _shared_tunnel(plan, inside, netns)
+            if shared is not None:
+                return shared
             _converge(plan, inside)
             # A leftover of a hook killed mid-way carries our derived name.
             host.delete_link(plan.temp_name)
@@ -158,6 +167,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
             record = {
                 "container_id": plan.container_id,
                 "container_pid": plan.pid,
+                "netns": netns,
                 "interface": plan.interface,
                 "temp_name": plan.temp_name,
                 "config": str(plan.config_path),
@@ -188,8 +198,63 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
     return mtu
 
 
+def netns_alive(record: dict[str, Any]) -> bool:
+    """Whether the namespace a record was made for still exists."""
+    netns = record.get("netns")
+    if not isinstance(netns, dict) or not isinstance(netns.get("path"), str):
+        return False
+    try:
+        info = os.stat(netns["path"])
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (netns.get("dev"), netns.get("ino"))
+
+
+def _shared_tunnel(plan: Plan, inside: Netlink, netns: dict[str, Any]) -> dict[str, Any] | None:
+    """Pod members share one namespace: the first one's tunnel serves all.
+
+    One wg-pod tunnel per namespace (its nftables table is the namespace's).
+    Returns this container's record when another container's tunnel with the
+    same config and name already lives there; refuses a different one.
+    """
+    for owner in map(records.read, records.all_ids()):
+        if (
+            owner is None
+            or owner.get("container_id") == plan.container_id
+            or owner.get("shared_with")
+            or (owner.get("netns") or {}).get("ino") != netns["ino"]
+            or (owner.get("netns") or {}).get("dev") != netns["dev"]
+            or inside.index(str(owner.get("interface"))) is None
+        ):
+            continue
+        if (owner.get("config"), owner.get("interface")) != (str(plan.config_path), plan.interface):
+            raise SetupError(
+                "join shared namespace",
+                plan.interface,
+                f"the namespace already carries container {owner['container_id'][:12]}'s "
+                f"tunnel {owner.get('interface')} from {owner.get('config')}",
+            )
+        record = {
+            "container_id": plan.container_id,
+            "interface": plan.interface,
+            "config": str(plan.config_path),
+            "netns": netns,
+            "shared_with": owner["container_id"],
+            "created": time.time(),
+        }
+        records.write(plan.container_id, record)
+        log.info(
+            "container %s: shares %s of container %s",
+            plan.container_id[:12],
+            plan.interface,
+            owner["container_id"][:12],
+        )
+        return record
+    return None
+
+
 def _converge(plan: Plan, inside: Netlink) -> None:
-    """A namespace that kept our tunnel (restart policies) is set up anew."""
+    """A namespace that kept this container's tunnel is set up anew."""
     if inside.index(plan.interface) is None:
         return
     previous = records.read(plan.container_id)
@@ -215,10 +280,31 @@ def _stop_userspace(record: dict[str, Any]) -> None:
 
 def down(container_id: str) -> None:
     """Remove what outlives the container: userspace process, host-side
-    interface, record.  Never raises for what is already gone."""
-    record = records.read(container_id) or {}
+    interface, record.  Never raises for what is already gone.
+
+    podman runs poststop also when a restart policy is about to restart the
+    container in the same namespace, without running createRuntime again;
+    the tunnel then stays for the next run, and goes with the namespace.
+    """
+    record = records.read(container_id)
+    if record is not None and not record.get("shared_with") and netns_alive(record):
+        log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
+        return
+    _remove(container_id, record or {})
+
+
+def _remove(container_id: str, record: dict[str, Any]) -> None:
     _stop_userspace(record)
     with Netlink() as host:
         host.delete_link(temp_name(container_id))
     records.remove(container_id)
     log.info("container %s: cleaned up", container_id[:12])
+
+
+def prune_stale() -> None:
+    """Clean up after containers whose namespace is gone without a poststop
+    that saw it go (podman rm after a restart-policy restart)."""
+    for container_id in records.all_ids():
+        record = records.read(container_id)
+        if record is not None and not netns_alive(record):
+            _remove(container_id, record)

@@ -8,7 +8,9 @@ VM suite in tests/vm provides one).
 
 from __future__ import annotations
 
+import copy
 import json
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,16 +149,61 @@ def test_add_route_present(
     assert f"via {standin.underlay.host_v6.ip} dev eth0" in v6
 
 
-def test_poststop_cleans_up(
+def test_poststop_keeps_a_live_namespace_tunnel_and_cleans_up_after_it(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    conf = write_config(config_dir, peer.client_config())
-    up(hook, standin, {"wg-pod.config": conf})
+    """Restart policies: podman runs poststop, keeps the namespace and restarts
+    the container in it without createRuntime; the tunnel must still be there."""
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    up(hook, standin, annotations)
+    assert hook.down(standin, annotations).returncode == 0
     assert path_for(standin.id).exists()
-    done = hook.down(standin, {"wg-pod.config": conf})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+    standin.stop()
+    done = hook.down(standin, annotations)
     assert done.returncode == 0
     assert not path_for(standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
+    assert temp_name(standin.id) not in run(["ip", "-o", "link", "show"]).stdout
+
+
+def test_stale_records_are_pruned_by_the_next_start(
+    peer: Peer,
+    standin: ContainerStandIn,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    """podman rm after a policy restart runs no poststop: the next start cleans up."""
+    conf = write_config(config_dir, peer.client_config())
+    up(hook, standin, {"wg-pod.config": conf})
+    standin.stop()
+    assert path_for(standin.id).exists()
+    other = make_standin()
+    up(hook, other, {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")})
+    assert not path_for(standin.id).exists()
+    assert wireguard_processes(temp_name(standin.id)) == []
+
+
+def test_pod_members_share_the_namespace_tunnel(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    up(hook, standin, annotations)
+    member = copy.copy(standin)
+    member.id = secrets.token_hex(32)
+    up(hook, member, annotations)
+    assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
+    assert json.loads(path_for(member.id).read_text())["shared_with"] == standin.id
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+    other_conf = write_config(config_dir, peer.client_config(), "other.conf")
+    intruder = copy.copy(standin)
+    intruder.id = secrets.token_hex(32)
+    done = hook.up(intruder, {"wg-pod.config": other_conf})
+    assert done.returncode == 1
+    assert f"already carries container {standin.id[:12]}'s tunnel wg0" in done.stderr
 
 
 def test_rerun_on_the_same_namespace_converges(
