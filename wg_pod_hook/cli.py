@@ -11,15 +11,16 @@ from pathlib import Path
 from . import __version__, hooksd, logs, nft
 from .errors import WgPodError
 from .hook import describe
-from .lifecycle import prepare
+from .lifecycle import gc, prepare
 from .oci import CONFIG, ContainerState
 from .plan import Plan
 from .settings import load_settings
 
 EXAMPLES = {
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
-    "install": "example: wg-pod install --hooks-dir /etc/containers/oci/hooks.d",
-    "uninstall": "example: wg-pod uninstall --hooks-dir /etc/containers/oci/hooks.d",
+    "install": "example: wg-pod install --hooks-dir /usr/share/containers/oci/hooks.d",
+    "uninstall": "example: wg-pod uninstall --hooks-dir /usr/share/containers/oci/hooks.d",
+    "gc": "example: wg-pod gc",
 }
 
 
@@ -82,6 +83,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    for what in gc():
+        print(f"removed {what}")
+    return 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     hook = args.hook or hooksd.installed_hook()
     for path in hooksd.install(Path(args.hooks_dir), hook, args.settings):
@@ -117,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
         help="a wg-pod.* annotation, as on podman run (repeatable)",
     )
     check.set_defaults(func=cmd_check)
+
+    gcmd = sub.add_parser(
+        "gc", help="remove leftovers of hooks that were killed mid-way", epilog=EXAMPLES["gc"]
+    )
+    gcmd.set_defaults(func=cmd_gc)
 
     for name, func, helptext in (
         ("install", cmd_install, "write the hooks.d definitions for this installation"),

@@ -15,19 +15,24 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import dns, nft, records
 from .backends import Backend, DeviceSetup
 from .backends.kernel import KernelBackend
-from .backends.userspace import UserspaceBackend, socket_path, stop_process
+from .backends.userspace import (
+    UserspaceBackend,
+    process_start_time,
+    socket_path,
+    stop_process,
+)
 from .bundle import read_bundle
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
 from .netns import Netlink, is_host_netns, open_netns
 from .oci import ContainerState, parse_annotations
-from .plan import Plan, automatic_mtu, build_plan, temp_name
+from .plan import Plan, automatic_mtu, build_plan, is_temp_name, temp_name
 from .proc import in_netns, run
 from .resolve import device_setup
 from .settings import Settings
@@ -301,10 +306,52 @@ def _remove(container_id: str, record: dict[str, Any]) -> None:
     log.info("container %s: cleaned up", container_id[:12])
 
 
-def prune_stale() -> None:
+def prune_stale() -> list[str]:
     """Clean up after containers whose namespace is gone without a poststop
-    that saw it go (podman rm after a restart-policy restart)."""
+    that saw it go (podman rm after a restart-policy restart); returns their ids."""
+    pruned = []
     for container_id in records.all_ids():
         record = records.read(container_id)
         if record is not None and not netns_alive(record):
             _remove(container_id, record)
+            pruned.append(container_id)
+    return pruned
+
+
+def _userspace_processes() -> dict[int, str]:
+    """pid -> temp name of every running process started the way the
+    userspace backend starts one: ``... -f <temporary name>``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        args = argv.rstrip("\0").split("\0")
+        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]):
+            found[int(entry)] = args[-1]
+    return found
+
+
+def gc() -> list[str]:
+    """Remove leftovers of hooks that were killed mid-way: stale records,
+    host-side interfaces and userspace processes no record accounts for."""
+    removed = [f"record {cid[:12]}" for cid in prune_stale()]
+    live = {
+        record.get("temp_name")
+        for record in map(records.read, records.all_ids())
+        if record is not None
+    }
+    with Netlink() as host:
+        for link in host.ipr.get_links():
+            name = link.get("IFLA_IFNAME")
+            # Host-side names exist only until the move: never part of a live tunnel.
+            if isinstance(name, str) and is_temp_name(name) and host.delete_link(name):
+                removed.append(f"interface {name}")
+    for pid, name in _userspace_processes().items():
+        if name not in live and stop_process(pid, process_start_time(pid)):
+            socket_path(name).unlink(missing_ok=True)
+            removed.append(f"process {pid} ({name})")
+    return removed

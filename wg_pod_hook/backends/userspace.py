@@ -93,6 +93,7 @@ class UserspaceBackend:
     def create(self, ifname: str) -> None:
         if which(self.command[0]) is None:
             raise BackendUnavailable(f"userspace backend: {self.command[0]} is not installed")
+        # gc recognises our processes by this argv shape.
         argv = [*self.command, "-f", ifname]
         log.debug("start: %s", " ".join(argv))
         try:

@@ -1,0 +1,79 @@
+"""Restarts under real podman: restart, stop + start, restart policies."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.lab import ConfigDir, Peer, Podman, run, venv_command, wait_for
+from tests.system.test_podman_hook import RETRYING_WGET, host_leftovers
+from wg_pod_hook.plan import temp_name
+
+pytestmark = pytest.mark.podman
+
+
+def tunnel_processes(container_id: str) -> list[str]:
+    name = temp_name(container_id)
+    return [pid for pid, tmp in host_leftovers_processes().items() if tmp == name]
+
+
+def host_leftovers_processes() -> dict[str, str]:
+    found = {}
+    for line in run(["ps", "-eo", "pid=,args="]).stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        parts = args.split()
+        if len(parts) > 2 and parts[0].endswith("wireguard-go") and parts[-2] == "-f":
+            found[pid] = parts[-1]
+    return found
+
+
+def test_restart_stop_and_start_converge(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    conf = config_dir.write("wg0.conf", peer.client_config())
+    name, _ = hooked_podman.run(
+        "sleep", "600", annotations={"wg-pod.config": str(conf)}, detach=True
+    )
+    container_id = hooked_podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    fetch = ["exec", name, "sh", "-c", RETRYING_WGET.format(url=peer.url_v4)]
+    for step in ([], ["stop", "-t", "0", name], ["start", name], ["restart", "-t", "0", name]):
+        if step:
+            hooked_podman(*step)
+        if step[:1] != ["stop"]:
+            assert peer.page in hooked_podman(*fetch).stdout, step
+            assert len(tunnel_processes(container_id)) == 1, step
+    hooked_podman.remove(name)
+    assert host_leftovers() == ([], [], [])
+
+
+def test_restart_policy_keeps_the_tunnel(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    """podman 4.3 restarts in the same namespace without running createRuntime
+    again, after a poststop: every run must still fetch through the tunnel."""
+    conf = config_dir.write("wg0.conf", peer.client_config())
+    script = f"({RETRYING_WGET.format(url=peer.url_v4)}); exit 1"
+    name, _ = hooked_podman.run(
+        "sh",
+        "-c",
+        script,
+        annotations={"wg-pod.config": str(conf)},
+        options=["--restart", "on-failure:2"],
+        detach=True,
+    )
+
+    def finished() -> bool:
+        state = hooked_podman("inspect", "--format", "{{.RestartCount}} {{.State.Status}}", name)
+        return state.stdout.split() == ["2", "exited"]
+
+    wait_for(finished, timeout=60, what="two restarts")
+    logs = hooked_podman("logs", name).stdout
+    assert logs.count(peer.page) == 3, logs
+    hooked_podman.remove(name)
+    # podman rm after a policy restart runs no poststop: gc (or the next
+    # start) finds the namespace gone and cleans up.
+    time.sleep(0.2)
+    done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
+    assert "removed record" in done.stdout
+    assert host_leftovers() == ([], [], [])
