@@ -44,8 +44,8 @@ def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(source, None, f"cannot open config file: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(source, None, "config file is not a regular file")
         if info.st_uid != 0:
@@ -58,7 +58,11 @@ def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
             )
         if info.st_size > MAX_SIZE:
             raise ConfigError(source, None, "config file is larger than 1 MiB")
-        data = handle.read(MAX_SIZE + 1)
+        data = b""
+        while len(data) <= MAX_SIZE and (chunk := os.read(fd, 65536)):
+            data += chunk
+    finally:
+        os.close(fd)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -137,18 +138,22 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
 
             backend = _create(plan, settings)
             undo(stack, "stop backend", backend.destroy, plan.temp_name)
+            _fault("create", settings)
             # Before the move: wireguard-go only notices MTU changes in the
             # namespace it was started in.
             host.set_mtu(plan.temp_name, plan.mtu or _automatic_mtu(host, device))
             backend.configure(plan.temp_name, device)
+            _fault("configure", settings)
 
             host.move(plan.temp_name, netns_fd, plan.interface)
             undo(stack, "delete interface", inside.delete_link, plan.interface)
+            _fault("move", settings)
             if plan.uses_ipv6:
                 inside.enable_ipv6(plan.interface)
             for address in plan.addresses:
                 inside.add_address(plan.interface, address)
             inside.set_up(plan.interface)
+            _fault("address", settings)
 
             for version in sorted(plan.delete_default):
                 for route in inside.default_routes(version):
@@ -158,16 +163,19 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
                 inside.replace_route(network, device=plan.interface, table=plan.route_table)
             for extra in plan.extra_routes:
                 inside.replace_route(extra.target, gateway=str(extra.gateway))
+            _fault("routes", settings)
 
             ruleset = nft.render(plan, inside.local_networks(skip=plan.interface))
             if ruleset is not None:
                 apply_nft(plan.netns_path, ruleset)
                 undo(stack, "remove nftables", apply_nft, plan.netns_path, nft.removal())
+            _fault("nftables", settings)
 
             if plan.dns is not None and resolv_conf is not None:
                 original = dns.read(resolv_conf)
                 dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
                 undo(stack, "restore resolv.conf", dns.write_in_place, resolv_conf, original)
+            _fault("dns", settings)
 
             record = {
                 "container_id": plan.container_id,
@@ -182,6 +190,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
                 **backend.record(),
             }
             records.write(plan.container_id, record)
+            _fault("record", settings)
             stack.pop_all()
     log.info(
         "container %s: %s up (%s backend, %d peer(s))",
@@ -191,6 +200,12 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
         len(plan.config.peers),
     )
     return record
+
+
+def _fault(step: str, settings: Settings) -> None:
+    if settings.fault_injection_kill_after == step:
+        log.warning("fault injection: killing the hook after %s", step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:

@@ -7,7 +7,8 @@ import logging.handlers
 import os
 import sys
 
-SYSLOG_SOCKET = "/dev/log"
+# The syslog socket; tests point it elsewhere to read what the hook logs.
+SOCKET_ENV = "WG_POD_SYSLOG_SOCKET"
 
 
 def setup(level: str = "info", *, stderr: bool = False) -> None:
@@ -17,10 +18,11 @@ def setup(level: str = "info", *, stderr: bool = False) -> None:
     root.setLevel(level.upper())
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    if os.path.exists(SYSLOG_SOCKET):
+    address = os.environ.get(SOCKET_ENV, "/dev/log")
+    if os.path.exists(address):
         try:
             syslog = logging.handlers.SysLogHandler(
-                address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+                address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
             )
         except OSError:
             pass  # no listener behind the socket: stderr is all there is

@@ -33,8 +33,9 @@ KNOWN = (CONFIG, INTERFACE, PORT_REMAPPING, DELETE_DEFAULT, ADD_ROUTE, DNS, KILL
 MAX_VALUE = 4096
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-# wg-quick's own rule for interface names.
-_IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
+# wg-quick's rule for interface names, less a leading dash (no tool we
+# call should ever see a name that reads as an option).
+_IFNAME = re.compile(r"[A-Za-z0-9_=+.][A-Za-z0-9_=+.-]{0,14}")
 _PORT_SPEC = re.compile(r"(\d{1,5})(?:/([a-z]+))?")
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
@@ -174,11 +175,17 @@ def parse_toggle(key: str, value: str) -> Toggle:
         raise AnnotationError(key, f"{value!r} is not one of auto, on, off") from None
 
 
+def is_interface_name(name: str) -> bool:
+    return _IFNAME.fullmatch(name) is not None and name not in {".", ".."}
+
+
 def parse_interface_name(key: str, value: str) -> str:
     name = value.strip()
-    if not _IFNAME.fullmatch(name) or name in {".", ".."}:
+    if not is_interface_name(name):
         raise AnnotationError(
-            key, f"{value!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ = + . -)"
+            key,
+            f"{value!r} is not a valid interface name "
+            "(1-15 of A-Z a-z 0-9 _ = + . -, not starting with -)",
         )
     return name
 

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
 from .errors import ConfigError
-from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle
+from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle, is_interface_name
 from .settings import Settings
 
 DEFAULT_MTU = 1420
@@ -23,7 +23,6 @@ DEFAULT_MTU = 1420
 OVERHEAD = 80
 TEMP_PREFIX = "wgp"
 TABLE_NAME = "wg-pod"
-_IFNAME = re.compile(r"[A-Za-z0-9_=+.-]{1,15}")
 _TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
 
 _EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
@@ -50,7 +49,7 @@ def interface_name(request: Request) -> str:
     if request.interface:
         return request.interface
     stem = request.config_path.stem if request.config_path.suffix == ".conf" else ""
-    return stem if _IFNAME.fullmatch(stem) and stem not in {".", ".."} else "wg0"
+    return stem if is_interface_name(stem) else "wg0"
 
 
 @dataclass(frozen=True)

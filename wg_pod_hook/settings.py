@@ -21,6 +21,9 @@ DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
 ENV_VAR = "WG_POD_SETTINGS"
 BACKENDS = ("auto", "kernel", "userspace")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Test only: the hook SIGKILLs itself right after one of these steps, to
+# prove that a hook killed anywhere never blocks the next start.
+FAULT_STEPS = ("create", "configure", "move", "address", "routes", "nftables", "dns", "record")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Settings:
     log_level: str = "info"
     kill_switch: Toggle = Toggle.AUTO
     allow_readable_configs: bool = False
+    fault_injection_kill_after: str | None = None
     source: str = field(default="(defaults)", compare=False)
 
 
@@ -78,6 +82,8 @@ def parse_settings(text: str, source: str) -> Settings:
             if not isinstance(value, bool):
                 raise SettingsError(source, key, "must be true or false")
             values[key] = value
+        elif key == "fault_injection_kill_after":
+            values[key] = _choice(source, key, value, FAULT_STEPS)
         else:
             raise SettingsError(source, str(key), "unknown setting")
     return Settings(source=source, **values)

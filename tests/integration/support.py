@@ -94,3 +94,18 @@ def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | No
 
 def write_config(config_dir: ConfigDir, text: str, name: str = "wg0.conf") -> str:
     return str(config_dir.write(name, text))
+
+
+def fails_cleanly(
+    hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str], **kw: Any
+) -> str:
+    """Run createRuntime expecting failure: one line on stderr naming the
+    container, and nothing left behind.  Returns that line."""
+    before = standin.default_routes(4) + standin.default_routes(6)
+    done = hook("createRuntime", standin, annotations, **kw)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"wg-pod: container {standin.id[:12]}: ")
+    assert_nothing_left(standin, before)
+    return lines[0]

@@ -13,12 +13,11 @@ import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.integration.support import (
-    assert_nothing_left,
+    fails_cleanly,
     fetch_in,
     serve_in,
     up,
@@ -222,24 +221,11 @@ def test_rerun_on_the_same_namespace_converges(
 # leaves nothing behind.
 
 
-def _fails(
-    hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str], **kw: Any
-) -> str:
-    before = standin.default_routes(4) + standin.default_routes(6)
-    done = hook("createRuntime", standin, annotations, **kw)
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"wg-pod: container {standin.id[:12]}: ")
-    assert_nothing_left(standin, before)
-    return lines[0]
-
-
 def test_fails_cleanly_on_a_broken_config(
     standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, "[Interface]\nPrivateKey = nope\n")
-    message = _fails(hook, standin, {"wg-pod.config": conf})
+    message = fails_cleanly(hook, standin, {"wg-pod.config": conf})
     assert f"{conf}:2" in message and "PrivateKey" in message
 
 
@@ -247,7 +233,9 @@ def test_fails_cleanly_on_a_bad_annotation(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
-    message = _fails(hook, standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80;reboot"})
+    message = fails_cleanly(
+        hook, standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80;reboot"}
+    )
     assert "wg-pod.port-remapping" in message
 
 
@@ -260,7 +248,7 @@ def test_fails_cleanly_when_the_backend_cannot_start(
 ) -> None:
     runner = HookRunner(lab, make_settings(backend="userspace", userspace_command=["false"]))
     conf = write_config(config_dir, peer.client_config())
-    message = _fails(runner, standin, {"wg-pod.config": conf})
+    message = fails_cleanly(runner, standin, {"wg-pod.config": conf})
     assert "exited with status 1" in message
 
 
@@ -278,7 +266,7 @@ def test_fails_cleanly_when_a_route_cannot_be_added(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
-    message = _fails(
+    message = fails_cleanly(
         hook,
         standin,
         {
@@ -290,7 +278,7 @@ def test_fails_cleanly_when_a_route_cannot_be_added(
     assert "add route 10.251.0.0/16 via 198.51.100.1" in message
 
 
-def test_fails_cleanly_when_nftables_fails(
+def test_fails_cleanly_when_nftablesfails_cleanly(
     lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     # A PATH with every tool the hook needs but nft.
@@ -300,7 +288,7 @@ def test_fails_cleanly_when_nftables_fails(
         found = run(["sh", "-c", f"command -v {tool}"]).stdout.strip()
         (bin_dir / tool).symlink_to(found)
     conf = write_config(config_dir, peer.client_config())
-    message = _fails(
+    message = fails_cleanly(
         hook,
         standin,
         {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"},
@@ -319,7 +307,7 @@ def test_fails_cleanly_when_resolv_conf_is_missing(
     spec = standin.config_json({"wg-pod.config": conf})
     spec["mounts"][1]["source"] = str(bundle / "resolv.conf")
     (bundle / "config.json").write_text(json.dumps(spec))
-    message = _fails(hook, standin, {"wg-pod.config": conf}, bundle=bundle)
+    message = fails_cleanly(hook, standin, {"wg-pod.config": conf}, bundle=bundle)
     assert "write DNS" in message and "resolv.conf" in message
 
 
@@ -327,5 +315,5 @@ def test_fails_cleanly_on_an_unresolvable_endpoint(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, peer.client_config(endpoint="no-such-host.invalid:51820"))
-    message = _fails(hook, standin, {"wg-pod.config": conf})
+    message = fails_cleanly(hook, standin, {"wg-pod.config": conf})
     assert "resolve endpoint no-such-host.invalid" in message

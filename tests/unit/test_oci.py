@@ -110,6 +110,8 @@ def test_full_request() -> None:
         ("wg-pod.interface", "this-name-is-too-long", "not a valid interface name"),
         ("wg-pod.interface", "a b", "not a valid interface name"),
         ("wg-pod.interface", "..", "not a valid interface name"),
+        ("wg-pod.interface", "-help", "not a valid interface name"),
+        ("wg-pod.interface", 'wg0"; flush ruleset', "not a valid interface name"),
         ("wg-pod.port-remapping", "80;reboot", "IFPORT"),
         ("wg-pod.port-remapping", "80:", "IFPORT"),
         ("wg-pod.port-remapping", "80:8080,", "empty item"),
