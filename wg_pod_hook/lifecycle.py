@@ -133,8 +133,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
             if shared is not None:
                 return shared
             _converge(plan, inside)
-            # A leftover of a hook killed mid-way carries our derived name.
-            host.delete_link(plan.temp_name)
+            _clear_leftovers(plan.temp_name, host)
 
             backend = _create(plan, settings)
             undo(stack, "stop backend", backend.destroy, plan.temp_name)
@@ -200,6 +199,19 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
         len(plan.config.peers),
     )
     return record
+
+
+def _clear_leftovers(name: str, host: Netlink) -> None:
+    """A hook killed mid-way leaves things under this container's derived
+    name; clear them so this start can use the name."""
+    if host.index(name) is None and not socket_path(name).exists():
+        return
+    log.info("clearing leftovers of an earlier hook: %s", name)
+    for pid, temp in _userspace_processes().items():
+        if temp == name:
+            stop_process(pid, process_start_time(pid))
+    host.delete_link(name)
+    socket_path(name).unlink(missing_ok=True)
 
 
 def _fault(step: str, settings: Settings) -> None:

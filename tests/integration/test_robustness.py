@@ -1,0 +1,236 @@
+"""Secrets never leak; 30 parallel starts; a hook killed after any step."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    fetch_in,
+    up,
+    wireguard_processes,
+    write_config,
+)
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    HookRunner,
+    Lab,
+    Peer,
+    link_names,
+    run,
+    venv_command,
+)
+from wg_pod_hook.plan import is_temp_name, temp_name
+from wg_pod_hook.records import RECORD_DIR, path_for
+from wg_pod_hook.settings import FAULT_STEPS
+
+pytestmark = pytest.mark.root
+
+SHIMMED = ("nsenter", "nft", "wireguard-go", "ip", "wg")
+SHIM = """#!/bin/sh
+{{ printf 'argv:'; printf ' %s' "$0" "$@"; printf '\\n'; env | sed 's/^/env: /'; }} >> {log}
+exec {real} "$@"
+"""
+
+
+class Syslog:
+    """A syslog socket the hook logs to (WG_POD_SYSLOG_SOCKET)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.lines: list[str] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while self.running:
+            try:
+                self.lines.append(self.sock.recv(65536).decode(errors="replace"))
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def syslog(lab: Lab) -> Iterator[Syslog]:
+    listener = Syslog(lab.tmp / "syslog.sock")
+    yield listener
+    listener.close()
+
+
+def key_forms(key_b64: str) -> list[str]:
+    raw = base64.b64decode(key_b64)
+    return [key_b64, key_b64.rstrip("="), raw.hex(), raw.hex().upper()]
+
+
+def test_keys_appear_nowhere(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+    syslog: Syslog,
+    backend: str,
+) -> None:
+    """Run the hook (success and failure) while recording every process it
+    spawns (argv and environment, through PATH shims), its syslog at debug
+    level, its stderr and every file it writes: no key anywhere."""
+    shims = lab.tmp / "shims"
+    shims.mkdir()
+    spawned = lab.tmp / "spawned.log"
+    for tool in SHIMMED:
+        real = run(["sh", "-c", f"command -v {tool}"]).stdout.strip()
+        shim = shims / tool
+        shim.write_text(SHIM.format(log=spawned, real=real))
+        shim.chmod(stat.S_IRWXU)
+    env = {
+        "PATH": f"{shims}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "WG_POD_SYSLOG_SOCKET": str(syslog.path),
+    }
+    hook = HookRunner(lab, make_settings(backend=backend, log_level="debug"))
+    client = peer.add_client(preshared=True, extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
+    assert client.preshared_key is not None
+    secrets = key_forms(client.private_key) + key_forms(client.preshared_key)
+
+    good = write_config(config_dir, client.config)
+    ok = hook.up(standin, {"wg-pod.config": good, "wg-pod.port-remapping": "80:8080"}, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    broken = write_config(
+        config_dir, client.config.replace(peer.endpoint_v4, "no-such-host.invalid:51820"), "b.conf"
+    )
+    other = lab.standin()
+    bad = hook.up(other, {"wg-pod.config": broken}, env=env)
+    assert bad.returncode == 1
+    mangled = write_config(
+        config_dir, client.config.replace("PrivateKey = ", "PrivateKey = x"), "c.conf"
+    )
+    worse = hook.up(other, {"wg-pod.config": mangled}, env=env)
+    assert worse.returncode == 1
+
+    process_views = []
+    for pid in wireguard_processes(temp_name(standin.id)):
+        process_views.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+        process_views.append(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace"))
+    written = [p.read_text() for p in RECORD_DIR.glob("*.json")] + [standin.resolv_conf.read_text()]
+    seen = {
+        "spawned processes": spawned.read_text(),
+        "long-lived processes": "\n".join(process_views),
+        "syslog": "\n".join(syslog.lines),
+        "stderr": ok.stderr + bad.stderr + worse.stderr,
+        "files written": "\n".join(written),
+    }
+    assert "argv: " in seen["spawned processes"] and "nft" in seen["spawned processes"]
+    assert "run: nsenter" in seen["syslog"]  # debug messages were captured
+    assert "nameserver" in seen["files written"]
+    for where, text in seen.items():
+        for secret in secrets:
+            assert secret not in text, f"a key appears in {where}"
+
+
+def test_thirty_parallel_starts(
+    lab: Lab,
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    standins = [make_standin() for _ in range(30)]
+    configs = [
+        write_config(config_dir, peer.client_config(), f"c{i}.conf") for i in range(len(standins))
+    ]
+    with ThreadPoolExecutor(max_workers=len(standins)) as pool:
+        results = list(
+            pool.map(
+                lambda pair: hook.up(pair[0], {"wg-pod.config": pair[1]}),
+                zip(standins, configs, strict=True),
+            )
+        )
+    assert [r.returncode for r in results] == [0] * len(standins), [r.stderr for r in results]
+    for standin in standins:
+        assert peer.page in fetch_in(standin, peer.url_v4)
+    names = {temp_name(s.id) for s in standins}
+    assert len(names) == len(standins)
+    for standin in standins:
+        standin.stop()
+        assert hook.down(standin, {}).returncode == 0
+        assert not path_for(standin.id).exists()
+    assert [n for n in link_names() if is_temp_name(n)] == []
+    assert [p for n in names for p in wireguard_processes(n)] == []
+
+
+@pytest.mark.parametrize("step", FAULT_STEPS)
+def test_hook_killed_after_a_step_blocks_nothing(
+    step: str,
+    lab: Lab,
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+    backend: str,
+) -> None:
+    crashing = HookRunner(lab, make_settings(backend=backend, fault_injection_kill_after=step))
+    healthy = HookRunner(lab, make_settings(backend=backend))
+    conf = write_config(config_dir, peer.client_config())
+    victim = make_standin()
+    assert crashing.up(victim, {"wg-pod.config": conf}).returncode == -9
+
+    # Another container starts.
+    bystander = make_standin()
+    up(
+        healthy,
+        bystander,
+        {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")},
+    )
+    assert peer.page in fetch_in(bystander, peer.url_v4)
+
+    # The same container starts again, in a new namespace as podman does.
+    victim.stop()
+    again = make_standin()
+    again.id = victim.id
+    up(healthy, again, {"wg-pod.config": conf})
+    assert peer.page in fetch_in(again, peer.url_v4)
+    assert len(wireguard_processes(temp_name(victim.id))) <= 1
+
+
+@pytest.mark.parametrize("step", ["create", "move", "record"])
+def test_gc_removes_what_a_killed_hook_left(
+    step: str,
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+    backend: str,
+) -> None:
+    crashing = HookRunner(lab, make_settings(backend=backend, fault_injection_kill_after=step))
+    assert (
+        crashing.up(
+            standin, {"wg-pod.config": write_config(config_dir, peer.client_config())}
+        ).returncode
+        == -9
+    )
+    standin.stop()
+    done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
+    assert done.returncode == 0
+    name = temp_name(standin.id)
+    assert name not in link_names()
+    assert wireguard_processes(name) == []
+    assert not path_for(standin.id).exists()
+    assert not Path(f"/var/run/wireguard/{name}.sock").exists()
