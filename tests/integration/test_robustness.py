@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import secrets
 import socket
 import stat
 import threading
@@ -106,7 +108,7 @@ def test_keys_appear_nowhere(
     hook = HookRunner(lab, make_settings(backend=backend, log_level="debug"))
     client = peer.add_client(preshared=True, extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
     assert client.preshared_key is not None
-    secrets = key_forms(client.private_key) + key_forms(client.preshared_key)
+    keys = key_forms(client.private_key) + key_forms(client.preshared_key)
 
     good = write_config(config_dir, client.config)
     ok = hook.up(standin, {"wg-pod.config": good, "wg-pod.port-remapping": "80:8080"}, env=env)
@@ -140,8 +142,8 @@ def test_keys_appear_nowhere(
     assert "run: nsenter" in seen["syslog"]  # debug messages were captured
     assert "nameserver" in seen["files written"]
     for where, text in seen.items():
-        for secret in secrets:
-            assert secret not in text, f"a key appears in {where}"
+        for key in keys:
+            assert key not in text, f"a key appears in {where}"
 
 
 def test_thirty_parallel_starts(
@@ -234,3 +236,22 @@ def test_gc_removes_what_a_killed_hook_left(
     assert wireguard_processes(name) == []
     assert not path_for(standin.id).exists()
     assert not Path(f"/var/run/wireguard/{name}.sock").exists()
+
+
+def test_concurrent_hooks_on_one_namespace_are_serialised(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    """Pod members starting together: one creates the tunnel, the rest share it."""
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    members = [standin]
+    for _ in range(4):
+        member = copy.copy(standin)
+        member.id = secrets.token_hex(32)
+        members.append(member)
+    with ThreadPoolExecutor(max_workers=len(members)) as pool:
+        results = list(pool.map(lambda m: hook.up(m, annotations), members))
+    assert [r.returncode for r in results] == [0] * len(members), [r.stderr for r in results]
+    assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
+    owners = [m for m in members if "shared_with" not in path_for(m.id).read_text()]
+    assert len(owners) == 1
+    assert peer.page in fetch_in(standin, peer.url_v4)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.lab import ConfigDir, Peer, Podman, run, venv_command, wait_for
+from tests.lab import ConfigDir, Lab, Peer, Podman, run, token, venv_command, wait_for
 from tests.system.test_podman_hook import RETRYING_WGET, host_leftovers
 from wg_pod_hook.plan import temp_name
 
@@ -76,4 +76,40 @@ def test_restart_policy_keeps_the_tunnel(
     time.sleep(0.2)
     done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
     assert "removed record" in done.stdout
+    assert host_leftovers() == ([], [], [])
+
+
+def test_pod_members_share_one_tunnel(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    """Members carry the annotation (podman 4.3 cannot annotate the infra
+    container from `pod create`): the first one's tunnel serves the pod."""
+    pod = f"wgpt-pod-{token()}"
+    hooked_podman("pod", "create", "--name", pod)
+    lab.defer(f"podman pod rm {pod}", lambda: hooked_podman("pod", "rm", "-f", "-t", "0", pod))
+    annotations = {"wg-pod.config": str(config_dir.write("wg0.conf", peer.client_config()))}
+    first, _ = hooked_podman.run(
+        "sleep", "600", annotations=annotations, options=["--pod", pod], detach=True
+    )
+    _, done = hooked_podman.run(
+        "sh",
+        "-c",
+        "ip -o link; " + RETRYING_WGET.format(url=peer.url_v4),
+        annotations=annotations,
+        options=["--pod", pod],
+    )
+    assert peer.page in done.stdout
+    assert done.stdout.count(": wg0:") == 1
+    hooked_podman.remove(first)
+    # The pod's namespace, and with it the tunnel, lives on with its infra container.
+    _, again = hooked_podman.run(
+        "sh",
+        "-c",
+        RETRYING_WGET.format(url=peer.url_v4),
+        annotations=annotations,
+        options=["--pod", pod],
+    )
+    assert peer.page in again.stdout
+    hooked_podman("pod", "rm", "-f", "-t", "0", pod)
+    run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
     assert host_leftovers() == ([], [], [])
