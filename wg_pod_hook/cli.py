@@ -4,19 +4,24 @@ errors to exit codes."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
-from . import __version__, hooksd, logs, nft
-from .errors import WgPodError
+from . import __version__, hooksd, logs, nft, oci, podman, records, status
+from .bundle import Bundle
+from .errors import AnnotationError, WgPodError
 from .hook import describe
-from .lifecycle import gc, prepare
+from .lifecycle import gc, leave, prepare, up
 from .oci import CONFIG, ContainerState
 from .plan import Plan
 from .settings import load_settings
 
 EXAMPLES = {
+    "join": "example: wg-pod join web /etc/wg/wg0.conf --port-remapping 80:8080 --delete-default",
+    "leave": "example: wg-pod leave web",
+    "status": "example: wg-pod status web --json",
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
     "install": "example: wg-pod install --hooks-dir /usr/share/containers/oci/hooks.d",
     "uninstall": "example: wg-pod uninstall --hooks-dir /usr/share/containers/oci/hooks.d",
@@ -83,6 +88,72 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_annotations(args: argparse.Namespace) -> dict[str, str]:
+    """The join flags, spelled as the annotations they mirror."""
+    annotations = {oci.CONFIG: str(Path(args.config).absolute())}
+    if args.port_remapping:
+        annotations[oci.PORT_REMAPPING] = ",".join(args.port_remapping)
+    if args.add_route:
+        annotations[oci.ADD_ROUTE] = ",".join(args.add_route)
+    if args.delete_default:
+        annotations[oci.DELETE_DEFAULT] = "true"
+    for key, value in (
+        (oci.INTERFACE, args.interface),
+        (oci.DNS, args.dns),
+        (oci.KILL_SWITCH, args.kill_switch),
+    ):
+        if value is not None:
+            annotations[key] = value
+    return annotations
+
+
+def _container_id(name_or_id: str, url: str | None) -> str:
+    """A record's id (or unique prefix of one) needs no podman; names do."""
+    matches = [cid for cid in records.all_ids() if cid.startswith(name_or_id)]
+    if len(name_or_id) >= 12 and len(matches) == 1:
+        return matches[0]
+    return podman.inspect(name_or_id, url).id
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    annotations = _join_annotations(args)
+    try:
+        oci.parse_annotations(annotations)  # here, so errors name the flags
+    except AnnotationError as exc:
+        raise SystemExit(f"wg-pod: --{exc.key.removeprefix('wg-pod.')}: {exc.problem}") from None
+    info = podman.inspect(args.container, args.url)
+    if not info.running or info.pid <= 0:
+        raise SystemExit(f"wg-pod: container {info.name} is not running")
+    settings = load_settings()
+    state = ContainerState(
+        id=info.id, status="running", pid=info.pid, bundle=None, annotations=annotations
+    )
+    plan = prepare(state, settings)
+    spec = Bundle(resolv_conf=info.resolv_conf, netns_path=info.netns_path)
+    record = up(plan, spec, settings)
+    print(f"{info.name}: {record['interface']} up ({record['backend']} backend)")
+    return 0
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    container_id = _container_id(args.container, args.url)
+    leave(container_id)
+    print(f"{args.container}: left")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ids = [_container_id(args.container, args.url)] if args.container else None
+    if ids and records.read(ids[0]) is None:
+        raise SystemExit(f"wg-pod: {args.container} has no wg-pod tunnel")
+    tunnels = status.collect(ids, podman.names(args.url))
+    if args.json:
+        print(json.dumps(status.as_json(tunnels), indent=2))
+    else:
+        print(status.render(tunnels))
+    return 0
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     for what in gc():
         print(f"removed {what}")
@@ -111,6 +182,52 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"wg-pod {__version__}")
     top.add_argument("--debug", action="store_true", help="log details to stderr")
     sub = top.add_subparsers(dest="command", required=True)
+
+    join = sub.add_parser(
+        "join", help="put a running container on a WireGuard network", epilog=EXAMPLES["join"]
+    )
+    join.add_argument("container", help="name or id of a running container")
+    join.add_argument("config", help="path of the wg-quick style config")
+    join.add_argument(
+        "--port-remapping",
+        action="append",
+        default=[],
+        metavar="IFPORT[/PROTO]:CPORT[/PROTO]",
+        help="repeatable, or comma lists",
+    )
+    join.add_argument(
+        "--delete-default", action="store_true", help="remove podman's IPv4 and IPv6 default routes"
+    )
+    join.add_argument(
+        "--add-route",
+        action="append",
+        default=[],
+        metavar="TARGET:GATEWAY",
+        help="extra route (IPv6 in brackets); repeatable",
+    )
+    join.add_argument("--interface", help="interface name in the container")
+    join.add_argument("--dns", help="auto, off, or a list of servers and search domains")
+    join.add_argument("--kill-switch", choices=["auto", "on", "off"])
+    join.set_defaults(func=cmd_join)
+
+    leave_cmd = sub.add_parser(
+        "leave", help="remove a container's tunnel and its rules", epilog=EXAMPLES["leave"]
+    )
+    leave_cmd.add_argument("container", help="name or id")
+    leave_cmd.set_defaults(func=cmd_leave)
+
+    status_cmd = sub.add_parser(
+        "status", help="tunnels wg-pod manages, like wg show", epilog=EXAMPLES["status"]
+    )
+    status_cmd.add_argument("container", nargs="?", help="name or id (default: all)")
+    status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    status_cmd.set_defaults(func=cmd_status)
+
+    for command in (join, leave_cmd, status_cmd):
+        command.add_argument(
+            "--url",
+            help=f"podman API (default: $CONTAINER_HOST, else unix://{podman.DEFAULT_SOCKET})",
+        )
 
     check = sub.add_parser(
         "check", help="validate a config and print the plan", epilog=EXAMPLES["check"]

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import lifecycle, logs
+from .bundle import read_bundle
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -59,7 +60,7 @@ def create_runtime(state: ContainerState) -> None:
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
     plan = lifecycle.prepare(state, settings)
-    lifecycle.up(plan, state.bundle, settings)
+    lifecycle.up(plan, read_bundle(state.bundle), settings)
 
 
 def main(argv: list[str] | None = None) -> int:

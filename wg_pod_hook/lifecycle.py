@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from . import dns, nft, records
@@ -28,7 +28,7 @@ from .backends.userspace import (
     socket_path,
     stop_process,
 )
-from .bundle import read_bundle
+from .bundle import Bundle
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
 from .netns import Netlink, is_host_netns, open_netns
@@ -115,12 +115,11 @@ def undo(stack: ExitStack, what: str, action: Callable[..., object], *args: obje
     stack.callback(quietly)
 
 
-def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str, Any]:
+def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
     """Set up the tunnel of ``plan``; on any failure undo every step and raise."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     device = device_setup(plan.config)
-    spec = read_bundle(bundle)
     resolv_conf = dns.check_resolv_conf(spec.resolv_conf) if plan.dns else None
     prune_stale()
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
@@ -154,10 +153,12 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
             inside.set_up(plan.interface)
             _fault("address", settings)
 
+            removed_routes = []
             for version in sorted(plan.delete_default):
                 for route in inside.default_routes(version):
                     inside.delete_route(route)
                     undo(stack, "restore default route", inside.restore_route, route)
+                    removed_routes.append(route)
             for network in plan.routes:
                 inside.replace_route(network, device=plan.interface, table=plan.route_table)
             for extra in plan.extra_routes:
@@ -170,6 +171,7 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
                 undo(stack, "remove nftables", apply_nft, plan.netns_path, nft.removal())
             _fault("nftables", settings)
 
+            original = None
             if plan.dns is not None and resolv_conf is not None:
                 original = dns.read(resolv_conf)
                 dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
@@ -185,6 +187,9 @@ def up(plan: Plan, bundle: PurePosixPath | None, settings: Settings) -> dict[str
                 "config": str(plan.config_path),
                 "nftables": ruleset is not None,
                 "resolv_conf": str(resolv_conf) if resolv_conf else None,
+                # What `wg-pod leave` puts back.
+                "resolv_conf_original": original,
+                "removed_routes": removed_routes,
                 "created": time.time(),
                 **backend.record(),
             }
@@ -323,6 +328,35 @@ def down(container_id: str) -> None:
         log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
         return
     _remove(container_id, record or {})
+
+
+def leave(container_id: str) -> None:
+    """Take a running container off its tunnel (``wg-pod leave``): interface,
+    nftables table, removed default routes, resolv.conf and record."""
+    record = records.read(container_id)
+    if record is None:
+        raise SetupError("leave", container_id[:12], "the container has no wg-pod tunnel")
+    if record.get("shared_with"):
+        raise SetupError(
+            "leave",
+            container_id[:12],
+            f"it shares the tunnel of container {record['shared_with'][:12]}: leave that one",
+        )
+    if netns_alive(record):
+        path = record["netns"]["path"]
+        with open_netns(path) as fd, namespace_lock(fd), Netlink(fd, "container") as inside:
+            if record.get("nftables"):
+                apply_nft(path, nft.removal())
+            inside.delete_link(str(record.get("interface")))
+            for route in record.get("removed_routes") or []:
+                inside.restore_route(route)
+            original = record.get("resolv_conf_original")
+            if isinstance(original, str) and record.get("resolv_conf"):
+                dns.write_in_place(Path(record["resolv_conf"]), original)
+    _remove(container_id, record)
+    for member in map(records.read, records.all_ids()):
+        if member is not None and member.get("shared_with") == container_id:
+            records.remove(str(member.get("container_id")))
 
 
 def _remove(container_id: str, record: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from tests.integration.support import (
     wireguard_processes,
     write_config,
 )
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
 from wg_pod_hook.plan import temp_name
 from wg_pod_hook.records import path_for
 
@@ -317,3 +317,21 @@ def test_fails_cleanly_on_an_unresolvable_endpoint(
     conf = write_config(config_dir, peer.client_config(endpoint="no-such-host.invalid:51820"))
     message = fails_cleanly(hook, standin, {"wg-pod.config": conf})
     assert "resolve endpoint no-such-host.invalid" in message
+
+
+def test_status_reports_handshake_and_transfer(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, backend: str
+) -> None:
+    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "status", standin.id, "--json"])
+    (tunnel,) = json.loads(done.stdout)["tunnels"]
+    assert tunnel["container_id"] == standin.id
+    assert tunnel["backend"] == backend and tunnel["problem"] is None
+    client = peer.clients[-1]
+    assert {str(a) for a in client.addresses} <= set(tunnel["addresses"])
+    (status,) = tunnel["peers"]
+    assert status["public_key"] == peer.public_key
+    assert status["endpoint"] == peer.endpoint_v4
+    assert status["latest_handshake"] and status["rx_bytes"] > 0 and status["tx_bytes"] > 0
+    assert client.private_key not in done.stdout

@@ -1,0 +1,101 @@
+"""The wg-pod command against a real podman API service on a temporary socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab import CONTAINERS_CONF, ConfigDir, Lab, Peer, Podman, run, venv_command, wait_for
+from tests.system.test_podman_hook import RETRYING_WGET, host_leftovers
+
+pytestmark = pytest.mark.podman
+
+WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
+
+
+@pytest.fixture
+def api(lab: Lab, podman_ready: None) -> Iterator[str]:
+    """``podman system service`` on a socket of this test; its URL."""
+    sock = lab.tmp / "podman.sock"
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time", "0", f"unix://{sock}"],
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(sock.exists, timeout=20, what="podman API socket")
+        yield f"unix://{sock}"
+    finally:
+        service.terminate()
+        service.wait(timeout=20)
+
+
+def wg_pod(
+    api: str, settings: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTAINER_HOST": api, "WG_POD_SETTINGS": str(settings)}
+    return run([*WG_POD, *args], env=env, check=check)
+
+
+def test_join_status_leave(
+    peer: Peer, config_dir: ConfigDir, settings: Path, podman: Podman, api: str
+) -> None:
+    name, _ = podman.run("sleep", "600", detach=True)
+    conf = str(config_dir.write("wg0.conf", peer.client_config()))
+    joined = wg_pod(api, settings, "join", name, conf, "--port-remapping", "80:8080")
+    assert "wg0 up" in joined.stdout
+    fetch = ["exec", name, "sh", "-c", RETRYING_WGET.format(url=peer.url_v4)]
+    assert peer.page in podman(*fetch).stdout
+
+    human = wg_pod(api, settings, "status", name).stdout
+    assert f"container: {name} (" in human
+    assert f"peer: {peer.public_key}" in human
+    assert "seconds ago" in human or "second ago" in human
+    data = json.loads(wg_pod(api, settings, "status", "--json").stdout)
+    (tunnel,) = [t for t in data["tunnels"] if t["name"] == name]
+    (status,) = tunnel["peers"]
+    assert status["public_key"] == peer.public_key
+    assert status["latest_handshake"] and status["latest_handshake_age"] is not None
+    assert status["rx_bytes"] > 0 and status["tx_bytes"] > 0
+    assert tunnel["interface"] == "wg0" and tunnel["backend"] == "userspace"
+
+    # What check prints is what the hook applied.
+    planned = wg_pod(api, settings, "check", conf, "--annotation", "wg-pod.port-remapping=80:8080")
+    pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    applied = run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "nft", "list", "table", "inet", "wg-pod"]
+    )
+    rules = [line.strip() for line in planned.stdout.splitlines() if "redirect" in line]
+    assert rules and all(rule in applied.stdout for rule in rules)
+
+    wg_pod(api, settings, "leave", name)
+    links = podman("exec", name, "ip", "-o", "link").stdout
+    assert "wg0" not in links
+    gone = podman("exec", name, "sh", "-c", f"timeout 3 wget -qO- {peer.url_v4}", check=False)
+    assert gone.returncode != 0
+    assert host_leftovers() == ([], [], [])
+
+
+def test_join_without_the_api_socket_says_how_to_start_it(
+    config_dir: ConfigDir, settings: Path, peer: Peer
+) -> None:
+    conf = str(config_dir.write("wg0.conf", peer.client_config()))
+    done = wg_pod("unix:///nonexistent/podman.sock", settings, "join", "web", conf, check=False)
+    assert done.returncode == 1
+    assert "systemctl enable --now podman.socket" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_join_flag_errors_name_the_flag(
+    config_dir: ConfigDir, settings: Path, peer: Peer, api: str
+) -> None:
+    conf = str(config_dir.write("wg0.conf", peer.client_config()))
+    done = wg_pod(api, settings, "join", "web", conf, "--port-remapping", "80;reboot", check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("wg-pod: --port-remapping: ")

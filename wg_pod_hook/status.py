@@ -1,0 +1,235 @@
+"""Live state of the tunnels wg-pod manages: records plus what the
+interfaces report (read-only).
+
+Kernel interfaces answer over WireGuard netlink inside the container's
+namespace, userspace ones over their UAPI socket; both become the same
+records, rendered like ``wg show`` or as stable JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pyroute2 import WireGuard
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import records
+from .backends.userspace import uapi_request
+from .errors import SetupError, WgPodError
+from .lifecycle import netns_alive
+from .netns import Netlink, open_netns
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    public_key: str
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int | None  # seconds since the epoch
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    container_id: str
+    name: str | None
+    interface: str
+    backend: str | None
+    config: str | None
+    shared_with: str | None
+    addresses: tuple[str, ...]
+    peers: tuple[PeerStatus, ...]
+    problem: str | None = None  # why live data is missing
+
+
+def _uapi_peers(temp_name: str) -> tuple[PeerStatus, ...]:
+    """Parse ``get=1``; the reply holds the private key, which is skipped."""
+    reply = uapi_request(temp_name, b"get=1\n\n")
+    peers: list[dict[str, Any]] = []
+    for line in reply.splitlines():
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            peers.append(
+                {
+                    "public_key": base64.b64encode(bytes.fromhex(value)).decode(),
+                    "allowed_ips": [],
+                    "endpoint": None,
+                    "latest_handshake": None,
+                    "rx_bytes": 0,
+                    "tx_bytes": 0,
+                }
+            )
+        elif not peers:
+            continue
+        elif key == "endpoint":
+            peers[-1]["endpoint"] = value
+        elif key == "allowed_ip":
+            peers[-1]["allowed_ips"].append(value)
+        elif key == "last_handshake_time_sec":
+            peers[-1]["latest_handshake"] = int(value) or None
+        elif key in ("rx_bytes", "tx_bytes"):
+            peers[-1][key] = int(value)
+    return tuple(
+        PeerStatus(**{**peer, "allowed_ips": tuple(peer["allowed_ips"])}) for peer in peers
+    )
+
+
+def _attr(nla: Any, name: str) -> Any:
+    value = nla.get_attr(name)
+    return value.get("value", value) if isinstance(value, dict) else value
+
+
+def _kernel_peers(netns_fd: int, interface: str) -> tuple[PeerStatus, ...]:
+    # The interface is only visible from inside its namespace.
+    pyroute2_netns.pushns(netns_fd)
+    try:
+        wg = WireGuard()
+    finally:
+        pyroute2_netns.popns()
+    try:
+        messages = wg.info(interface)
+    except NetlinkError as exc:
+        raise SetupError("read WireGuard state", interface, str(exc)) from None
+    finally:
+        wg.close()
+    peers = []
+    for message in messages:
+        for peer in message.get_attr("WGDEVICE_A_PEERS") or []:
+            key = _attr(peer, "WGPEER_A_PUBLIC_KEY")
+            endpoint = peer.get_attr("WGPEER_A_ENDPOINT")
+            handshake = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
+            seconds = int(handshake["tv_sec"]) if handshake else 0
+            address = endpoint["addr"] if endpoint else None
+            peers.append(
+                PeerStatus(
+                    public_key=key.decode() if isinstance(key, bytes) else str(key),
+                    endpoint=(
+                        None
+                        if not address or address in ("0.0.0.0", "::")
+                        else (f"[{address}]" if ":" in address else address)
+                        + f":{endpoint['port']}"
+                    ),
+                    allowed_ips=tuple(
+                        ip["addr"] for ip in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []
+                    ),
+                    latest_handshake=seconds or None,
+                    rx_bytes=int(peer.get_attr("WGPEER_A_RX_BYTES") or 0),
+                    tx_bytes=int(peer.get_attr("WGPEER_A_TX_BYTES") or 0),
+                )
+            )
+    return tuple(peers)
+
+
+def tunnel_status(record: dict[str, Any], name: str | None = None) -> TunnelStatus:
+    base = TunnelStatus(
+        container_id=str(record.get("container_id")),
+        name=name,
+        interface=str(record.get("interface")),
+        backend=record.get("backend"),
+        config=record.get("config"),
+        shared_with=record.get("shared_with"),
+        addresses=(),
+        peers=(),
+    )
+    if base.shared_with:
+        return base
+    if not netns_alive(record):
+        return _with(base, problem="the container's network namespace is gone")
+    try:
+        with open_netns(record["netns"]["path"]) as fd, Netlink(fd, "container") as inside:
+            index = inside.index(base.interface)
+            if index is None:
+                return _with(base, problem=f"{base.interface} is missing from the namespace")
+            addresses = tuple(
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in inside.ipr.get_addr(index=index)
+                if not str(a.get("IFA_ADDRESS", "")).startswith("fe80:")
+            )
+            if base.backend == "kernel":
+                peers = _kernel_peers(fd, base.interface)
+            else:
+                peers = _uapi_peers(str(record.get("temp_name")))
+    except WgPodError as exc:
+        return _with(base, problem=str(exc))
+    return _with(base, addresses=addresses, peers=peers)
+
+
+def _with(base: TunnelStatus, **changes: Any) -> TunnelStatus:
+    return TunnelStatus(**{**asdict(base), **changes})
+
+
+def collect(
+    container_ids: list[str] | None = None, names: dict[str, str] | None = None
+) -> list[TunnelStatus]:
+    ids = records.all_ids() if container_ids is None else container_ids
+    found = []
+    for container_id in ids:
+        record = records.read(container_id)
+        if record is not None:
+            found.append(tunnel_status(record, (names or {}).get(container_id)))
+    return found
+
+
+def _age(seconds: int | None, now: float) -> str:
+    if not seconds:
+        return "(none)"
+    age = max(0, int(now - seconds))
+    parts = [(age // 3600, "hour"), (age % 3600 // 60, "minute"), (age % 60, "second")]
+    words = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n]
+    return (", ".join(words) or "0 seconds") + " ago"
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.2f} {unit}" if unit != "B" else f"{count} B"
+        size /= 1024
+    return f"{count} B"
+
+
+def render(tunnels: list[TunnelStatus], now: float | None = None) -> str:
+    """Human output, shaped like ``wg show``."""
+    now = time.time() if now is None else now
+    blocks = []
+    for t in tunnels:
+        lines = [f"container: {t.name or t.container_id[:12]} ({t.container_id[:12]})"]
+        if t.shared_with:
+            lines.append(f"  shares the tunnel of container {t.shared_with[:12]}")
+            blocks.append("\n".join(lines))
+            continue
+        lines.append(f"  interface: {t.interface} ({t.backend} backend)")
+        lines.append(f"  config: {t.config}")
+        if t.problem:
+            lines.append(f"  problem: {t.problem}")
+        if t.addresses:
+            lines.append("  addresses: " + ", ".join(t.addresses))
+        for peer in t.peers:
+            lines += [
+                "",
+                f"  peer: {peer.public_key}",
+                f"    endpoint: {peer.endpoint or '(none)'}",
+                "    allowed ips: " + (", ".join(peer.allowed_ips) or "(none)"),
+                f"    latest handshake: {_age(peer.latest_handshake, now)}",
+                f"    transfer: {_bytes(peer.rx_bytes)} received, {_bytes(peer.tx_bytes)} sent",
+            ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "no tunnels"
+
+
+def as_json(tunnels: list[TunnelStatus], now: float | None = None) -> dict[str, Any]:
+    """The documented ``wg-pod status --json`` shape (version 1)."""
+    now = time.time() if now is None else now
+    out = []
+    for t in tunnels:
+        item = asdict(t)
+        for peer in item["peers"]:
+            seconds = peer["latest_handshake"]
+            peer["latest_handshake_age"] = None if not seconds else max(0, int(now - seconds))
+        out.append(item)
+    return {"version": 1, "tunnels": out}
