@@ -936,17 +936,27 @@ class Podman:
     """
 
     def __init__(self, lab: Lab, hooks_dir: str | os.PathLike[str] | None = None) -> None:
+        """``hooks_dir`` goes into a containers.conf of this instance rather
+        than ``--hooks-dir``: podman's cleanup and restart-policy processes,
+        started by conmon, do not get the flag but do read CONTAINERS_CONF."""
         self.lab = lab
         self.hooks_dir = hooks_dir
-        self.env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+        conf = CONTAINERS_CONF
+        if hooks_dir is not None:
+            conf = lab.tmp / f"containers-{token()}.conf"
+            text = CONTAINERS_CONF.read_text()
+            assert "\n[engine]\n" in text
+            conf.write_text(
+                text.replace(
+                    "\n[engine]\n", f"\n[engine]\nhooks_dir = [{json.dumps(str(hooks_dir))}]\n"
+                )
+            )
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:
-        argv = ["podman"]
-        if self.hooks_dir is not None:
-            argv += ["--hooks-dir", str(self.hooks_dir)]
-        return run([*argv, *args], check=check, timeout=timeout, env=self.env)
+        return run(["podman", *args], check=check, timeout=timeout, env=self.env)
 
     def run(
         self,

@@ -123,7 +123,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
     resolv_conf = dns.check_resolv_conf(spec.resolv_conf) if plan.dns else None
     prune_stale()
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
-        if is_host_netns(plan.netns_path):
+        if is_host_netns(netns_fd):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
         info = os.fstat(netns_fd)
         netns = {"path": spec.netns_path or plan.netns_path, "dev": info.st_dev, "ino": info.st_ino}

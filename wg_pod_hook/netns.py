@@ -50,10 +50,10 @@ def open_netns(path: str) -> Iterator[int]:
         os.close(fd)
 
 
-def is_host_netns(path: str) -> bool:
-    """True when ``path`` is the namespace this process runs in."""
+def is_host_netns(netns_fd: int) -> bool:
+    """True when ``netns_fd`` is the namespace this process runs in."""
     mine = os.stat("/proc/self/ns/net")
-    theirs = os.stat(path)
+    theirs = os.fstat(netns_fd)
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
