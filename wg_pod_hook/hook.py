@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import lifecycle, logs
+from . import cleanup, logs
 from .bundle import read_bundle
 from .errors import (
     BackendUnavailable,
@@ -59,6 +59,8 @@ def create_runtime(state: ContainerState) -> None:
         raise StateError(reason)
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
+    from . import lifecycle  # netlink and the backends: not on poststop's path
+
     plan = lifecycle.prepare(state, settings)
     lifecycle.up(plan, read_bundle(state.bundle), settings)
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "createRuntime":
             create_runtime(state)
         else:
-            lifecycle.down(state.id)
+            cleanup.down(state.id)
     except WgPodError as exc:
         message = describe(exc)
         log.error("container %s: %s: %s", container, stage, message)

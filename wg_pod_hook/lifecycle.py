@@ -29,11 +29,18 @@ from .backends.userspace import (
     stop_process,
 )
 from .bundle import Bundle
+from .cleanup import (
+    netns_alive,
+    prune_stale,
+    remove,
+    stop_userspace,
+    userspace_processes,
+)
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
 from .netns import Netlink, is_host_netns, open_netns
 from .oci import ContainerState, parse_annotations
-from .plan import Plan, automatic_mtu, build_plan, is_temp_name, temp_name
+from .plan import Plan, automatic_mtu, build_plan, is_temp_name
 from .proc import in_netns, run
 from .resolve import device_setup
 from .settings import Settings
@@ -212,7 +219,7 @@ def _clear_leftovers(name: str, host: Netlink) -> None:
     if host.index(name) is None and not socket_path(name).exists():
         return
     log.info("clearing leftovers of an earlier hook: %s", name)
-    for pid, temp in _userspace_processes().items():
+    for pid, temp in userspace_processes().items():
         if temp == name:
             stop_process(pid, process_start_time(pid))
     host.delete_link(name)
@@ -233,18 +240,6 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
     mtu = automatic_mtu(mtus)
     log.debug("automatic MTU %d from route MTUs %s", mtu, mtus)
     return mtu
-
-
-def netns_alive(record: dict[str, Any]) -> bool:
-    """Whether the namespace a record was made for still exists."""
-    netns = record.get("netns")
-    if not isinstance(netns, dict) or not isinstance(netns.get("path"), str):
-        return False
-    try:
-        info = os.stat(netns["path"])
-    except OSError:
-        return False
-    return (info.st_dev, info.st_ino) == (netns.get("dev"), netns.get("ino"))
 
 
 def _shared_tunnel(plan: Plan, inside: Netlink, netns: dict[str, Any]) -> dict[str, Any] | None:
@@ -303,31 +298,7 @@ def _converge(plan: Plan, inside: Netlink) -> None:
         )
     log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
     inside.delete_link(plan.interface)
-    _stop_userspace(previous)
-
-
-def _stop_userspace(record: dict[str, Any]) -> None:
-    pid, start = record.get("process_pid"), record.get("process_start")
-    if isinstance(pid, int) and isinstance(start, int):
-        stop_process(pid, start)
-    temp = record.get("temp_name")
-    if isinstance(temp, str):
-        socket_path(temp).unlink(missing_ok=True)
-
-
-def down(container_id: str) -> None:
-    """Remove what outlives the container: userspace process, host-side
-    interface, record.  Never raises for what is already gone.
-
-    podman runs poststop also when a restart policy is about to restart the
-    container in the same namespace, without running createRuntime again;
-    the tunnel then stays for the next run, and goes with the namespace.
-    """
-    record = records.read(container_id)
-    if record is not None and not record.get("shared_with") and netns_alive(record):
-        log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
-        return
-    _remove(container_id, record or {})
+    stop_userspace(previous)
 
 
 def leave(container_id: str) -> None:
@@ -353,47 +324,10 @@ def leave(container_id: str) -> None:
             original = record.get("resolv_conf_original")
             if isinstance(original, str) and record.get("resolv_conf"):
                 dns.write_in_place(Path(record["resolv_conf"]), original)
-    _remove(container_id, record)
+    remove(container_id, record)
     for member in map(records.read, records.all_ids()):
         if member is not None and member.get("shared_with") == container_id:
             records.remove(str(member.get("container_id")))
-
-
-def _remove(container_id: str, record: dict[str, Any]) -> None:
-    _stop_userspace(record)
-    with Netlink() as host:
-        host.delete_link(temp_name(container_id))
-    records.remove(container_id)
-    log.info("container %s: cleaned up", container_id[:12])
-
-
-def prune_stale() -> list[str]:
-    """Clean up after containers whose namespace is gone without a poststop
-    that saw it go (podman rm after a restart-policy restart); returns their ids."""
-    pruned = []
-    for container_id in records.all_ids():
-        record = records.read(container_id)
-        if record is not None and not netns_alive(record):
-            _remove(container_id, record)
-            pruned.append(container_id)
-    return pruned
-
-
-def _userspace_processes() -> dict[int, str]:
-    """pid -> temp name of every running process started the way the
-    userspace backend starts one: ``... -f <temporary name>``."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        args = argv.rstrip("\0").split("\0")
-        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]):
-            found[int(entry)] = args[-1]
-    return found
 
 
 def gc() -> list[str]:
@@ -411,7 +345,7 @@ def gc() -> list[str]:
             # Host-side names exist only until the move: never part of a live tunnel.
             if isinstance(name, str) and is_temp_name(name) and host.delete_link(name):
                 removed.append(f"interface {name}")
-    for pid, name in _userspace_processes().items():
+    for pid, name in userspace_processes().items():
         if name not in live and stop_process(pid, process_start_time(pid)):
             socket_path(name).unlink(missing_ok=True)
             removed.append(f"process {pid} ({name})")

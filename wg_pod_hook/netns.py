@@ -16,10 +16,8 @@ from contextlib import contextmanager
 from ipaddress import ip_network
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
-from pyroute2.netlink.exceptions import NetlinkError
-
+from ._pyroute2 import IPRoute, NetlinkError
+from ._pyroute2 import netns as pyroute2_netns
 from .config import IPInterface, IPNetwork
 from .errors import SetupError
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import SettingsError
 from .oci import Toggle
 
@@ -53,6 +51,8 @@ def _choice(source: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def parse_settings(text: str, source: str) -> Settings:
+    import yaml  # only when there is a settings file: it costs every start ~10 ms
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,14 +13,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pyroute2 import WireGuard
-from pyroute2 import netns as pyroute2_netns
-from pyroute2.netlink.exceptions import NetlinkError
-
 from . import records
+from ._pyroute2 import NetlinkError, WireGuard
+from ._pyroute2 import netns as pyroute2_netns
 from .backends.userspace import uapi_request
+from .cleanup import netns_alive
 from .errors import SetupError, WgPodError
-from .lifecycle import netns_alive
 from .netns import Netlink, open_netns
 
 

@@ -7,9 +7,7 @@ import logging
 import os
 from typing import Any
 
-from pyroute2 import WireGuard
-from pyroute2.netlink.exceptions import NetlinkError
-
+from .._pyroute2 import NetlinkError, WireGuard
 from ..errors import BackendUnavailable, SetupError
 from ..netns import Netlink
 from . import DeviceSetup

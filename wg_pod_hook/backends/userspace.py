@@ -97,14 +97,16 @@ class UserspaceBackend:
         argv = [*self.command, "-f", ifname]
         log.debug("start: %s", " ".join(argv))
         try:
-            # Its own session and no inherited pipes: it must outlive the hook,
-            # and the runtime waits for the hook's stdout/stderr to close.
+            # Its own process group (signals to the hook's group miss it) and
+            # no inherited pipes: it must outlive the hook, and the runtime
+            # waits for the hook's stdout/stderr to close.  Not its own
+            # session: with scheduler autogroups that costs it CPU share.
             self.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,
+                process_group=0,
                 env={
                     "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                     "WG_PROCESS_FOREGROUND": "1",

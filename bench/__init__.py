@@ -1,0 +1,1 @@
+"""wg-pod benchmarks: ``./bench/run`` (see BENCHMARKS.md)."""

@@ -1,0 +1,250 @@
+"""2. Hook latency: ``wg-pod-hook createRuntime`` alone against a throwaway
+namespace with a process, vs the original tool's procedure as separate
+commands (bench/manual.sh), plus a breakdown of the hook's time
+(interpreter start, imports with ``-X importtime``, and cProfile of a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pstats
+import re
+import signal
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+from tests.lab import Client, ContainerStandIn, HookRunner, Lab, venv_command
+from tests.lab import run as sh
+
+from .common import REPO, Result, Row, Setup, Stats, child_python, hook_env, interleaved, timed
+
+MANUAL = REPO / "bench" / "manual.sh"
+
+
+def _host_routes_client(setup: Setup) -> tuple[Client, str]:
+    """A client with /32 and /128 addresses, so every allowed prefix needs a
+    route of its own (in the hook and in the script alike)."""
+    client = setup.peer.add_client()
+    text = client.config
+    for address in client.addresses:
+        text = text.replace(str(address), f"{address.ip}/{address.max_prefixlen}")
+    return client, text
+
+
+ANNOTATIONS_EXTRA = {
+    "wg-pod.delete-default": "true",
+    "wg-pod.port-remapping": "80:8080",
+    "wg-pod.kill-switch": "off",
+}
+
+
+def _kill_pidfile(path: Path) -> None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def run(lab: Lab, small: bool) -> Result:
+    setup = Setup(lab)
+    client, text = _host_routes_client(setup)
+    conf = setup.config_dir.write("wg0.conf", text)
+    annotations = {"wg-pod.config": str(conf), **ANNOTATIONS_EXTRA}
+    hook = HookRunner(lab, setup.settings)
+    keyfile = lab.secret_file(client.private_key + "\n")
+    addresses = ",".join(f"{a.ip}/{a.max_prefixlen}" for a in client.addresses)
+    allowed = ",".join(str(n) for n in client.allowed_ips)
+
+    def hook_once() -> float:
+        standin = lab.standin()
+        try:
+            ms = timed(lambda: hook.up(standin, annotations, check=True, env=hook_env()))
+            _check_tunnel(standin)
+        finally:
+            standin.stop()
+            hook.down(standin, annotations, env=hook_env())
+        return ms
+
+    def manual_once() -> float:
+        standin = lab.standin()
+        tmp = f"wgpb{os.urandom(5).hex()}"
+        pidfile = lab.tmp / f"manual-{tmp}.pid"
+        argv = [
+            str(MANUAL),
+            str(standin.pid),
+            tmp,
+            "wg0",
+            addresses,
+            str(keyfile),
+            client.peer_public_key,
+            allowed,
+            client.endpoint,
+            str(pidfile),
+        ]
+        try:
+            ms = timed(lambda: sh(argv, timeout=60))
+            _check_tunnel(standin)
+        finally:
+            _kill_pidfile(pidfile)
+            standin.stop()
+            Path(f"/var/run/wireguard/{tmp}.sock").unlink(missing_ok=True)
+        return ms
+
+    hook_once()  # warm-up: page cache, .pyc files
+    manual_once()
+    pairs = 2 if small else 12
+    hooked, manual = interleaved(pairs, hook_once, manual_once)
+    rows = [
+        Row(
+            "hook",
+            "wg-pod-hook createRuntime",
+            "ms",
+            Stats.of(hooked),
+            Stats.of(manual),
+            "manual.sh",
+        )
+    ]
+    details: list[str] = []
+    rows += _breakdown(lab, small, hook, annotations, details)
+    return Result(rows, details)
+
+
+def _check_tunnel(standin: ContainerStandIn) -> None:
+    """Both ways must leave the same result: wg0 up, no IPv4 default route."""
+    links = standin.links()
+    if "wg0" not in links:
+        raise RuntimeError(f"no wg0 in {standin.name}: {links}")
+    if standin.default_routes(4):
+        raise RuntimeError(f"default route left in {standin.name}")
+
+
+def _median_ms(argv: list[str], n: int) -> Stats:
+    return Stats.of(
+        [
+            timed(
+                lambda: subprocess.run(
+                    argv, check=True, capture_output=True, env={**os.environ, **hook_env()}
+                )
+            )
+            for _ in range(n)
+        ]
+    )
+
+
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def import_times(module: str) -> dict[str, float]:
+    """Self time (ms) of everything ``import module`` loads, grouped by top-level package."""
+    done = subprocess.run(
+        child_python("-X", "importtime", "-c", f"import {module}"),
+        env={**os.environ, **hook_env()},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    groups: dict[str, float] = defaultdict(float)
+    for line in done.stderr.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match:
+            top = match.group(4).split(".")[0]
+            groups[top] += int(match.group(1)) / 1000
+    return dict(groups)
+
+
+def _breakdown(
+    lab: Lab, small: bool, hook: HookRunner, annotations: dict[str, str], details: list[str]
+) -> list[Row]:
+    n = 3 if small else 10
+    start = _median_ms(child_python("-c", "pass"), n)
+    imported = _median_ms(child_python("-c", "import wg_pod_hook.hook"), n)
+    rows = [
+        Row("hook", "breakdown: interpreter start (python -c pass)", "ms", start),
+        Row(
+            "hook",
+            "breakdown: python -c 'import wg_pod_hook.hook'",
+            "ms",
+            imported,
+            start,
+            "python -c pass",
+        ),
+    ]
+    groups = import_times("wg_pod_hook.hook")
+    total = sum(groups.values())
+    top = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
+    details.append(
+        f"hook: -X importtime, import wg_pod_hook.hook: {total:.0f} ms self time in all, "
+        "by package: " + ", ".join(f"{name} {ms:.0f}" for name, ms in top)
+    )
+    rows.append(
+        Row(
+            "hook",
+            "breakdown: imports, pyroute2.* self time (-X importtime)",
+            "ms",
+            Stats.of([groups.get("pyroute2", 0.0)]),
+        )
+    )
+    rows += _profile(lab, hook, annotations, details)
+    return rows
+
+
+# (label, file suffix, function name): cumulative time of these in a profiled run.
+_PROFILED = (
+    ("backend start (wireguard-go, UAPI socket)", "lifecycle.py", "_create"),
+    ("backend configure (UAPI set)", "userspace.py", "configure"),
+    ("nft (nsenter nft -f -)", "lifecycle.py", "apply_nft"),
+    ("records, stale-record prune", "lifecycle.py", "prune_stale"),
+    ("validate (annotations, config, plan)", "lifecycle.py", "prepare"),
+)
+
+
+def _profile(
+    lab: Lab, hook: HookRunner, annotations: dict[str, str], details: list[str]
+) -> list[Row]:
+    """One hook run under cProfile; where its time goes (profiler overhead included)."""
+    standin = lab.standin()
+    out = lab.tmp / "hook.prof"
+    state = standin.oci_state(annotations)
+    argv = child_python("-m", "cProfile", "-o", str(out), "-m", "wg_pod_hook.hook", "createRuntime")
+    try:
+        total = timed(
+            lambda: sh(argv, input=state, env={**hook.env, **hook_env()}, timeout=60),
+        )
+    finally:
+        standin.stop()
+        sh(
+            [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), "poststop"],
+            input=state,
+            env={**hook.env, **hook_env()},
+            check=False,
+        )
+    stats = pstats.Stats(str(out))
+    table = stats.stats  # type: ignore[attr-defined]
+    found: dict[str, float] = {}
+    netlink = 0.0
+    for (filename, _line, name), (_cc, _nc, _tt, ct, callers) in table.items():
+        for label, suffix, func in _PROFILED:
+            if filename.endswith(suffix) and name == func:
+                found[label] = ct * 1000
+        if filename.endswith("wg_pod_hook/netns.py"):
+            # Only calls made by the lifecycle: nested netns.py calls are inside them.
+            for (caller_file, _l, _n), entry in callers.items():
+                if caller_file.endswith("wg_pod_hook/lifecycle.py"):
+                    netlink += entry[3] * 1000
+        if filename.endswith("wg_pod_hook/hook.py") and name == "main":
+            found["main"] = ct * 1000
+    found["netlink (netns.Netlink calls from lifecycle)"] = netlink
+    rows = [
+        Row("hook", f"profile: {label}", "ms", Stats.of([ms]), note="1 run, cProfile")
+        for label, ms in found.items()
+        if label != "main"
+    ]
+    details.append(
+        f"hook: profiled run {total:.0f} ms wall, hook.main {found.get('main', 0):.0f} ms "
+        "(the rest: interpreter start and imports)"
+    )
+    return rows

@@ -1,0 +1,207 @@
+"""What every benchmark shares: timing, statistics, the result table, and a
+lab (tests/lab.py) with a WireGuard peer, a config dir, settings and hooks.
+
+Machines are noisy: each benchmark measures its baseline in the same run,
+interleaved with the measured case, and reports medians and ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.lab import (
+    ConfigDir,
+    Lab,
+    Peer,
+    Podman,
+    link_names,
+    make_config_dir,
+    venv_command,
+    write_settings,
+)
+from wg_pod_hook.plan import is_temp_name
+from wg_pod_hook.records import RECORD_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# ``bench/run --tree DIR``: measure the wg_pod_hook package in DIR (a scratch
+# copy with a candidate change) instead of the installed one, everywhere the
+# benchmarks run the hook or import it.
+TREE: Path | None = None
+
+
+def hook_env() -> dict[str, str]:
+    """Extra environment for hook processes and import measurements."""
+    return {"PYTHONPATH": str(TREE)} if TREE is not None else {}
+
+
+def child_python(*args: str) -> list[str]:
+    """``python -P ARGS``: no current directory on sys.path, so a --tree
+    package is not shadowed by the repository's own when run from it."""
+    return [PYTHON, "-P", *args]
+
+
+def hook_command(lab: Lab) -> list[str]:
+    """The hook as runc would call it: the venv's console script, or with
+    --tree a wrapper that points Python at the tree first."""
+    real = venv_command("wg-pod-hook", "wg_pod_hook.hook")
+    if TREE is None:
+        return real
+    wrapper = lab.tmp / "wg-pod-hook-tree"
+    if not wrapper.exists():
+        wrapper.write_text(
+            f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(TREE))} exec {shlex.join(real)} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        os.chmod(lab.tmp, 0o755)
+    return [str(wrapper)]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of repeated measurements (in the row's unit)."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        if not samples:
+            raise ValueError("no samples")
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a measurement, optionally with its baseline."""
+
+    bench: str
+    what: str
+    unit: str
+    stats: Stats
+    baseline: Stats | None = None
+    baseline_what: str = ""
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline.median == 0:
+            return None
+        return self.stats.median / self.baseline.median
+
+
+@dataclass
+class Result:
+    """What one benchmark produced: table rows and free-form detail lines."""
+
+    rows: list[Row] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    """A Markdown table: median, min, max, n, the baseline's median and the ratio."""
+    header = ["bench", "measure", "unit", "median", "min", "max", "n", "baseline (median)", "ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        s = row.stats
+        base = "" if row.baseline is None else f"{row.baseline_what}: {_fmt(row.baseline.median)}"
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        what = row.what + (f" ({row.note})" if row.note else "")
+        cells = [row.bench, what, row.unit, _fmt(s.median), _fmt(s.low), _fmt(s.high), str(s.n)]
+        lines.append("| " + " | ".join([*cells, base, ratio]) + " |")
+    return "\n".join(lines)
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Wall time of ``action()`` in milliseconds."""
+    start = time.perf_counter()
+    action()
+    return (time.perf_counter() - start) * 1000
+
+
+def interleaved(
+    pairs: int, measured: Callable[[], float], baseline: Callable[[], float]
+) -> tuple[list[float], list[float]]:
+    """Alternate measured and baseline runs (order swapped every other pair)
+    so drifting machine load hits both alike."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(pairs):
+        if i % 2:
+            b.append(baseline())
+            a.append(measured())
+        else:
+            a.append(measured())
+            b.append(baseline())
+    return a, b
+
+
+class Setup:
+    """A lab with one peer, a config dir, settings and a hooks dir made by
+    ``wg-pod install`` (optionally pointing at another hook executable)."""
+
+    def __init__(self, lab: Lab, *, hook: str | None = None) -> None:
+        if hook is None and TREE is not None:
+            hook = hook_command(lab)[0]
+        self.lab = lab
+        self.peer: Peer = lab.peer()
+        self.config_dir: ConfigDir = make_config_dir(lab)
+        self.settings = write_settings(lab.tmp / "wg-pod.yaml", [self.config_dir.path])
+        self.hooks_dir = lab.tmp / "hooks.d"
+        self.hooks_dir.mkdir()
+        argv = [
+            *venv_command("wg-pod", "wg_pod_hook.cli"),
+            "install",
+            "--hooks-dir",
+            str(self.hooks_dir),
+            "--settings",
+            str(self.settings),
+        ]
+        if hook is not None:
+            argv += ["--hook", hook]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        self.podman = Podman(lab, hooks_dir=self.hooks_dir)
+
+    def config(self, name: str = "wg0.conf", **kw: object) -> Path:
+        """A new client of the peer, written as a config the hook accepts."""
+        return self.config_dir.write(name, self.peer.client_config(**kw))  # type: ignore[arg-type]
+
+
+def host_leftovers() -> tuple[list[str], list[str], list[str]]:
+    """wg-pod's host-side interfaces, wireguard-go processes and records."""
+    links = [name for name in link_names() if is_temp_name(name)]
+    processes = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "wireguard-go" in argv[0] and any(is_temp_name(arg) for arg in argv[1:]):
+            processes.append(pid)
+    records = [p.name for p in RECORD_DIR.glob("*.json")] if RECORD_DIR.exists() else []
+    return links, processes, records
+
+
+def load_note() -> str:
+    """The machine's load, to print next to the figures."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min), {os.cpu_count()} CPUs"
