@@ -56,5 +56,9 @@ class SetupError(WgPodError):
         super().__init__(f"{step} {obj}: {cause}")
 
 
+class PrivilegeError(WgPodError):
+    """wg-pod cannot run here: not root, or inside a user namespace."""
+
+
 class BackendUnavailable(WgPodError):
     """The chosen WireGuard backend cannot run on this machine."""

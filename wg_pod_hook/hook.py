@@ -17,8 +17,8 @@ from .bundle import read_bundle
 from .errors import (
     BackendUnavailable,
     ConfigError,
+    PrivilegeError,
     SettingsError,
-    StateError,
     WgPodError,
 )
 from .oci import ContainerState, parse_state
@@ -30,7 +30,7 @@ STAGES = ("createRuntime", "poststop")
 _WHAT = {
     ConfigError: "config",
     SettingsError: "settings",
-    StateError: "OCI state",
+    PrivilegeError: "privileges",
     BackendUnavailable: "backend",
 }
 
@@ -56,7 +56,7 @@ def rootless_reason() -> str | None:
 def create_runtime(state: ContainerState) -> None:
     reason = rootless_reason()
     if reason:
-        raise StateError(reason)
+        raise PrivilegeError(reason)
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
     from . import lifecycle  # netlink and the backends: not on poststop's path
