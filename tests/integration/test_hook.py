@@ -278,7 +278,7 @@ def test_fails_cleanly_when_a_route_cannot_be_added(
     assert "add route 10.251.0.0/16 via 198.51.100.1" in message
 
 
-def test_fails_cleanly_when_nftablesfails_cleanly(
+def test_fails_cleanly_when_nftables_fails(
     lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     # A PATH with every tool the hook needs but nft.
