@@ -23,7 +23,6 @@ KERNEL_SCENARIOS = {
         "test_delete_default_leaves_only_tunnel_routes",
         "test_add_route_present",
         "test_fails_cleanly_when_a_route_cannot_be_added",
-        "test_fails_cleanly_when_nftables_fails",
         "test_poststop_keeps_a_live_namespace_tunnel_and_cleans_up_after_it",
         "test_status_reports_handshake_and_transfer",
     ),
