@@ -22,13 +22,10 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    link_names,
     make_config_dir,
     venv_command,
     write_settings,
 )
-from wg_pod_hook.plan import is_temp_name
-from wg_pod_hook.records import RECORD_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -184,21 +181,6 @@ class Setup:
     def config(self, name: str = "wg0.conf", **kw: object) -> Path:
         """A new client of the peer, written as a config the hook accepts."""
         return self.config_dir.write(name, self.peer.client_config(**kw))  # type: ignore[arg-type]
-
-
-def host_leftovers() -> tuple[list[str], list[str], list[str]]:
-    """wg-pod's host-side interfaces, wireguard-go processes and records."""
-    links = [name for name in link_names() if is_temp_name(name)]
-    processes = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if "wireguard-go" in argv[0] and any(is_temp_name(arg) for arg in argv[1:]):
-            processes.append(pid)
-    records = [p.name for p in RECORD_DIR.glob("*.json")] if RECORD_DIR.exists() else []
-    return links, processes, records
 
 
 def load_note() -> str:

@@ -158,6 +158,33 @@ def link_names(netns: str | None = None) -> list[str]:
     return [entry["ifname"] for entry in json.loads(out or "[]")]
 
 
+def wg_pod_processes() -> dict[str, str]:
+    """pid -> temporary interface name of every userspace process the hook
+    started (argv ``... -f wgp<12 hex>``), whoever's test it belongs to."""
+    from wg_pod_hook.plan import is_temp_name
+
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        args = argv.rstrip("\0").split("\0")
+        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]):
+            found[pid] = args[-1]
+    return found
+
+
+def host_leftovers() -> tuple[list[str], list[str], list[str]]:
+    """wg-pod's host-side interfaces, userspace processes and records."""
+    from wg_pod_hook.plan import is_temp_name
+    from wg_pod_hook.records import RECORD_DIR
+
+    links = [name for name in link_names() if is_temp_name(name)]
+    records = sorted(p.name for p in RECORD_DIR.glob("*.json")) if RECORD_DIR.exists() else []
+    return links, sorted(wg_pod_processes()), records
+
+
 @dataclass(frozen=True)
 class Underlay:
     """Addresses of one veth link between the host namespace and a lab namespace."""

@@ -3,13 +3,12 @@ tunnel, serve from a stand-in, and check that nothing is left behind."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, run, token
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, run, token, wg_pod_processes
 from wg_pod_hook.plan import temp_name
 from wg_pod_hook.records import path_for
 
@@ -68,15 +67,8 @@ def nft_tables(standin: ContainerStandIn) -> str:
 
 
 def wireguard_processes(name: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if name.encode() in cmdline:
-            found.append(pid)
-    return found
+    """The userspace processes of the tunnel with temporary name ``name``."""
+    return [pid for pid, temp in wg_pod_processes().items() if temp == name]
 
 
 def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | None = None) -> None:

@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import CONTAINERS_CONF, ConfigDir, Lab, Peer, Podman, run, venv_command, wait_for
-from tests.system.test_podman_hook import RETRYING_WGET, host_leftovers
+from tests.lab import (
+    CONTAINERS_CONF,
+    ConfigDir,
+    Lab,
+    Peer,
+    Podman,
+    host_leftovers,
+    run,
+    venv_command,
+    wait_for,
+)
+from tests.system.test_podman_hook import RETRYING_WGET
 
 pytestmark = pytest.mark.podman
 

@@ -3,35 +3,16 @@ podman run with the annotation, runc running the hook at createRuntime."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, link_names
-from wg_pod_hook.plan import is_temp_name
-from wg_pod_hook.records import RECORD_DIR
+from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers
 
 pytestmark = pytest.mark.podman
 
 # busybox wget has no retry; the first attempt may race the handshake.
 RETRYING_WGET = "for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1"
-
-
-def host_leftovers() -> tuple[list[str], list[str], list[str]]:
-    """wg-pod's host-side interfaces, wireguard-go processes and records."""
-    links = [name for name in link_names() if is_temp_name(name)]
-    processes = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if "wireguard-go" in argv[0] and any(is_temp_name(arg) for arg in argv[1:]):
-            processes.append(pid)
-    record_files = [p.name for p in RECORD_DIR.glob("*.json")] if RECORD_DIR.exists() else []
-    return links, processes, record_files
 
 
 def test_container_fetches_the_peer_page_through_the_tunnel(

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, run, token, venv_command, wait_for
-from tests.system.test_podman_hook import RETRYING_WGET, host_leftovers
+from tests.lab import (
+    ConfigDir,
+    Lab,
+    Peer,
+    Podman,
+    host_leftovers,
+    run,
+    token,
+    venv_command,
+    wait_for,
+    wg_pod_processes,
+)
+from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook.plan import temp_name
 
 pytestmark = pytest.mark.podman
@@ -13,17 +24,7 @@ pytestmark = pytest.mark.podman
 
 def tunnel_processes(container_id: str) -> list[str]:
     name = temp_name(container_id)
-    return [pid for pid, tmp in host_leftovers_processes().items() if tmp == name]
-
-
-def host_leftovers_processes() -> dict[str, str]:
-    found = {}
-    for line in run(["ps", "-eo", "pid=,args="]).stdout.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        parts = args.split()
-        if len(parts) > 2 and parts[0].endswith("wireguard-go") and parts[-2] == "-f":
-            found[pid] = parts[-1]
-    return found
+    return [pid for pid, temp in wg_pod_processes().items() if temp == name]
 
 
 def test_restart_stop_and_start_converge(
