@@ -160,19 +160,10 @@ def link_names(netns: str | None = None) -> list[str]:
 
 def wg_pod_processes() -> dict[str, str]:
     """pid -> temporary interface name of every userspace process the hook
-    started (argv ``... -f wgp<12 hex>``), whoever's test it belongs to."""
-    from wg_pod_hook.plan import is_temp_name
+    started, whoever's test it belongs to."""
+    from wg_pod_hook.cleanup import userspace_processes
 
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        args = argv.rstrip("\0").split("\0")
-        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]):
-            found[pid] = args[-1]
-    return found
+    return {str(pid): name for pid, name in userspace_processes().items()}
 
 
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:

@@ -45,8 +45,9 @@ def down(container_id: str) -> None:
     interface, record.  Never raises for what is already gone.
 
     podman runs poststop also when a restart policy is about to restart the
-    container in the same namespace, without running createRuntime again;
-    the tunnel then stays for the next run, and goes with the namespace.
+    container in the same namespace; the tunnel stays there, and the
+    createRuntime of the next run replaces it.  When no run follows, it goes
+    with the namespace, and its record with the next start's prune.
     """
     record = records.read(container_id)
     if record is not None and not record.get("shared_with") and netns_alive(record):
