@@ -287,6 +287,13 @@ def build_python_image(trees: Sequence[Path], dest: Path) -> Path:
     return dest
 
 
+def kept_paths() -> list[Path]:
+    """The repository and the venv, where a tmpfs would hide them."""
+    venv = VENV_PYTHON.parent.parent
+    paths = [REPO] + ([venv] if not venv.is_relative_to(REPO) else [])
+    return [path for path in paths if any(path.is_relative_to(Path("/") / d) for d in TMPFS_DIRS)]
+
+
 def init_script(
     modules: Sequence[str], guest_argv: Sequence[str], python_trees: Sequence[Path] = ()
 ) -> str:
@@ -309,8 +316,22 @@ def init_script(
         f"$B mount -t 9p -o {opts},ro,cache=loose {ROOT_TAG} /newroot"
         ' || fail "mount the host root over 9p"',
     ]
+    # The repository and the venv may live under a directory that gets a
+    # tmpfs (CI clones into a temporary directory): set them aside, then put
+    # them back on top of the tmpfs.
+    kept = kept_paths()
+    for i, path in enumerate(kept):
+        lines += [
+            f"$B mkdir -p /kept/{i}",
+            f'$B mount --bind /newroot{path} /kept/{i} || fail "keep {path}"',
+        ]
     for d in TMPFS_DIRS:
         lines.append(f'$B mount -t tmpfs -o mode=0755 tmpfs /newroot/{d} || fail "tmpfs on /{d}"')
+    for i, path in enumerate(kept):
+        lines += [
+            f"$B mkdir -p /newroot{path}",
+            f'$B mount --move /kept/{i} /newroot{path} || fail "put back {path}"',
+        ]
     if python_trees:
         lines += [
             "for i in $($B seq 100); do [ -b /dev/vda ] && break; $B sleep 0.1; done",
