@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DIR = Path("/usr/share/containers/oci/hooks.d")
 STAGES = ("createRuntime", "poststop")
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# runc kills the hook after this; our own deadlines (UAPI socket 5 s, name
-# resolution about 10 s, namespace lock 10 s) stay well inside it.
-TIMEOUT = 60
+# runc kills the hook after this. The hook's own deadlines add up to about
+# 50 s at the very worst (endpoint resolution ~16 s, namespace lock 10 s,
+# wireguard-go's UAPI socket 10 s, UAPI 5 s, nft 10 s), well inside it.
+TIMEOUT = 90
 
 
 def file_name(stage: str) -> str:

@@ -22,7 +22,7 @@ from . import DeviceSetup
 log = logging.getLogger(__name__)
 
 SOCKET_DIR = Path("/var/run/wireguard")
-START_DEADLINE = 5.0
+START_DEADLINE = 10.0
 UAPI_TIMEOUT = 5.0
 
 
