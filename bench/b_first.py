@@ -43,17 +43,8 @@ def run(lab: Lab, small: bool) -> Result:
     conf = setup.config()
     # The hooks dir comes with the lab's containers.conf (setup.podman.env).
     base = ["podman", "run", "--rm"]
-    server = f"wgpt-{token()}"
-    lab.defer(f"podman rm -f {server}", lambda: setup.podman.remove(server))
-    setup.podman(
-        "run",
-        "-d",
-        "--name",
-        server,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        "echo local > /www/index.html && exec httpd -f -p 8080 -h /www",
+    server, _ = setup.podman.run(
+        "sh", "-c", "echo local > /www/index.html && exec httpd -f -p 8080 -h /www", detach=True
     )
     ip = setup.podman("inspect", "-f", "{{.NetworkSettings.IPAddress}}", server).stdout.strip()
     local_url = f"http://{ip}:8080/"

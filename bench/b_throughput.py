@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.lab import TEST_IMAGE, Lab, token, wait_for
+from tests.lab import Lab, token, wait_for
 from tests.lab import run as sh
 
 from .common import REPO, Result, Row, Setup, Stats
@@ -34,18 +34,8 @@ def run(lab: Lab, small: bool) -> Result:
 
     # The container, with the hook.
     conf = setup.config()
-    name = f"wgpt-{token()}"
-    lab.defer(f"podman rm -f {name}", lambda: setup.podman.remove(name))
-    setup.podman(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--annotation",
-        f"wg-pod.config={conf}",
-        TEST_IMAGE,
-        "sleep",
-        "3600",
+    name, _ = setup.podman.run(
+        "sleep", "3600", annotations={"wg-pod.config": str(conf)}, detach=True
     )
 
     # The baseline: wg-quick (wireguard-go, as this kernel has no WireGuard)

@@ -148,17 +148,17 @@ class Netlink:
         if mtu:
             return int(mtu)
         oif = route.get("RTA_OIF")
-        if oif is None:
-            return None
-        (link,) = self.ipr.get_links(oif)
+        return None if oif is None else self._link_mtu(oif)
+
+    def _link_mtu(self, index: int) -> int:
+        (link,) = self.ipr.get_links(index)
         return int(link.get("IFLA_MTU"))
 
     def default_route_mtu(self) -> int | None:
         for version in (4, 6):
             for route in self.default_routes(version):
                 if "oif" in route:
-                    (link,) = self.ipr.get_links(route["oif"])
-                    return int(link.get("IFLA_MTU"))
+                    return self._link_mtu(route["oif"])
         return None
 
     def enable_ipv6(self, name: str) -> None:

@@ -183,12 +183,14 @@ def _age(seconds: int | None, now: float) -> str:
 
 
 def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.2f} {unit}" if unit != "B" else f"{count} B"
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.2f} {unit}"
         size /= 1024
-    return f"{count} B"
+    return f"{size:.2f} GiB"
 
 
 def render(tunnels: list[TunnelStatus], now: float | None = None) -> str:
