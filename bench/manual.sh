@@ -16,7 +16,8 @@ in_ns() { nsenter --net="$ns" -- "$@"; }
 wireguard-go -f "$tmp" </dev/null >/dev/null 2>&1 &
 echo $! >"$pidfile"
 i=0
-while [ ! -S "/var/run/wireguard/$tmp.sock" ]; do
+# The socket file appears a moment before it listens: wait for an answer.
+while ! wg show "$tmp" >/dev/null 2>&1; do
     i=$((i + 1))
     [ "$i" -le 1000 ] || { echo "no UAPI socket for $tmp" >&2; exit 1; }
     sleep 0.005

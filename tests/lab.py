@@ -368,6 +368,8 @@ class Lab:
 
     def wireguard_go(self, ifname: str, *, netns: str | None = None) -> subprocess.Popen[str]:
         """Start ``wireguard-go -f IFNAME`` (in ``netns`` or the host); wait for its UAPI socket."""
+        from wg_pod_hook.backends.userspace import accepts_connections
+
         proc = self.popen(
             ["wireguard-go", "-f", ifname], netns=netns, name=f"wireguard-go-{ifname}"
         )
@@ -379,7 +381,7 @@ class Lab:
                     f"wireguard-go {ifname} exited {proc.returncode}: "
                     f"{self.log_of(f'wireguard-go-{ifname}')}"
                 )
-            return sock.exists() and ifname in link_names(netns)
+            return accepts_connections(sock) and ifname in link_names(netns)
 
         wait_for(ready, timeout=10, what=f"wireguard-go UAPI socket {sock}")
         self.defer(f"remove {sock}", lambda: sock.unlink(missing_ok=True))

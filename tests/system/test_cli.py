@@ -22,6 +22,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.system.test_podman_hook import RETRYING_WGET
+from wg_pod_hook.backends.userspace import accepts_connections
 
 pytestmark = pytest.mark.podman
 
@@ -39,7 +40,7 @@ def api(lab: Lab, podman_ready: None) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(sock.exists, timeout=20, what="podman API socket")
+        wait_for(lambda: accepts_connections(sock), timeout=20, what="podman API socket")
         yield f"unix://{sock}"
     finally:
         service.terminate()

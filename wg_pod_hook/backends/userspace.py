@@ -65,6 +65,18 @@ def uapi_set(ifname: str, device: DeviceSetup) -> None:
         raise SetupError("configure WireGuard", ifname, f"UAPI refused: {reply.strip()}")
 
 
+def accepts_connections(path: Path) -> bool:
+    """Whether the Unix socket at ``path`` (a UAPI socket) accepts
+    connections.  Its file appears at bind(), a moment before listen(): a
+    connection in between is refused, so the file alone does not mean ready."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
+
+
 def uapi_request(ifname: str, request: bytes) -> str:
     path = socket_path(ifname)
     try:
@@ -125,7 +137,7 @@ class UserspaceBackend:
                 raise SetupError(
                     "start", self.command[0], f"exited with status {self.process.returncode}"
                 )
-            if path.exists():
+            if accepts_connections(path):
                 return
             time.sleep(0.005)
         raise SetupError(
