@@ -8,6 +8,7 @@ sides can be handled from one process without forking.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -33,6 +34,26 @@ def _netlink(step: str, obj: str, call: Callable[[], T]) -> T:
         return call()
     except NetlinkError as exc:
         raise SetupError(step, obj, os.strerror(exc.code) or str(exc)) from None
+
+
+# libc as this process already has it loaded.  Left to itself, pyroute2
+# finds it with ctypes.util.find_library, which runs `ldconfig -p`: a fork
+# and an exec on every container start.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+@contextmanager
+def entered(netns_fd: int | None) -> Iterator[None]:
+    """Run the body in the namespace ``netns_fd`` (None: stay where we are).
+    Sockets opened and /proc/sys/net files opened there keep belonging to it."""
+    if netns_fd is None:
+        yield
+        return
+    pyroute2_netns.pushns(netns_fd, libc=_LIBC)
+    try:
+        yield
+    finally:
+        pyroute2_netns.popns(libc=_LIBC)
 
 
 @contextmanager
@@ -61,16 +82,9 @@ class Netlink:
     def __init__(self, netns_fd: int | None = None, label: str = "host") -> None:
         self.label = label
         self.netns_fd = netns_fd
-        if netns_fd is None:
+        # A netlink socket belongs to the namespace it was created in.
+        with entered(netns_fd):
             self.ipr = IPRoute()
-        else:
-            # A netlink socket belongs to the namespace it was created in:
-            # step in, open it, step back.
-            pyroute2_netns.pushns(netns_fd)
-            try:
-                self.ipr = IPRoute()
-            finally:
-                pyroute2_netns.popns()
 
     def close(self) -> None:
         self.ipr.close()
@@ -166,19 +180,15 @@ class Netlink:
         interfaces (``default.disable_ipv6``), as a tunnel with IPv6 needs."""
         path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
         # /proc/sys/net shows the namespace of whoever opens it.
-        if self.netns_fd is not None:
-            pyroute2_netns.pushns(self.netns_fd)
         try:
-            handle = open(path, "w")  # noqa: SIM115 - opened here, written after popns
+            with entered(self.netns_fd):
+                handle = open(path, "w")  # noqa: SIM115 - opened inside, written outside
         except FileNotFoundError:
             raise SetupError(
                 "enable IPv6", name, "the kernel has IPv6 disabled (ipv6.disable=1)"
             ) from None
         except OSError as exc:
             raise SetupError("enable IPv6", name, exc.strerror or str(exc)) from None
-        finally:
-            if self.netns_fd is not None:
-                pyroute2_netns.popns()
         log.debug("%s: enable IPv6 on %s", self.label, name)
         with handle:
             handle.write("0")

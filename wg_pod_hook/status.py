@@ -15,11 +15,10 @@ from typing import Any
 
 from . import records
 from ._pyroute2 import NetlinkError, WireGuard
-from ._pyroute2 import netns as pyroute2_netns
 from .backends.userspace import uapi_request
 from .cleanup import netns_alive
 from .errors import SetupError, WgPodError
-from .netns import Netlink, open_netns
+from .netns import Netlink, entered, open_netns
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,8 @@ def _attr(nla: Any, name: str) -> Any:
 
 def _kernel_peers(netns_fd: int, interface: str) -> tuple[PeerStatus, ...]:
     # The interface is only visible from inside its namespace.
-    pyroute2_netns.pushns(netns_fd)
-    try:
+    with entered(netns_fd):
         wg = WireGuard()
-    finally:
-        pyroute2_netns.popns()
     try:
         messages = wg.info(interface)
     except NetlinkError as exc:
