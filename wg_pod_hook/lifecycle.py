@@ -138,7 +138,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             shared = _shared_tunnel(plan, inside, netns)
             if shared is not None:
                 return shared
-            _converge(plan, inside)
+            previous = _converge(plan, inside) or {}
             _clear_leftovers(plan.temp_name, host)
 
             backend = _create(plan, settings)
@@ -160,7 +160,8 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             inside.set_up(plan.interface)
             _fault("address", settings)
 
-            removed_routes = []
+            # A rerun finds podman's default routes gone already.
+            removed_routes = list(previous.get("removed_routes") or [])
             for version in sorted(plan.delete_default):
                 for route in inside.default_routes(version):
                     inside.delete_route(route)
@@ -181,6 +182,9 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             original = None
             if plan.dns is not None and resolv_conf is not None:
                 original = dns.read(resolv_conf)
+                earlier = previous.get("resolv_conf_original")
+                if original.startswith(dns.HEADER) and isinstance(earlier, str):
+                    original = earlier  # a rerun: podman's file is what the first run read
                 dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
                 undo(stack, "restore resolv.conf", dns.write_in_place, resolv_conf, original)
             _fault("dns", settings)
@@ -285,10 +289,12 @@ def _shared_tunnel(plan: Plan, inside: Netlink, netns: dict[str, Any]) -> dict[s
     return None
 
 
-def _converge(plan: Plan, inside: Netlink) -> None:
-    """A namespace that kept this container's tunnel is set up anew."""
+def _converge(plan: Plan, inside: Netlink) -> dict[str, Any] | None:
+    """A namespace that kept this container's tunnel is set up anew; returns
+    the record of the run it replaces, which holds what that run took away
+    (podman's default routes, resolv.conf) for ``wg-pod leave`` to put back."""
     if inside.index(plan.interface) is None:
-        return
+        return None
     previous = records.read(plan.container_id)
     if previous is None or previous.get("interface") != plan.interface:
         raise SetupError(
@@ -299,6 +305,7 @@ def _converge(plan: Plan, inside: Netlink) -> None:
     log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
     inside.delete_link(plan.interface)
     stop_userspace(previous)
+    return previous
 
 
 def leave(container_id: str) -> None:

@@ -25,6 +25,7 @@ from tests.integration.support import (
     write_config,
 )
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
+from wg_pod_hook import lifecycle
 from wg_pod_hook.plan import temp_name
 from wg_pod_hook.records import path_for
 
@@ -215,6 +216,30 @@ def test_rerun_on_the_same_namespace_converges(
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
     assert len(wireguard_processes(temp_name(standin.id))) <= 1
     assert peer.page in fetch_in(standin, peer.url_v4)
+
+
+def test_leave_after_a_rerun_puts_back_what_the_first_run_replaced(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    """A restart policy reruns createRuntime in a namespace that kept the
+    tunnel, after podman's default routes and resolv.conf were replaced:
+    `wg-pod leave` must still put back podman's, not the first run's."""
+    routes_before = standin.default_routes(4) + standin.default_routes(6)
+    resolv_before = standin.resolv_conf.read_text()
+    annotations = {
+        "wg-pod.config": write_config(config_dir, peer.client_config()),
+        "wg-pod.delete-default": "true",
+        "wg-pod.dns": "10.250.0.53",
+    }
+    up(hook, standin, annotations)
+    assert hook.down(standin, annotations).returncode == 0  # the namespace lives on
+    up(hook, standin, annotations)
+    assert standin.default_routes(4) == [] and standin.resolv_conf.read_text() != resolv_before
+
+    lifecycle.leave(standin.id)
+    assert sorted(standin.links()) == ["eth0", "lo"]
+    assert standin.default_routes(4) + standin.default_routes(6) == routes_before
+    assert standin.resolv_conf.read_text() == resolv_before
 
 
 # Failures at each stage: the hook exits non-zero with one line on stderr and
