@@ -45,6 +45,14 @@ def format_plan(plan: Plan, ruleset: str | None) -> str:
         "extra routes: "
         + (", ".join(f"{r.target} via {r.gateway}" for r in plan.extra_routes) or "(none)"),
         f"kill switch: {'on' if plan.kill_switch else 'off'}",
+        "published ports: "
+        + (
+            "replies through podman's default route ("
+            + ", ".join(f"IPv{v}" for v in sorted(plan.reply_path))
+            + ")"
+            if plan.reply_path
+            else "replies follow the routes (no full tunnel)"
+        ),
         "dns:         "
         + (
             " ".join([*map(str, plan.dns.servers), *(f"search:{d}" for d in plan.dns.search)])

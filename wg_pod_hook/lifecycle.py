@@ -38,9 +38,9 @@ from .cleanup import (
 )
 from .configfile import read_config
 from .errors import BackendUnavailable, SetupError, StateError
-from .netns import Netlink, is_host_netns, open_netns
+from .netns import AF_BY_VERSION, Netlink, is_host_netns, open_netns
 from .oci import ContainerState, parse_annotations
-from .plan import Plan, automatic_mtu, build_plan, is_temp_name
+from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan, is_temp_name
 from .proc import in_netns, run
 from .resolve import device_setup
 from .settings import Settings
@@ -162,6 +162,11 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
 
             # A rerun finds podman's default routes gone already.
             removed_routes = list(previous.get("removed_routes") or [])
+            podman_defaults = {
+                version: inside.default_routes(version)
+                or [r for r in removed_routes if r.get("family") == AF_BY_VERSION[version]]
+                for version in plan.reply_path
+            }
             for version in sorted(plan.delete_default):
                 for route in inside.default_routes(version):
                     inside.delete_route(route)
@@ -171,6 +176,12 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
                 inside.replace_route(network, device=plan.interface, table=plan.route_table)
             for extra in plan.extra_routes:
                 inside.replace_route(extra.target, gateway=str(extra.gateway))
+            reply_path = []
+            for version, routes in sorted(podman_defaults.items()):
+                if routes:  # else there is no other way back than the tunnel
+                    inside.set_reply_path(version, REPLY_MARK, routes)
+                    undo(stack, "remove reply path", inside.clear_reply_path, version, REPLY_MARK)
+                    reply_path.append(version)
             _fault("routes", settings)
 
             ruleset = nft.render(plan, inside.local_networks(skip=plan.interface))
@@ -201,6 +212,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
                 # What `wg-pod leave` puts back.
                 "resolv_conf_original": original,
                 "removed_routes": removed_routes,
+                "reply_path": reply_path,
                 "created": time.time(),
                 **backend.record(),
             }
@@ -328,6 +340,8 @@ def leave(container_id: str) -> None:
             inside.delete_link(str(record.get("interface")))
             for route in record.get("removed_routes") or []:
                 inside.restore_route(route)
+            for version in record.get("reply_path") or []:
+                inside.clear_reply_path(version, REPLY_MARK)
             original = record.get("resolv_conf_original")
             if isinstance(original, str) and record.get("resolv_conf"):
                 dns.write_in_place(Path(record["resolv_conf"]), original)

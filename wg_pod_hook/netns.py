@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
+REPLY_RULE_PRIORITY = 32700  # and the next one: before the main table's 32766
 _GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
 
 
@@ -257,6 +258,40 @@ class Netlink:
         except NetlinkError as exc:
             if exc.code not in _GONE:
                 raise SetupError("delete route", str(spec), os.strerror(exc.code)) from None
+
+    def set_reply_path(self, version: int, mark: int, routes: list[dict[str, Any]]) -> None:
+        """Packets marked ``mark`` leave through ``routes`` (podman's default
+        routes, copied into table ``mark``) unless the main table has a route
+        for them more specific than a default or the tunnel's halves
+        (podman's own subnets).  Replaces an earlier reply path."""
+        self.clear_reply_path(version, mark)
+        family = AF_BY_VERSION[version]
+        for route in routes:
+            self.restore_route({**route, "table": mark})
+        log.debug("%s: IPv%d reply path: fwmark %#x, table %d", self.label, version, mark, mark)
+        rules = (
+            {"table": 254, "priority": REPLY_RULE_PRIORITY, "suppress_prefixlen": 1},
+            {"table": mark, "priority": REPLY_RULE_PRIORITY + 1},
+        )
+        for rule in rules:
+            _netlink(
+                "add routing rule",
+                f"fwmark {mark:#x} lookup {rule['table']}",
+                lambda rule=rule: self.ipr.rule("add", family=family, fwmark=mark, **rule),  # type: ignore[misc]
+            )
+
+    def clear_reply_path(self, version: int, mark: int) -> None:
+        """Remove what :meth:`set_reply_path` added; nothing if it is not there."""
+        family = AF_BY_VERSION[version]
+        what = f"IPv{version} fwmark {mark:#x}"
+        _netlink(
+            "delete routing rules", what, lambda: self.ipr.flush_rules(family=family, fwmark=mark)
+        )
+        _netlink(
+            "delete routes",
+            f"table {mark}",
+            lambda: self.ipr.flush_routes(family=family, table=mark),
+        )
 
     def local_networks(self, skip: str) -> tuple[IPNetwork, ...]:
         """Connected subnets of every interface but loopback and ``skip``."""

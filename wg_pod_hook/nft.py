@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .config import IPNetwork
-from .plan import TABLE_NAME, Plan
+from .plan import REPLY_MARK, TABLE_NAME, Plan
 
 
 def _set(items: Iterable[object]) -> str:
@@ -26,6 +26,23 @@ def _port_remap_chain(plan: Plan) -> list[str]:
         "chain prerouting {",
         "type nat hook prerouting priority dstnat; policy accept;",
         *rules,
+        "}",
+    ]
+
+
+def _reply_chains(plan: Plan) -> list[str]:
+    """Connections that arrive outside the tunnel carry REPLY_MARK, and so
+    do their replies, which the routing rules send back the way they came."""
+    if not plan.reply_path:
+        return []
+    return [
+        "chain reply-in {",
+        "type filter hook prerouting priority mangle; policy accept;",
+        f'iifname != {{ "lo", "{plan.interface}" }} ct state new ct mark set {REPLY_MARK}',
+        "}",
+        "chain reply-out {",
+        "type route hook output priority mangle; policy accept;",
+        f"ct mark {REPLY_MARK} meta mark set {REPLY_MARK}",
         "}",
     ]
 
@@ -80,6 +97,7 @@ def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None
     chains: list[str] = []
     if plan.port_remaps:
         chains += _port_remap_chain(plan)
+    chains += _reply_chains(plan)
     chains += _output_chain(plan, local_networks)
     if not chains:
         return None

@@ -23,6 +23,9 @@ DEFAULT_MTU = 1420
 OVERHEAD = 80
 TEMP_PREFIX = "wgp"
 TABLE_NAME = "wg-pod"
+# Firewall mark, and routing table, of replies to connections that arrived
+# outside the tunnel (podman's published ports): next to wg-quick's 51820.
+REPLY_MARK = 51821
 _TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
 
 _EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
@@ -73,6 +76,9 @@ class Plan:
     extra_routes: tuple[ExtraRoute, ...]
     port_remaps: tuple[PortRemap, ...]
     kill_switch: bool
+    # IP versions whose replies to connections that arrived outside the
+    # tunnel go back the way they came instead of into it (full tunnels).
+    reply_path: frozenset[int]
     dns: DnsPlan | None
     config: WgConfig = field(repr=False)
 
@@ -174,6 +180,7 @@ def build_plan(
         extra_routes=request.add_routes,
         port_remaps=request.port_remaps,
         kill_switch=kill_switch,
+        reply_path=full,
         dns=_dns(request.dns, config),
         config=config,
     )

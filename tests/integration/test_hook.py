@@ -26,7 +26,7 @@ from tests.integration.support import (
 )
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
 from wg_pod_hook import lifecycle
-from wg_pod_hook.plan import temp_name
+from wg_pod_hook.plan import REPLY_MARK, temp_name
 from wg_pod_hook.records import path_for
 
 pytestmark = pytest.mark.root
@@ -226,20 +226,29 @@ def test_leave_after_a_rerun_puts_back_what_the_first_run_replaced(
     `wg-pod leave` must still put back podman's, not the first run's."""
     routes_before = standin.default_routes(4) + standin.default_routes(6)
     resolv_before = standin.resolv_conf.read_text()
+    full_tunnel = peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"])
     annotations = {
-        "wg-pod.config": write_config(config_dir, peer.client_config()),
+        "wg-pod.config": write_config(config_dir, full_tunnel),
         "wg-pod.delete-default": "true",
         "wg-pod.dns": "10.250.0.53",
     }
     up(hook, standin, annotations)
     assert hook.down(standin, annotations).returncode == 0  # the namespace lives on
     up(hook, standin, annotations)
-    assert standin.default_routes(4) == [] and standin.resolv_conf.read_text() != resolv_before
+    assert [r.get("dev") for r in standin.default_routes(4)] == ["wg0"]
+    assert standin.resolv_conf.read_text() != resolv_before
+    # The reply path (see test_reply_path.py) is set up once, from podman's routes.
+    for version in (4, 6):
+        rules = standin.run(["ip", f"-{version}", "rule", "show"]).stdout
+        assert rules.count(f"lookup {REPLY_MARK}") == 1
+        reply_table = ["ip", f"-{version}", "route", "show", "table", str(REPLY_MARK)]
+        assert "dev eth0" in standin.run(reply_table).stdout
 
     lifecycle.leave(standin.id)
     assert sorted(standin.links()) == ["eth0", "lo"]
     assert standin.default_routes(4) + standin.default_routes(6) == routes_before
     assert standin.resolv_conf.read_text() == resolv_before
+    assert "fwmark" not in standin.run(["ip", "rule", "show"]).stdout
 
 
 # Failures at each stage: the hook exits non-zero with one line on stderr and

@@ -3,7 +3,9 @@ podman run with the annotation, runc running the hook at createRuntime."""
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -68,6 +70,39 @@ def test_delete_default_in_a_real_container(
     assert defaults and all(" dev wg0" in line for line in defaults), done.stdout
     assert "via 10.88.0.1" not in done.stdout
     assert peer.page in done.stdout
+
+
+@pytest.mark.parametrize("delete_default", ["false", "true"])
+def test_published_port_answers_other_networks_with_a_full_tunnel(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, delete_default: str
+) -> None:
+    """`podman run -p` beside a full tunnel with the kill switch: a client on
+    another network (the host, from its address on the peer's link, which is
+    not on the podman network) gets its answer back through podman's network."""
+    conf = config_dir.write("wg0.conf", peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    name, _ = hooked_podman.run(
+        "sh",
+        "-c",
+        "mkdir -p /www && echo published-in-podman > /www/index.html && httpd -f -p 80 -h /www",
+        annotations={"wg-pod.config": str(conf), "wg-pod.delete-default": delete_default},
+        detach=True,
+        options=["-p", f"{port}:80"],
+    )
+    url = f"http://{peer.underlay.host_v4.ip}:{port}/"
+    deadline = time.monotonic() + 20
+    body = None
+    while body is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = response.read().decode()
+        except OSError:
+            time.sleep(0.2)
+    assert body is not None and "published-in-podman" in body, f"no answer from {url}"
+    hooked_podman.remove(name)
+    assert host_leftovers() == ([], [], [])
 
 
 def test_broken_config_does_not_start_and_leaves_nothing(

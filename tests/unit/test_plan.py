@@ -79,6 +79,29 @@ def test_full_tunnel_beside_podman_default_uses_halves() -> None:
     assert plan.kill_switch is True  # auto: the tunnel carries the default route
 
 
+def test_reply_path_for_full_tunnels_in_the_main_table() -> None:
+    assert plan_for({}, config("0.0.0.0/0")).reply_path == frozenset({4})
+    assert plan_for({}, config("0.0.0.0/0, ::/0")).reply_path == frozenset({4, 6})
+    assert plan_for({}, config("10.250.9.0/24")).reply_path == frozenset()
+    assert plan_for({}, config("0.0.0.0/0", extra="Table = 1234")).reply_path == frozenset()
+    assert plan_for({}, config("0.0.0.0/0", extra="Table = off")).reply_path == frozenset()
+
+
+def test_nft_reply_path_marks_connections_arriving_outside_the_tunnel() -> None:
+    ruleset = nft.render(plan_for({"wg-pod.kill-switch": "off"}, config("0.0.0.0/0")))
+    assert ruleset is not None
+    assert (
+        "\tchain reply-in {\n"
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+        '\t\tiifname != { "lo", "office" } ct state new ct mark set 51821\n'
+        "\t}\n"
+        "\tchain reply-out {\n"
+        "\t\ttype route hook output priority mangle; policy accept;\n"
+        "\t\tct mark 51821 meta mark set 51821\n"
+        "\t}\n"
+    ) in ruleset
+
+
 def test_full_tunnel_with_delete_default_is_the_default_route() -> None:
     plan = plan_for({"wg-pod.delete-default": "true"}, config("0.0.0.0/0, ::/0"))
     assert {str(r) for r in plan.routes} == {"0.0.0.0/0", "::/0"}
