@@ -179,20 +179,28 @@ class Netlink:
     def enable_ipv6(self, name: str) -> None:
         """Let ``name`` carry IPv6 even where the namespace disables it for new
         interfaces (``default.disable_ipv6``), as a tunnel with IPv6 needs."""
-        path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+        self._write_sysctl(
+            f"net/ipv6/conf/{name}/disable_ipv6",
+            "0",
+            ("enable IPv6", name),
+            missing="the kernel has IPv6 disabled (ipv6.disable=1)",
+        )
+
+    def _write_sysctl(self, key: str, value: str, what: tuple[str, str], missing: str) -> None:
+        """Set ``/proc/sys/KEY`` as this namespace sees it; ``what`` is the
+        step and object an error names, ``missing`` its cause when there is
+        no such setting."""
         # /proc/sys/net shows the namespace of whoever opens it.
         try:
             with entered(self.netns_fd):
-                handle = open(path, "w")  # noqa: SIM115 - opened inside, written outside
+                handle = open(f"/proc/sys/{key}", "w")  # noqa: SIM115 - written outside
         except FileNotFoundError:
-            raise SetupError(
-                "enable IPv6", name, "the kernel has IPv6 disabled (ipv6.disable=1)"
-            ) from None
+            raise SetupError(*what, missing) from None
         except OSError as exc:
-            raise SetupError("enable IPv6", name, exc.strerror or str(exc)) from None
-        log.debug("%s: enable IPv6 on %s", self.label, name)
+            raise SetupError(*what, exc.strerror or str(exc)) from None
+        log.debug("%s: %s = %s", self.label, key, value)
         with handle:
-            handle.write("0")
+            handle.write(value)
 
     def add_address(self, name: str, address: IPInterface) -> None:
         index = self.require(name)
@@ -266,6 +274,16 @@ class Netlink:
         (podman's own subnets).  Replaces an earlier reply path."""
         self.clear_reply_path(version, mark)
         family = AF_BY_VERSION[version]
+        if version == 4:
+            # Reverse-path filtering then checks a marked packet's source with
+            # its mark, and strict filtering lets it in (wg-quick does the
+            # same on the host).
+            self._write_sysctl(
+                "net/ipv4/conf/all/src_valid_mark",
+                "1",
+                ("set up reply path", "src_valid_mark"),
+                missing="no such setting in this kernel",
+            )
         for route in routes:
             self.restore_route({**route, "table": mark})
         log.debug("%s: IPv%d reply path: fwmark %#x, table %d", self.label, version, mark, mark)

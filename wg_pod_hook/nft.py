@@ -39,6 +39,8 @@ def _reply_chains(plan: Plan) -> list[str]:
         "chain reply-in {",
         "type filter hook prerouting priority mangle; policy accept;",
         f'iifname != {{ "lo", "{plan.interface}" }} ct state new ct mark set {REPLY_MARK}',
+        # Marked on the way in too, for the reverse-path check.
+        f"ct mark {REPLY_MARK} meta mark set {REPLY_MARK}",
         "}",
         "chain reply-out {",
         "type route hook output priority mangle; policy accept;",

@@ -94,6 +94,7 @@ def test_nft_reply_path_marks_connections_arriving_outside_the_tunnel() -> None:
         "\tchain reply-in {\n"
         "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
         '\t\tiifname != { "lo", "office" } ct state new ct mark set 51821\n'
+        "\t\tct mark 51821 meta mark set 51821\n"
         "\t}\n"
         "\tchain reply-out {\n"
         "\t\ttype route hook output priority mangle; policy accept;\n"
