@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from ipaddress import ip_network
 from typing import Any, TypeVar
 
@@ -295,7 +296,7 @@ class Netlink:
             _netlink(
                 "add routing rule",
                 f"fwmark {mark:#x} lookup {rule['table']}",
-                lambda rule=rule: self.ipr.rule("add", family=family, fwmark=mark, **rule),  # type: ignore[misc]
+                partial(self.ipr.rule, "add", family=family, fwmark=mark, **rule),
             )
 
     def clear_reply_path(self, version: int, mark: int) -> None:
