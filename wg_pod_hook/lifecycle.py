@@ -160,15 +160,15 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             inside.set_up(plan.interface)
             _fault("address", settings)
 
-            # A rerun finds podman's default routes gone already.
+            # Podman's default routes, read once; a rerun finds them gone
+            # already and carries over what the run it replaces removed.
             removed_routes = list(previous.get("removed_routes") or [])
-            podman_defaults = {
+            defaults = {
                 version: inside.default_routes(version)
-                or [r for r in removed_routes if r.get("family") == AF_BY_VERSION[version]]
-                for version in plan.reply_path
+                for version in plan.delete_default | plan.reply_path
             }
             for version in sorted(plan.delete_default):
-                for route in inside.default_routes(version):
+                for route in defaults[version]:
                     inside.delete_route(route)
                     undo(stack, "restore default route", inside.restore_route, route)
                     removed_routes.append(route)
@@ -177,7 +177,11 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             for extra in plan.extra_routes:
                 inside.replace_route(extra.target, gateway=str(extra.gateway))
             reply_path = []
-            for version, routes in sorted(podman_defaults.items()):
+            for version in sorted(plan.reply_path):
+                family = AF_BY_VERSION[version]
+                routes = defaults[version] or [
+                    r for r in removed_routes if r.get("family") == family
+                ]
                 if routes:  # else there is no other way back than the tunnel
                     inside.set_reply_path(version, REPLY_MARK, routes)
                     undo(stack, "remove reply path", inside.clear_reply_path, version, REPLY_MARK)
