@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, hooksd, logs, nft, oci, podman, records, status
+from . import __version__, failures, hooksd, logs, nft, oci, podman, records, status
 from .bundle import Bundle
 from .errors import AnnotationError, WgPodError
 from .hook import describe
@@ -151,14 +151,35 @@ def cmd_leave(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ids = [_container_id(args.container, args.url)] if args.container else None
-    if ids and records.read(ids[0]) is None:
-        raise SystemExit(f"wg-pod: {args.container} has no wg-pod tunnel")
-    tunnels = status.collect(ids, podman.names(args.url))
+    names = podman.names(args.url)
+    failed = status.with_names(failures.recent(), names)
+    ids = None
+    if args.container:
+        # A container that failed to start may be gone (podman run --rm):
+        # its kept failure answers by name or id without podman.
+        wanted = args.container
+        failed = [
+            f
+            for f in failed
+            if wanted in (f.name, f.container_id)
+            or (len(wanted) >= 12 and f.container_id.startswith(wanted))
+        ]
+        try:
+            ids = [_container_id(wanted, args.url)]
+        except WgPodError:
+            if not failed:
+                raise
+            ids = []
+        if ids and records.read(ids[0]) is None:
+            failed = failed or [f for f in failures.recent() if f.container_id == ids[0]]
+            if not failed:
+                raise SystemExit(f"wg-pod: {wanted} has no wg-pod tunnel")
+            ids = []
+    tunnels = status.collect(ids, names)
     if args.json:
-        print(json.dumps(status.as_json(tunnels), indent=2))
+        print(json.dumps(status.as_json(tunnels, failed=failed), indent=2))
     else:
-        print(status.render(tunnels))
+        print(status.render(tunnels, failed=failed))
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import cleanup, logs
+from . import cleanup, failures, logs
 from .bundle import read_bundle
 from .errors import (
     BackendUnavailable,
@@ -75,35 +75,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stage = args[0]
     text = sys.stdin.read()
-    container = "?"
+    container_id = ""
     try:
         state = parse_state(text)
-        container = state.id[:12]
+        container_id = state.id
         if stage == "createRuntime":
             create_runtime(state)
+            failures.forget(state.id)
         else:
             cleanup.down(state.id)
     except WgPodError as exc:
         message = describe(exc)
-        log.error("container %s: %s: %s", container, stage, message)
+        log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)
         if stage == "poststop":
             return 0  # never fail a container's removal
-        print(
-            f"wg-pod: container {container}: {message} (journalctl -t wg-pod)",
-            file=sys.stderr,
-        )
-        return 1
+        return failed(container_id, stage, message)
     except Exception as exc:  # a bug: fail closed, keep the traceback in the journal
-        log.exception("container %s: %s: unexpected error", container, stage)
+        log.exception("container %s: %s: unexpected error", container_id[:12] or "?", stage)
         if stage == "poststop":
             return 0
-        print(
-            f"wg-pod: container {container}: internal error {type(exc).__name__} "
-            "(journalctl -t wg-pod)",
-            file=sys.stderr,
-        )
-        return 1
+        return failed(container_id, stage, f"internal error {type(exc).__name__}")
     return 0
+
+
+def failed(container_id: str, stage: str, message: str) -> int:
+    """Say why on stderr (runc shows it) and keep it for ``wg-pod status``
+    (crun throws hook output away); the exit status that stops the container."""
+    print(
+        f"wg-pod: container {container_id[:12] or '?'}: {message} (journalctl -t wg-pod)",
+        file=sys.stderr,
+    )
+    name = failures.container_name(container_id) if container_id else None
+    failures.remember(container_id or "unknown", stage, message, name)
+    return 1
 
 
 def run() -> NoReturn:

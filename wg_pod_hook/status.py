@@ -3,14 +3,17 @@ interfaces report (read-only).
 
 Kernel interfaces answer over WireGuard netlink inside the container's
 namespace, userspace ones over their UAPI socket; both become the same
-records, rendered like ``wg show`` or as stable JSON.
+records, rendered like ``wg show`` or as stable JSON.  The hook's last failures
+(failures.py) are shown after the tunnels: with crun they are the only
+place the reason is kept.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import records
@@ -18,6 +21,7 @@ from ._pyroute2 import NetlinkError, WireGuard
 from .backends.userspace import uapi_request
 from .cleanup import netns_alive
 from .errors import SetupError, WgPodError
+from .failures import Failure
 from .netns import Netlink, entered, open_netns
 
 
@@ -189,8 +193,34 @@ def _bytes(count: int) -> str:
     return f"{size:.2f} GiB"
 
 
-def render(tunnels: list[TunnelStatus], now: float | None = None) -> str:
-    """Human output, shaped like ``wg show``."""
+def with_names(failed: Sequence[Failure], names: dict[str, str]) -> list[Failure]:
+    """Failures whose hook did not learn the name, named from podman's list."""
+    return [
+        f if f.name or f.container_id not in names else replace(f, name=names[f.container_id])
+        for f in failed
+    ]
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def render_failure(failure: Failure) -> str:
+    short = failure.container_id[:12]
+    return "\n".join(
+        [
+            f"container: {failure.name or short} ({short})",
+            f"  failed to start: {failure.message}",
+            f"    at {_when(failure.time)} ({failure.stage}); more: journalctl -t wg-pod",
+        ]
+    )
+
+
+def render(
+    tunnels: list[TunnelStatus], now: float | None = None, failed: Sequence[Failure] = ()
+) -> str:
+    """Human output, shaped like ``wg show``; the hook's last failures after
+    the tunnels, newest first."""
     now = time.time() if now is None else now
     blocks = []
     for t in tunnels:
@@ -215,11 +245,17 @@ def render(tunnels: list[TunnelStatus], now: float | None = None) -> str:
                 f"    transfer: {_bytes(peer.rx_bytes)} received, {_bytes(peer.tx_bytes)} sent",
             ]
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) if blocks else "no tunnels"
+    if not blocks:
+        blocks.append("no tunnels")
+    blocks += [render_failure(f) for f in failed]
+    return "\n\n".join(blocks)
 
 
-def as_json(tunnels: list[TunnelStatus], now: float | None = None) -> dict[str, Any]:
-    """The documented ``wg-pod status --json`` shape (version 1)."""
+def as_json(
+    tunnels: list[TunnelStatus], now: float | None = None, failed: Sequence[Failure] = ()
+) -> dict[str, Any]:
+    """The documented ``wg-pod status --json`` shape (version 1; ``failures``
+    was added within it)."""
     now = time.time() if now is None else now
     out = []
     for t in tunnels:
@@ -228,4 +264,4 @@ def as_json(tunnels: list[TunnelStatus], now: float | None = None) -> dict[str, 
             seconds = peer["latest_handshake"]
             peer["latest_handshake_age"] = None if not seconds else max(0, int(now - seconds))
         out.append(item)
-    return {"version": 1, "tunnels": out}
+    return {"version": 1, "tunnels": out, "failures": [asdict(f) for f in failed]}

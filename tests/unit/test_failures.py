@@ -1,0 +1,134 @@
+"""The hook's kept failures (failures.py) and how ``wg-pod status`` shows them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import failures, status
+from wg_pod_hook.oci import parse_state
+
+CID = "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def failure_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "failed"
+    monkeypatch.setattr(failures, "FAILURE_DIR", path)
+    return path
+
+
+def test_a_failure_is_kept_with_id_name_time_stage_and_message(failure_dir: Path) -> None:
+    path = failures.remember(CID, "createRuntime", "config: /etc/wg/x.conf:2: bad", "web", 1e9)
+    assert path is not None and path.parent == failure_dir
+    assert oct(failure_dir.stat().st_mode & 0o777) == "0o700"
+    (kept,) = failures.recent()
+    assert kept == failures.Failure(
+        CID, "web", 1e9, "createRuntime", "config: /etc/wg/x.conf:2: bad"
+    )
+
+
+def test_failures_are_bounded_in_number_and_size() -> None:
+    for i in range(failures.MAX_KEPT + 7):
+        failures.remember(f"{i:064x}", "createRuntime", "x" * 10_000, "n" * 1000, now=1000 + i)
+    kept = failures.recent()
+    assert len(kept) == failures.MAX_KEPT
+    # newest first; the oldest went
+    assert kept[0].container_id == f"{failures.MAX_KEPT + 6:064x}"
+    assert kept[-1].container_id == f"{7:064x}"
+    assert all(len(f.message) == failures.MAX_MESSAGE for f in kept)
+    assert all(f.name is not None and len(f.name) == failures.MAX_NAME for f in kept)
+
+
+def test_a_message_is_one_line_and_a_bad_id_is_unknown() -> None:
+    failures.remember("../../etc/passwd", "createRuntime", "two\nlines\r\n", None, now=5)
+    (kept,) = failures.recent()
+    assert kept.container_id == "unknown"
+    assert kept.message == "two lines"
+    assert kept.name is None
+
+
+def test_a_start_forgets_the_containers_failures() -> None:
+    other = "cd" * 32
+    failures.remember(CID, "createRuntime", "first", now=1)
+    failures.remember(other, "createRuntime", "other", now=2)
+    failures.remember(CID, "createRuntime", "second", now=3)
+    failures.forget(CID)
+    assert [f.container_id for f in failures.recent()] == [other]
+
+
+def test_unreadable_files_are_skipped(failure_dir: Path) -> None:
+    failures.remember(CID, "createRuntime", "kept", now=2)
+    (failure_dir / f"{1:020d}-{CID}.json").write_text("{not json")
+    assert [f.message for f in failures.recent()] == ["kept"]
+
+
+def test_an_unwritable_directory_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(failures, "FAILURE_DIR", blocker / "failed")
+    assert failures.remember(CID, "createRuntime", "lost", now=1) is None
+    assert failures.recent() == []
+
+
+def test_the_name_comes_from_conmon_among_the_ancestors() -> None:
+    """A real process whose argv reads like conmon's (``-c ID ... -n NAME``)."""
+    code = "import time; time.sleep(30)"
+    proc = subprocess.Popen(
+        ["conmon", "-c", code, "--api-version", "1", "-u", code, "-n", "web"],
+        executable=sys.executable,
+    )
+    try:
+        for _ in range(100):
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"conmon\0"):
+                break
+        assert failures.container_name(code, proc.pid) == "web"
+        assert failures.container_name("another-container", proc.pid) is None
+    finally:
+        proc.kill()
+        proc.wait()
+    # No conmon above the test process.
+    assert failures.container_name(CID) is None
+
+
+def test_status_shows_failures_in_human_and_json_output() -> None:
+    failures.remember(CID, "createRuntime", "config: /etc/wg/broken.conf:2: bad", now=0)
+    kept = status.with_names(failures.recent(), {CID: "web"})
+    text = status.render([], failed=kept)
+    assert text.splitlines()[:3] == [
+        "no tunnels",
+        "",
+        f"container: web ({CID[:12]})",
+    ]
+    assert "  failed to start: config: /etc/wg/broken.conf:2: bad" in text
+    assert "1970-01-01 00:00:00 UTC (createRuntime)" in text
+    data = json.loads(json.dumps(status.as_json([], failed=kept)))
+    assert data == {
+        "version": 1,
+        "tunnels": [],
+        "failures": [
+            {
+                "container_id": CID,
+                "name": "web",
+                "time": 0.0,
+                "stage": "createRuntime",
+                "message": "config: /etc/wg/broken.conf:2: bad",
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("runtime_status", ["creating", "created"])
+def test_both_runtimes_createruntime_states_parse(runtime_status: str) -> None:
+    """runc passes ``creating`` at createRuntime, crun ``created``; the hook
+    acts on neither, so both must read the same."""
+    state = parse_state(
+        json.dumps({"id": CID, "status": runtime_status, "pid": 42, "bundle": "/b"})
+    )
+    assert (state.id, state.pid, state.status) == (CID, 42, runtime_status)
