@@ -18,6 +18,8 @@ import pytest
 
 from tests.lab import (
     CONTAINERS_CONF,
+    INSTALLED_HOOKS_DIR,
+    SYSTEM_PODMAN,
     TEST_IMAGE,
     ConfigDir,
     ContainerStandIn,
@@ -36,8 +38,11 @@ TESTS = Path(__file__).resolve().parent
 _ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root"}
 
 # Everything started from the tests (podman, the hook via podman) uses the
-# test-only podman configuration; nothing under /etc is edited.
-os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
+# test-only podman configuration; nothing under /etc is edited. Inside the
+# platform machine (SYSTEM_PODMAN, see tests/lab.py) podman runs as
+# configured there.
+if not SYSTEM_PODMAN:
+    os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -126,11 +131,12 @@ def podman_ready() -> None:
     """Fails (never skips) when the test image is missing: scripts/setup builds it."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    proc = run(
-        ["podman", "image", "exists", TEST_IMAGE],
-        check=False,
-        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+    env = (
+        dict(os.environ)
+        if SYSTEM_PODMAN
+        else {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
     )
+    proc = run(["podman", "image", "exists", TEST_IMAGE], check=False, env=env)
     if proc.returncode != 0:
         pytest.fail(f"image {TEST_IMAGE} missing: run scripts/setup")
 
@@ -143,7 +149,13 @@ def podman(lab: Lab, podman_ready: None) -> Podman:
 
 @pytest.fixture
 def hooks_dir(lab: Lab, settings: Path) -> Path:
-    """A hooks dir filled by ``wg-pod install --hooks-dir DIR --settings SETTINGS``."""
+    """A hooks dir filled by ``wg-pod install --hooks-dir DIR --settings SETTINGS``;
+    with ``SYSTEM_PODMAN``, podman's own, where the package installed the hook."""
+    if SYSTEM_PODMAN:
+        for stage in ("createRuntime", "poststop"):
+            definition = INSTALLED_HOOKS_DIR / f"wg-pod-{stage}.json"
+            assert definition.is_file(), f"{definition} missing: is the package installed?"
+        return INSTALLED_HOOKS_DIR
     path = lab.tmp / "hooks.d"
     path.mkdir()
     proc = subprocess.run(
@@ -166,8 +178,9 @@ def hooks_dir(lab: Lab, settings: Path) -> Path:
 
 @pytest.fixture
 def hooked_podman(lab: Lab, podman_ready: None, hooks_dir: Path) -> Podman:
-    """podman that uses only the wg-pod hooks installed in ``hooks_dir``."""
-    return Podman(lab, hooks_dir=hooks_dir)
+    """podman that uses only the wg-pod hooks installed in ``hooks_dir``; with
+    ``SYSTEM_PODMAN``, podman with no hooks configuration of the test at all."""
+    return Podman(lab, hooks_dir=None if SYSTEM_PODMAN else hooks_dir)
 
 
 @pytest.fixture

@@ -41,6 +41,16 @@ log = logging.getLogger("wgpt.lab")
 REPO = Path(__file__).resolve().parent.parent
 CONTAINERS_CONF = REPO / "tests" / "system" / "containers.conf"
 TEST_IMAGE = "localhost/wg-pod-test"
+# Which podman the podman scenarios (tests/system) drive. Unset: this
+# machine's podman with tests/system/containers.conf and this tree's hook
+# through a hooks dir of each test. "system" (tests/platform, inside the
+# Debian 13 machine): the machine's own podman configuration and runtime,
+# the hook definitions the package installed, configs under /etc/wg (which
+# the installed default settings allow) and the installed wg-pod command.
+PODMAN_MODE_ENV = "WG_POD_TEST_PODMAN"
+SYSTEM_PODMAN = os.environ.get(PODMAN_MODE_ENV) == "system"
+SYSTEM_CONFIG_ROOT = Path("/etc/wg")
+INSTALLED_HOOKS_DIR = Path("/usr/share/containers/oci/hooks.d")
 PREFIX = "wgpt"
 WG_RUN_DIR = Path("/var/run/wireguard")
 PEER_LISTEN_PORT = 51820
@@ -927,7 +937,11 @@ class ConfigDir:
 
 
 def make_config_dir(lab: Lab) -> ConfigDir:
-    path = Path(tempfile.mkdtemp(prefix="wgpt-conf-"))
+    parent = None
+    if SYSTEM_PODMAN:
+        SYSTEM_CONFIG_ROOT.mkdir(mode=0o700, exist_ok=True)
+        parent = str(SYSTEM_CONFIG_ROOT)
+    path = Path(tempfile.mkdtemp(prefix="wgpt-conf-", dir=parent))
     os.chmod(path, 0o700)
     lab.defer(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
     return ConfigDir(path)
@@ -949,7 +963,8 @@ def write_settings(
 
 
 class Podman:
-    """podman with the test containers.conf (and optionally a hooks dir).
+    """podman with the test containers.conf (and optionally a hooks dir), or
+    with ``SYSTEM_PODMAN`` the machine's own configuration.
 
     Containers started through :meth:`run` get a ``wgpt-...`` name and are
     removed (``podman rm -f``) when the lab closes.
@@ -958,9 +973,19 @@ class Podman:
     def __init__(self, lab: Lab, hooks_dir: str | os.PathLike[str] | None = None) -> None:
         """``hooks_dir`` goes into a containers.conf of this instance rather
         than ``--hooks-dir``: podman's cleanup and restart-policy processes,
-        started by conmon, do not get the flag but do read CONTAINERS_CONF."""
+        started by conmon, do not get the flag but do read CONTAINERS_CONF
+        (with ``SYSTEM_PODMAN``: CONTAINERS_CONF_OVERRIDE, on top of the
+        machine's own files)."""
         self.lab = lab
         self.hooks_dir = hooks_dir
+        self._runtime: str | None = None
+        if SYSTEM_PODMAN:
+            self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERS_CONF")}
+            if hooks_dir is not None:
+                override = lab.tmp / f"containers-{token()}.conf"
+                override.write_text(f"[engine]\nhooks_dir = [{json.dumps(str(hooks_dir))}]\n")
+                self.env["CONTAINERS_CONF_OVERRIDE"] = str(override)
+            return
         conf = CONTAINERS_CONF
         if hooks_dir is not None:
             conf = lab.tmp / f"containers-{token()}.conf"
@@ -972,6 +997,13 @@ class Podman:
                 )
             )
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    @property
+    def runtime(self) -> str:
+        """The OCI runtime podman uses here (``runc``, ``crun``)."""
+        if self._runtime is None:
+            self._runtime = self("info", "--format", "{{.Host.OCIRuntime.Name}}").stdout.strip()
+        return self._runtime
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 120.0
@@ -1016,7 +1048,11 @@ HOOK_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 
 def venv_command(name: str, module: str) -> list[str]:
-    """The console script ``name`` next to the running interpreter (the venv's), else -m."""
+    """The console script ``name`` next to the running interpreter (the venv's), else -m;
+    with ``SYSTEM_PODMAN``, the installed command."""
+    installed = shutil.which(name) if SYSTEM_PODMAN else None
+    if installed:
+        return [installed]
     exe = Path(sys.executable).parent / name
     return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.lab import (
     CONTAINERS_CONF,
+    SYSTEM_PODMAN,
     ConfigDir,
     Lab,
     Peer,
@@ -23,15 +24,23 @@ from tests.lab import (
 )
 from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook.backends.userspace import accepts_connections
+from wg_pod_hook.podman import DEFAULT_SOCKET
 
 pytestmark = pytest.mark.podman
 
 WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
+SYSTEM_SOCKET = Path(DEFAULT_SOCKET)
 
 
 @pytest.fixture
 def api(lab: Lab, podman_ready: None) -> Iterator[str]:
-    """``podman system service`` on a socket of this test; its URL."""
+    """``podman system service`` on a socket of this test; its URL. With
+    ``SYSTEM_PODMAN``: the machine's socket-activated podman.socket."""
+    if SYSTEM_PODMAN:
+        run(["systemctl", "start", "podman.socket"])
+        wait_for(lambda: accepts_connections(SYSTEM_SOCKET), timeout=20, what="podman.socket")
+        yield f"unix://{SYSTEM_SOCKET}"
+        return
     sock = lab.tmp / "podman.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time", "0", f"unix://{sock}"],

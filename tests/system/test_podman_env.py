@@ -71,7 +71,8 @@ def test_create_runtime_hook_sees_the_configured_netns(lab: Lab, podman: Podman)
     hooked.run("true", annotations={"wgpt.test": "yes"})
     result = json.loads(Path(out).read_text())
     assert result["argv"] == ["createRuntime"]
-    assert result["state"]["status"] == "creating"
+    # At createRuntime runc says "creating", crun "created" (podman 5's default).
+    assert result["state"]["status"] == {"runc": "creating", "crun": "created"}[hooked.runtime]
     assert result["state"]["annotations"]["wgpt.test"] == "yes"
     # The resolv.conf podman bind-mounts is named in the bundle's config.json.
     assert result["resolv_conf"].endswith("/resolv.conf")
