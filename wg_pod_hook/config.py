@@ -6,9 +6,12 @@ returns a `WgConfig` or raises `ConfigError(source, line, problem)`.
 
 Anything `wg-quick up` accepts parses here; on top of that we refuse a few
 things wg-quick lets through silently (a single-valued key given twice, two
-[Interface] sections, the same peer twice, empty list items), because a
-container that starts on a config that does not mean what its author thought
-is worse than one that does not start.
+[Interface] sections, the same peer twice, empty list items, ports above
+65535, search domains no resolver would use), and what only works on a
+host (no Address, no PrivateKey: wg-quick lets PreUp/PostUp supply them,
+and wg-pod runs neither), because a container that starts on a config that
+does not mean what its author thought is worse than one that does not start.
+The README lists these differences.
 
 Key material never leaves this module in text form except through
 `Key.base64` / `Key.hex`, which callers use only to hand keys to WireGuard.
@@ -20,7 +23,7 @@ import base64
 import binascii
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -43,8 +46,11 @@ __all__ = [
     "Key",
     "Peer",
     "WgConfig",
+    "dns_entry",
     "is_host_name",
     "parse_config",
+    "search_domain_problem",
+    "search_list_problem",
 ]
 
 IPAddress = IPv4Address | IPv6Address
@@ -155,6 +161,16 @@ class WgConfig:
     interface: InterfaceConfig
     peers: tuple[Peer, ...]
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One line for each wg-quick key the file uses that wg-pod does not act on."""
+        return tuple(
+            f"{self.source}: SaveConfig is ignored by wg-pod (it never writes the config back)"
+            if key == "SaveConfig"
+            else f"{self.source}: {key} is not run by wg-pod (its commands are ignored)"
+            for key in self.interface.ignored_keys
+        )
+
 
 # --------------------------------------------------------------------------
 # Value parsers: text -> value, or _Invalid(problem).  The line loop adds
@@ -197,6 +213,12 @@ def _shown(name: str) -> str:
     return "(not shown)"
 
 
+def _needs(value: str, name: str, expected: str) -> None:
+    """The one wording for a key written with nothing after its '='."""
+    if not value:
+        raise _Invalid(f"{name} needs a value ({expected})")
+
+
 def _decimal(text: str, low: int, high: int, what: str) -> int:
     # The length cap keeps int() clear of Python's limit on huge digit strings.
     if not _DIGITS.fullmatch(text) or len(text) > 20 or not low <= int(text) <= high:
@@ -222,8 +244,7 @@ def _no_whitespace(value: str) -> str:
 
 
 def _key(value: str, name: str) -> Key:
-    if not value:
-        raise _Invalid(f"{name} needs a value (a base64 key from `wg genkey`)")
+    _needs(value, name, "a base64 key from `wg genkey`")
     try:
         return Key.from_base64(_no_whitespace(value))
     except ValueError as exc:
@@ -233,7 +254,7 @@ def _key(value: str, name: str) -> Key:
 def _items(value: str, name: str, *, blank_separates: bool) -> list[str]:
     """Split a comma list; wg-quick also splits Address and DNS on blanks."""
     if not value:
-        # wg-quick and wg both take an empty list value as "nothing here".
+        # wg-quick takes an empty Address or DNS as "nothing here".
         return []
     items: list[str] = []
     for part in value.split(","):
@@ -259,6 +280,82 @@ def is_host_name(name: str) -> bool:
         # An all-numeric last label would be read as a (malformed) IPv4 address.
         and not labels[-1].isdigit()
     )
+
+
+# The search line that wg-pod writes into the container's resolv.conf must
+# work with whatever libc the image has.  glibc (res_init.c) splits it on
+# blanks and takes everything else literally; '#' and ';' start comments
+# only at the start of a line.  musl reads lines into 256 bytes and skips a
+# longer line whole; glibc before 2.26 kept the first 6 domains and 255
+# characters.  A name with an empty label or one over 63 characters fails
+# every lookup it is appended to (ns_name_pton), and '\\' is read there as
+# an escape.
+MAX_SEARCH_DOMAINS = 6
+MAX_SEARCH_CHARS = 247  # "search " + the list + "\n" fits musl's 256-byte line
+_SEARCH_FORBIDDEN = frozenset("#;\\")
+_LOOKS_NUMERIC = re.compile(r"[0-9.]+")
+
+
+def _quoted(text: str) -> str:
+    return repr(text) if len(text) <= 64 else repr(text[:60]) + "..."
+
+
+def search_domain_problem(name: str) -> str | None:
+    """Why `name` cannot be a DNS search domain, or None when it can.
+
+    wg-quick hands every DNS= entry that is not an address to resolvconf as
+    a search domain, so the rule is the resolver's, not RFC 1123's: labels
+    of any printable ASCII (underscores and leading hyphens included), 1..63
+    characters each, at most 253 in all, a trailing dot allowed.  Refused:
+    blanks and control characters (they split or end the search line), '#'
+    and ';' (comment characters in resolv.conf), '\\' (an escape to the
+    resolver) and non-ASCII (IDNs go in their xn-- form).
+    """
+    if not name.isascii():
+        return "is not ASCII (write an internationalised domain in its xn-- form)"
+    for char in name:
+        if not char.isprintable() or char.isspace() or char in _SEARCH_FORBIDDEN:
+            return f"contains {char!r}, which a resolv.conf search domain cannot hold"
+    body = name[:-1] if name.endswith(".") else name
+    if not 1 <= len(body) <= 253:
+        return "is not a search domain of 1..253 characters"
+    if not all(1 <= len(label) <= 63 for label in body.split(".")):
+        return "has an empty label or one longer than 63 characters"
+    return None
+
+
+def search_list_problem(domains: Sequence[str]) -> str | None:
+    """Why these search domains (deduplicated) would not all be used, or None."""
+    if len(domains) > MAX_SEARCH_DOMAINS:
+        return (
+            f"{len(domains)} search domains; at most {MAX_SEARCH_DOMAINS} work with every"
+            " libc a container may have (glibc before 2.26 ignores the rest)"
+        )
+    length = len(" ".join(domains))
+    if length > MAX_SEARCH_CHARS:
+        return (
+            f"search domains {length} characters long in all; at most {MAX_SEARCH_CHARS}"
+            " work with every libc a container may have (musl ignores a longer search line)"
+        )
+    return None
+
+
+def dns_entry(item: str) -> IPAddress | str:
+    """A DNS= item as wg-quick files it: a nameserver address or a search domain.
+
+    Raises ValueError with the problem (the item quoted: it is no secret).
+    """
+    try:
+        return ipaddress.ip_address(item)
+    except ValueError:
+        pass
+    # wg-quick files digits-and-dots and anything with ':' as nameservers.
+    if ":" in item or _LOOKS_NUMERIC.fullmatch(item):
+        raise ValueError(f"{_quoted(item)} looks like an address but is not a valid one")
+    problem = search_domain_problem(item)
+    if problem is not None:
+        raise ValueError(f"{_quoted(item)} is not an IP address, and as a search domain {problem}")
+    return item
 
 
 def _address(item: str) -> IPInterface:
@@ -291,9 +388,8 @@ def _allowed_ip(item: str) -> IPNetwork:
 
 def _endpoint(value: str) -> Endpoint:
     value = _no_whitespace(value)
+    _needs(value, "Endpoint", "ip:port, [ipv6]:port or host:port")
     expected = "expected ip:port, [ipv6]:port or host:port"
-    if not value:
-        raise _Invalid(f"Endpoint needs a value; {expected}")
     if value.startswith("["):
         host, close, rest = value[1:].partition("]")
         if not close or not rest.startswith(":"):
@@ -318,11 +414,15 @@ def _endpoint(value: str) -> Endpoint:
 
 
 def _listen_port(value: str) -> int:
-    return _decimal(_no_whitespace(value), 0, 65535, "ListenPort")
+    value = _no_whitespace(value)
+    _needs(value, "ListenPort", "a UDP port 0..65535")
+    # wg reads the port modulo 65536 (70000 listens on 4464); we refuse it.
+    return _decimal(value, 0, 65535, "ListenPort")
 
 
 def _fwmark(value: str) -> int | None:
     value = _no_whitespace(value)
+    _needs(value, "FwMark", "off or a number 0..0xffffffff")
     if value.lower() == "off":
         return None
     mark = _strtoul0(value)
@@ -358,6 +458,7 @@ def _table(value: str) -> str:
 
 def _keepalive(value: str) -> int | None:
     value = _no_whitespace(value)
+    _needs(value, "PersistentKeepalive", "off or a number of seconds 0..65535")
     if value.lower() == "off":
         return None
     if not _DIGITS.fullmatch(value) or len(value) > 20 or int(value) > 65535:
@@ -366,6 +467,7 @@ def _keepalive(value: str) -> int | None:
 
 
 def _save_config(value: str) -> bool:
+    _needs(value, "SaveConfig", "true or false")
     if value.lower() not in ("true", "false"):
         raise _Invalid(f"SaveConfig {value!r} is not true or false")
     return value.lower() == "true"
@@ -428,16 +530,16 @@ def _set_mtu(d: _InterfaceDraft, v: str) -> None:
 def _add_dns(d: _InterfaceDraft, v: str) -> None:
     for item in _items(v, "DNS", blank_separates=True):
         try:
-            d.dns_servers.append(ipaddress.ip_address(item))
-            continue
-        except ValueError:
-            pass
-        # wg-quick files digits-and-dots and anything with ':' as nameservers.
-        if ":" in item or re.fullmatch(r"[0-9.]+", item):
-            raise _Invalid(f"DNS entry {item!r} looks like an address but is not a valid one")
-        if not is_host_name(item):
-            raise _Invalid(f"DNS entry {item!r} is neither an IP address nor a valid search domain")
-        d.dns_search.append(item)
+            entry = dns_entry(item)
+        except ValueError as exc:
+            raise _Invalid(f"DNS entry {exc}") from None
+        if isinstance(entry, str):
+            d.dns_search.append(entry)
+        else:
+            d.dns_servers.append(entry)
+    problem = search_list_problem(_unique(d.dns_search))
+    if problem is not None:
+        raise _Invalid(f"DNS has {problem}")
 
 
 def _set_table(d: _InterfaceDraft, v: str) -> None:
@@ -446,7 +548,8 @@ def _set_table(d: _InterfaceDraft, v: str) -> None:
 
 def _ignored(name: str) -> Callable[[_InterfaceDraft, str], None]:
     def note(d: _InterfaceDraft, v: str) -> None:
-        if name not in d.ignored_keys:
+        # An empty PreUp = runs nothing in wg-quick either: nothing to warn about.
+        if v and name not in d.ignored_keys:
             d.ignored_keys.append(name)
 
     return note
@@ -467,6 +570,8 @@ def _set_preshared_key(d: _PeerDraft, v: str) -> None:
 
 
 def _add_allowed_ips(d: _PeerDraft, v: str) -> None:
+    # wg refuses `AllowedIPs =` ("Line unrecognized"), as every key it reads.
+    _needs(_no_whitespace(v), "AllowedIPs", "a comma-separated list of IP networks")
     items = _items(v, "AllowedIPs", blank_separates=False)
     d.allowed_ips.extend(_allowed_ip(i) for i in items)
 
@@ -502,6 +607,36 @@ _PEER_KEYS: dict[str, tuple[Callable[[_PeerDraft, str], None], bool]] = {
     "PersistentKeepalive": (_set_keepalive, True),
 }
 _CANONICAL = {name.lower(): name for name in (*_INTERFACE_KEYS, *_PEER_KEYS)}
+# The keys wg(8) reads (wg-quick passes them on).  wg deletes every blank in
+# a line before matching, so `Allowed IPs = ...` works there; wg-quick's own
+# keys (Address, DNS, ...) must be written in one word.
+_WG_KEYS = {
+    name.lower(): name
+    for name in (
+        "PrivateKey",
+        "ListenPort",
+        "FwMark",
+        "PublicKey",
+        "PresharedKey",
+        "AllowedIPs",
+        "Endpoint",
+        "PersistentKeepalive",
+    )
+}
+
+
+def _key_name(name: str) -> str | None:
+    return _CANONICAL.get(name.lower()) or _WG_KEYS.get("".join(name.split()).lower())
+
+
+def _missing_equals(text: str) -> str | None:
+    """The key of a line that reads `Key value`, its '=' left out.
+
+    A key's base64 padding is an '=', so `PrivateKey <key>` looks like a key
+    named "PrivateKey <key>" with an empty value.
+    """
+    words = text.split(None, 1)
+    return _CANONICAL.get(words[0].lower()) if len(words) == 2 else None
 
 
 _T = TypeVar("_T")
@@ -548,6 +683,11 @@ class _Parser:
                 section = self.open(content, number)
                 continue
             name, equals, value = content.partition("=")
+            missing = _missing_equals(name)
+            if missing is not None:
+                raise self.error(
+                    number, f"'=' missing after {missing}; expected '{missing} = value'"
+                )
             if not equals:
                 raise self.error(
                     number, "expected 'Key = value' or an [Interface] or [Peer] header"
@@ -564,10 +704,12 @@ class _Parser:
         name = header[1:-1].strip()
         if name.lower() == "interface":
             if self.interface_line is not None:
+                # wg merges the two (a key given in both: the last wins); we
+                # refuse, as for a key given twice in one section.
                 raise self.error(
                     number,
                     f"second [Interface] section (first on line {self.interface_line});"
-                    " a config has exactly one",
+                    " a config has exactly one: move its keys into the first",
                 )
             self.interface_line = number
             return _InterfaceDraft(number)
@@ -581,7 +723,7 @@ class _Parser:
     ) -> None:
         if not name:
             raise self.error(number, "missing key name before '='")
-        canonical = _CANONICAL.get(name.lower())
+        canonical = _key_name(name)
         if section is None:
             shown = canonical or _shown(name)
             raise self.error(
@@ -623,7 +765,21 @@ class _Parser:
     def close(self, section: _InterfaceDraft | _PeerDraft | None) -> None:
         if isinstance(section, _InterfaceDraft):
             if section.private_key is None:
-                raise self.error(section.line, "[Interface] has no PrivateKey (required)")
+                raise self.error(
+                    section.line,
+                    "[Interface] has no PrivateKey; wg-pod needs it in the file"
+                    " (wg-quick configs may set it in PreUp/PostUp, which wg-pod does not run)",
+                )
+            if not section.addresses:
+                # A container cannot add an address to its tunnel itself, and
+                # wg-pod runs no PostUp that could.
+                first = section.first_seen.get("Address")
+                raise self.error(
+                    first or section.line,
+                    ("Address is empty" if first else "[Interface] has no Address")
+                    + "; the container needs at least one tunnel address"
+                    " (e.g. Address = 10.0.0.2/24)",
+                )
             self.interface = InterfaceConfig(
                 private_key=section.private_key,
                 addresses=_unique(section.addresses),

@@ -15,7 +15,7 @@ from enum import Enum
 from ipaddress import ip_address, ip_network
 from pathlib import PurePosixPath
 
-from .config import IPAddress, IPNetwork, is_host_name
+from .config import IPAddress, IPNetwork, dns_entry, search_list_problem
 from .errors import AnnotationError, StateError
 
 PREFIX = "wg-pod."
@@ -260,14 +260,18 @@ def parse_dns(key: str, value: str) -> DnsChoice:
     servers: list[IPAddress] = []
     search: list[str] = []
     for item in _items(key, value):
+        # The same rule as the config's DNS = (wg-quick's and the resolver's).
         try:
-            servers.append(ip_address(item))
-        except ValueError:
-            if not is_host_name(item):
-                raise AnnotationError(
-                    key, f"{item!r} is neither an IP address nor a search domain"
-                ) from None
-            search.append(item)
+            entry = dns_entry(item)
+        except ValueError as exc:
+            raise AnnotationError(key, str(exc)) from None
+        if isinstance(entry, str):
+            search.append(entry)
+        else:
+            servers.append(entry)
+    problem = search_list_problem(tuple(dict.fromkeys(search)))
+    if problem is not None:
+        raise AnnotationError(key, f"{problem}")
     if not servers and not search:
         raise AnnotationError(key, "expected auto, off or a list of servers and domains")
     return DnsChoice(mode="list", servers=tuple(servers), search=tuple(search))

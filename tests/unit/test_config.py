@@ -212,6 +212,9 @@ def test_good_fixture_details() -> None:
     assert spacing.interface.table == "auto"
     assert spacing.interface.fwmark == 16
     assert spacing.interface.listen_port == 0
+    # Empty PreUp = / PostDown = run nothing in wg-quick: no warning.
+    assert spacing.interface.ignored_keys == ()
+    assert spacing.warnings == ()
     assert spacing.peers[0].persistent_keepalive is None
     assert spacing.peers[0].allowed_ips == tuple(
         ip_network(n) for n in ("10.1.0.0/16", "10.2.0.0/16", "fd01::/48")
@@ -229,7 +232,7 @@ def test_good_fixture_details() -> None:
     assert str(unbracketed.peers[0].endpoint) == "[fd00:1::1]:51820"
 
     minimal = load("minimal.conf")
-    assert minimal.interface.addresses == ()
+    assert minimal.interface.addresses == (ip_interface("10.0.0.2/32"),)
     assert minimal.interface.ignored_keys == ()
     assert minimal.peers == ()
 
@@ -243,13 +246,14 @@ PUBLIC = base64.b64encode(bytes(range(32, 64))).decode()
 
 
 def one_peer(**peer: str) -> str:
-    lines = ["[Interface]", f"PrivateKey = {PRIVATE}", "[Peer]", f"PublicKey = {PUBLIC}"]
+    lines = ["[Interface]", f"PrivateKey = {PRIVATE}", "Address = 10.0.0.2/24"]
+    lines += ["[Peer]", f"PublicKey = {PUBLIC}"]
     lines += [f"{key} = {value}" for key, value in peer.items()]
     return "\n".join(lines) + "\n"
 
 
 def interface(**keys: str) -> str:
-    lines = ["[Interface]", f"PrivateKey = {PRIVATE}"]
+    lines = ["[Interface]", f"PrivateKey = {PRIVATE}", "Address = 10.0.0.2/24"]
     lines += [f"{key} = {value}" for key, value in keys.items()]
     return "\n".join(lines) + "\n"
 
@@ -272,7 +276,7 @@ def test_endpoint_forms(value: str, expected: Endpoint) -> None:
     "value", ["192.0.2.1:0", "192.0.2.1:", "host:port", "1.2.3:51820", "a..b:1", "[::1:1", ":1"]
 )
 def test_endpoint_rejects(value: str) -> None:
-    assert parse_error(one_peer(Endpoint=value)).line == 5
+    assert parse_error(one_peer(Endpoint=value)).line == 6
 
 
 @pytest.mark.parametrize(
@@ -296,9 +300,7 @@ def test_save_config_false_is_not_worth_a_warning() -> None:
 
 def test_duplicates_in_lists_are_dropped_in_order() -> None:
     config = parse_config(
-        interface(
-            Address="10.0.0.2/24, 10.0.0.2/24, 10.0.0.3", DNS="a.example, 9.9.9.9, a.example"
-        ),
+        interface(Address="10.0.0.2/24, 10.0.0.3", DNS="a.example, 9.9.9.9, a.example"),
         "x",
     )
     assert config.interface.addresses == (ip_interface("10.0.0.2/24"), ip_interface("10.0.0.3"))
@@ -306,8 +308,8 @@ def test_duplicates_in_lists_are_dropped_in_order() -> None:
 
 
 def test_huge_numbers_are_config_errors() -> None:
-    assert parse_error(interface(ListenPort="9" * 5000)).line == 3
-    assert parse_error(interface(MTU="9" * 5000)).line == 3
+    assert parse_error(interface(ListenPort="9" * 5000)).line == 4
+    assert parse_error(interface(MTU="9" * 5000)).line == 4
 
 
 # --------------------------------------------------------------------------
