@@ -792,7 +792,8 @@ class ContainerStandIn:
     veth to the host with ``underlay.inner_v4``/``inner_v6`` and IPv4 + IPv6
     default routes via the host side (like podman's bridge), and ``bundle``
     holds a minimal ``config.json`` that bind-mounts ``resolv_conf`` to
-    ``/etc/resolv.conf``.
+    ``/etc/resolv.conf``, both where podman keeps them (its static and run
+    directories for the container).
     """
 
     RESOLV_CONF_TEXT = "# written by the wg-pod test lab\nnameserver {ns}\nsearch lab.invalid\n"
@@ -817,11 +818,18 @@ class ContainerStandIn:
             timeout=5,
             what=f"sleep in {self.ns.name}",
         )
-        self.bundle = lab.tmp / f"bundle-{self.ns.name}"
-        self.bundle.mkdir()
-        (self.bundle / "rootfs").mkdir()
-        self.resolv_conf = self.bundle / "resolv.conf"
+        # podman's layout: the bundle in the container's static directory,
+        # the files it mounts (resolv.conf, hostname) in its run directory.
+        self.bundle = lab.tmp / "storage" / "overlay-containers" / self.id / "userdata"
+        self.run_dir = lab.tmp / "run" / "overlay-containers" / self.id / "userdata"
+        for directory in (self.bundle / "rootfs", self.run_dir):
+            directory.mkdir(parents=True)
+        self.resolv_conf = self.run_dir / "resolv.conf"
         self.resolv_conf.write_text(self.RESOLV_CONF_TEXT.format(ns=self.underlay.host_v4.ip))
+        (self.run_dir / "hostname").write_text(self.ns.name + "\n")
+        # What config.json mounts over /etc/resolv.conf: a test may put a
+        # file of its own there (as ``-v FILE:/etc/resolv.conf``), or None.
+        self.resolv_conf_mount: Path | None = self.resolv_conf
         self.write_config_json({})
 
     def __repr__(self) -> str:
@@ -867,12 +875,19 @@ class ContainerStandIn:
             "hostname": self.ns.name,
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc"},
-                {
-                    "destination": "/etc/resolv.conf",
-                    "type": "bind",
-                    "source": str(self.resolv_conf),
-                    "options": ["bind", "rprivate"],
-                },
+                *(
+                    {
+                        "destination": destination,
+                        "type": "bind",
+                        "source": str(source),
+                        "options": ["bind", "rprivate"],
+                    }
+                    for destination, source in (
+                        ("/etc/resolv.conf", self.resolv_conf_mount),
+                        ("/etc/hostname", self.run_dir / "hostname"),
+                    )
+                    if source is not None
+                ),
             ],
             "annotations": dict(annotations),
             "linux": {

@@ -1,24 +1,77 @@
-"""What the hook needs from the OCI bundle's config.json (read once).
+"""What the hook needs from the OCI bundle's config.json (read once), and
+which of the files mounted into the container podman made for it.
 
 podman names there the resolv.conf it bind-mounts into the container and
 the network namespace it made (``/run/netns/...``), which outlives the
 container's process across restart-policy restarts.
+
+podman (and CRI-O) keep each container's own files in per-container
+directories of its storage, ``<containers dir>/<64 hex id>/userdata/``:
+the bundle (config.json) in the static one, resolv.conf, hosts and hostname
+in the run one.  A mount whose source lies anywhere else is the user's
+(``-v /etc/resolv.conf:/etc/resolv.conf``): wg-pod never writes such a file,
+since writing the source would change it on the host.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import StateError
 
+USERDATA = "userdata"
+RESOLV_CONF = "/etc/resolv.conf"
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
 
 @dataclass(frozen=True)
 class Bundle:
+    # Source of the container's /etc/resolv.conf mount, whoever made it.
     resolv_conf: Path | None = None
     netns_path: str | None = None
+    # Resolved directories holding podman's per-container directories for
+    # this container (static and run); empty when there is no bundle.
+    storage_dirs: frozenset[Path] = frozenset()
+
+
+def _real(path: Path) -> Path:
+    """``path`` with every directory above it resolved; the last component
+    stays as it is, so a symlink there is seen for what it is."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def container_file_owner(path: Path) -> tuple[Path, str] | None:
+    """(containers dir, container id) when ``path`` has the shape of a file
+    podman keeps for one container, ``<dir>/<64 hex id>/userdata/<name>``."""
+    userdata = path.parent
+    owner = userdata.parent.name
+    if userdata.name != USERDATA or not _CONTAINER_ID.fullmatch(owner):
+        return None
+    return userdata.parent.parent, owner
+
+
+def made_by_podman(spec: Bundle, path: Path, container_id: str) -> bool:
+    """Whether ``path`` is a file podman made for this container, or for the
+    container whose network namespace it joins (a pod's infra container,
+    ``--network container:NAME``), whose resolv.conf podman mounts instead.
+
+    It must lie in this container's own storage, in one of the directories
+    holding its per-container directories, under its own id or under the id
+    of another container of that storage (one with a bundle there).
+    """
+    found = container_file_owner(_real(path))
+    if found is None or found[0] not in spec.storage_dirs:
+        return False
+    owner = found[1]
+    return owner == container_id or any(
+        (directory / owner / USERDATA / "config.json").is_file()
+        for directory in spec.storage_dirs
+    )
 
 
 def _network_namespace_path(spec: dict[str, Any]) -> str | None:
@@ -31,14 +84,32 @@ def _network_namespace_path(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _resolv_conf(spec: dict[str, Any]) -> Path | None:
+def _mount_sources(spec: dict[str, Any]) -> dict[str, Path]:
+    """destination -> absolute source of every mount that has one."""
     mounts = spec.get("mounts")
+    sources = {}
     for mount in mounts if isinstance(mounts, list) else []:
-        if isinstance(mount, dict) and mount.get("destination") == "/etc/resolv.conf":
-            source = mount.get("source")
-            if isinstance(source, str) and source.startswith("/"):
-                return Path(source)
-    return None
+        if not isinstance(mount, dict):
+            continue
+        destination, source = mount.get("destination"), mount.get("source")
+        if isinstance(destination, str) and isinstance(source, str) and source.startswith("/"):
+            sources[destination] = Path(source)
+    return sources
+
+
+def _storage_dirs(bundle: Path, sources: dict[str, Path]) -> frozenset[Path]:
+    """The containers directories of this container's storage: the bundle's
+    (static) and that of every mounted file kept under the same id (run)."""
+    found = container_file_owner(_real(bundle / "config.json"))
+    if found is None:
+        return frozenset()
+    static_dir, own = found
+    dirs = {static_dir}
+    for source in sources.values():
+        owner = container_file_owner(_real(source))
+        if owner is not None and owner[1] == own:
+            dirs.add(owner[0])
+    return frozenset(dirs)
 
 
 def read_bundle(bundle: PurePosixPath | None) -> Bundle:
@@ -51,4 +122,9 @@ def read_bundle(bundle: PurePosixPath | None) -> Bundle:
         raise StateError(f"cannot read the bundle's {config}: {exc}") from None
     if not isinstance(spec, dict):
         raise StateError(f"the bundle's {config} is not a JSON object")
-    return Bundle(resolv_conf=_resolv_conf(spec), netns_path=_network_namespace_path(spec))
+    sources = _mount_sources(spec)
+    return Bundle(
+        resolv_conf=sources.get(RESOLV_CONF),
+        netns_path=_network_namespace_path(spec),
+        storage_dirs=_storage_dirs(Path(bundle), sources),
+    )

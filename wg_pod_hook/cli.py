@@ -7,13 +7,14 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, failures, hooksd, logs, nft, oci, podman, records, status
-from .bundle import Bundle
+from .bundle import read_bundle
 from .errors import AnnotationError, WgPodError
 from .hook import describe
-from .lifecycle import gc, leave, prepare, up
+from .lifecycle import check_key_unused, gc, leave, prepare, up
 from .oci import CONFIG, ContainerState
 from .plan import Plan
 from .settings import load_settings
@@ -92,6 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         id="check", status="creating", pid=0, bundle=None, annotations=annotations
     )
     plan = prepare(state, settings)
+    check_key_unused(plan)  # as the hook would refuse it, against the tunnels up now
     print(format_plan(plan, nft.render(plan)))
     return 0
 
@@ -137,7 +139,11 @@ def cmd_join(args: argparse.Namespace) -> int:
         id=info.id, status="running", pid=info.pid, bundle=None, annotations=annotations
     )
     plan = prepare(state, settings)
-    spec = Bundle(resolv_conf=info.resolv_conf, netns_path=info.netns_path)
+    # The container's bundle, read as the hook reads it: the same rules for
+    # which resolv.conf may be written.
+    spec = read_bundle(info.bundle)
+    if spec.netns_path is None:
+        spec = replace(spec, netns_path=info.netns_path)
     record = up(plan, spec, settings)
     print(f"{info.name}: {record['interface']} up ({record['backend']} backend)")
     return 0

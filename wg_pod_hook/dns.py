@@ -2,14 +2,19 @@
 
 podman bind-mounts a resolv.conf it generated into the container; the
 bundle's config.json names its source (see bundle.py).  Writing into that file (not
-replacing it) keeps the bind mount pointing at our content.
+replacing it) keeps the bind mount pointing at our content.  Only that
+file is ever written: a resolv.conf the user mounted is a file of the host
+(bundle.made_by_podman), and every open refuses symlinks and hard links.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
+from .bundle import RESOLV_CONF, Bundle, container_file_owner, made_by_podman
 from .errors import SetupError
 from .plan import DnsPlan
 
@@ -28,30 +33,60 @@ def render(dns: DnsPlan, original: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_resolv_conf(path: Path | None) -> Path:
-    """The resolv.conf to rewrite, checked before anything is set up."""
-    if path is None:
+def check_resolv_conf(spec: Bundle, container_id: str) -> Path:
+    """The resolv.conf to rewrite, checked before anything is set up: only
+    the one podman made for this container (or its pod), never a file the
+    user mounted there, which is a file of the host."""
+    source = spec.resolv_conf
+    if source is None:
         raise SetupError(
             "write DNS",
-            "resolv.conf",
-            "the container has no /etc/resolv.conf mount (use wg-pod.dns=off to leave DNS alone)",
+            RESOLV_CONF,
+            "the container has no resolv.conf from podman (as with --network none); "
+            "set wg-pod.dns=off to start it without the tunnel's DNS",
         )
-    if not path.is_file():
-        raise SetupError("write DNS", str(path), "resolv.conf is not a regular file")
-    return path
+    if not made_by_podman(spec, source, container_id):
+        raise SetupError(
+            "write DNS",
+            str(source),
+            f"mounted over the container's {RESOLV_CONF}, but podman did not make it for "
+            "the container and wg-pod writes only podman's own; drop the mount, or set "
+            "wg-pod.dns=off",
+        )
+    os.close(_open(source, os.O_RDONLY))
+    return source
+
+
+def _open(path: Path, flags: int) -> int:
+    """Open ``path`` itself (never a symlink's target) when it is a regular
+    file with one name; the fd is the caller's to close."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError("write DNS", str(path), exc.strerror or str(exc)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise SetupError("write DNS", str(path), "not a regular file with a single name")
+    return fd
 
 
 def read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with os.fdopen(_open(path, os.O_RDONLY), encoding="utf-8") as handle:
+            return handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError("write DNS", str(path), f"cannot read: {exc}") from None
 
 
 def write_in_place(path: Path, text: str) -> None:
+    """Rewrite a resolv.conf podman made: in place (the bind mount keeps
+    pointing at it), and only one of podman's per-container files."""
+    if container_file_owner(path) is None:
+        raise SetupError("write DNS", str(path), "not a file of podman's container storage")
     log.debug("write %s", path)
     try:
-        with path.open("r+", encoding="utf-8") as handle:
+        with os.fdopen(_open(path, os.O_RDWR), "r+", encoding="utf-8") as handle:
             handle.write(text)
             handle.truncate()
     except OSError as exc:

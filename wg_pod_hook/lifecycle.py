@@ -127,7 +127,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     device = device_setup(plan.config)
-    resolv_conf = dns.check_resolv_conf(spec.resolv_conf) if plan.dns else None
+    resolv_conf = dns.check_resolv_conf(spec, plan.container_id) if plan.dns else None
     prune_stale()
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
         if is_host_netns(netns_fd):
@@ -138,6 +138,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
             shared = _shared_tunnel(plan, inside, netns)
             if shared is not None:
                 return shared
+            check_key_unused(plan, netns)
             previous = _converge(plan, inside) or {}
             _clear_leftovers(plan.temp_name, host)
 
@@ -217,10 +218,17 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
                 "resolv_conf_original": original,
                 "removed_routes": removed_routes,
                 "reply_path": reply_path,
+                # Public, and what tells whether another tunnel uses the same key.
+                "public_key": plan.public_key,
+                "peer_public_keys": sorted(plan.peer_public_keys),
                 "created": time.time(),
                 **backend.record(),
             }
             records.write(plan.container_id, record)
+            undo(stack, "remove record", records.remove, plan.container_id)
+            # Again, now that this tunnel's record is there: of two hooks
+            # starting with one key at once, the later writer sees the other.
+            check_key_unused(plan, netns)
             _fault("record", settings)
             stack.pop_all()
     log.info(
@@ -231,6 +239,42 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
         len(plan.config.peers),
     )
     return record
+
+
+def check_key_unused(plan: Plan, netns: dict[str, Any] | None = None) -> None:
+    """Refuse a private key that another live tunnel already uses towards
+    one of the same peers: a peer keeps one endpoint per public key, so
+    both tunnels would lose packets and handshakes, without a word.
+
+    The same key towards other peers is fine (one provider key on two
+    servers), and so is the tunnel of this container's own namespace (a
+    rerun, or the pod member whose tunnel this one shares).  Keys are
+    compared by their public halves, which the records hold.
+    """
+    for other in map(records.read, records.all_ids()):
+        if (
+            other is None
+            or other.get("container_id") == plan.container_id
+            or other.get("shared_with")
+            or other.get("public_key") != plan.public_key
+        ):
+            continue
+        common = plan.peer_public_keys & set(other.get("peer_public_keys") or [])
+        other_netns = other.get("netns") or {}
+        same_netns = netns is not None and (other_netns.get("dev"), other_netns.get("ino")) == (
+            netns["dev"],
+            netns["ino"],
+        )
+        if not common or same_netns or not netns_alive(other):
+            continue
+        raise SetupError(
+            "check key",
+            plan.config.source,
+            f"its private key is already in use by container {other['container_id'][:12]} "
+            f"(tunnel {other.get('interface')}) towards peer {min(common)}; the peer keeps one "
+            "endpoint per key, so both tunnels would flap: give each container a key of its "
+            "own (wg genkey)",
+        )
 
 
 def _clear_leftovers(name: str, host: Netlink) -> None:

@@ -6,6 +6,7 @@ nothing in here touches the system.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import PurePosixPath
 
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
+from .curve25519 import public_key
 from .errors import ConfigError
 from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle, is_interface_name
 from .settings import Settings
@@ -81,6 +83,9 @@ class Plan:
     reply_path: frozenset[int]
     dns: DnsPlan | None
     config: WgConfig = field(repr=False)
+    # The interface's own public key (base64): what tells tunnels apart
+    # without their private keys.
+    public_key: str = ""
 
     @property
     def netns_path(self) -> str:
@@ -95,6 +100,10 @@ class Plan:
     @property
     def config_path(self) -> PurePosixPath:
         return PurePosixPath(self.config.source)
+
+    @property
+    def peer_public_keys(self) -> frozenset[str]:
+        return frozenset(peer.public_key.base64 for peer in self.config.peers)
 
 
 def _route_table(config: WgConfig) -> tuple[bool, int | None]:
@@ -183,4 +192,5 @@ def build_plan(
         reply_path=full,
         dns=_dns(request.dns, config),
         config=config,
+        public_key=base64.b64encode(public_key(config.interface.private_key.raw)).decode(),
     )

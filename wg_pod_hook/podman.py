@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import WgPodError
 
@@ -27,7 +27,7 @@ class ContainerInfo:
     pid: int
     running: bool
     netns_path: str | None
-    resolv_conf: Path | None
+    bundle: PurePosixPath | None  # holds config.json, as the hook's OCI state names it
 
 
 def api_url(url: str | None = None) -> str:
@@ -62,14 +62,14 @@ def inspect(name_or_id: str, url: str | None = None) -> ContainerInfo:
         raise PodmanError(f"podman API: {exc}") from None
     state = attrs.get("State") or {}
     sandbox = (attrs.get("NetworkSettings") or {}).get("SandboxKey") or None
-    resolv = attrs.get("ResolvConfPath") or None
+    oci_config = attrs.get("OCIConfigPath") or None
     return ContainerInfo(
         id=attrs["Id"],
         name=str(attrs.get("Name", "")).lstrip("/"),
         pid=int(state.get("Pid") or 0),
         running=bool(state.get("Running")),
         netns_path=sandbox,
-        resolv_conf=Path(resolv) if resolv else None,
+        bundle=PurePosixPath(oci_config).parent if oci_config else None,
     )
 
 

@@ -331,18 +331,16 @@ def test_fails_cleanly_when_nftables_fails(
     assert "nft" in message
 
 
-def test_fails_cleanly_when_resolv_conf_is_missing(
-    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+def test_fails_cleanly_without_a_resolv_conf_from_podman(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
+    """As with ``--network none``: podman mounts no resolv.conf."""
     text = peer.client_config(extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
     conf = write_config(config_dir, text)
-    bundle = lab.tmp / f"bundle-missing-resolv-{standin.name}"
-    bundle.mkdir()
-    spec = standin.config_json({"wg-pod.config": conf})
-    spec["mounts"][1]["source"] = str(bundle / "resolv.conf")
-    (bundle / "config.json").write_text(json.dumps(spec))
-    message = fails_cleanly(hook, standin, {"wg-pod.config": conf}, bundle=bundle)
-    assert "write DNS" in message and "resolv.conf" in message
+    standin.resolv_conf_mount = None
+    message = fails_cleanly(hook, standin, {"wg-pod.config": conf})
+    assert "write DNS /etc/resolv.conf: the container has no resolv.conf from podman" in message
+    assert "wg-pod.dns=off" in message
 
 
 def test_fails_cleanly_on_an_unresolvable_endpoint(

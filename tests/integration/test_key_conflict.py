@@ -1,0 +1,92 @@
+"""One private key towards one peer serves one tunnel: a second container
+started with the same config is refused, naming the first (the peer keeps
+one endpoint per key, so both would flap)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.support import fails_cleanly, fetch_in, up, write_config
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Peer, run, venv_command
+
+pytestmark = pytest.mark.root
+
+
+def check(conf: str, settings: str) -> tuple[int, str]:
+    done = run(
+        [*venv_command("wg-pod", "wg_pod_hook.cli"), "check", conf],
+        env={**os.environ, "WG_POD_SETTINGS": settings},
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+def test_a_second_container_with_the_same_key_and_peer_is_refused(
+    peer: Peer,
+    standin: ContainerStandIn,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    up(hook, standin, annotations)
+    second = make_standin()
+    message = fails_cleanly(hook, second, annotations)
+    assert f"check key {annotations['wg-pod.config']}: its private key is already in use" in message
+    assert f"by container {standin.id[:12]} (tunnel wg0) towards peer {peer.public_key}" in message
+    assert peer.page in fetch_in(standin, peer.url_v4)  # the first one is unharmed
+
+    code, stderr = check(annotations["wg-pod.config"], str(hook.settings))
+    assert code == 1 and f"in use by container {standin.id[:12]}" in stderr
+
+    standin.stop()
+    assert hook.down(standin, annotations).returncode == 0
+    up(hook, second, annotations)
+    assert peer.page in fetch_in(second, peer.url_v4)
+    assert check(annotations["wg-pod.config"], str(hook.settings))[0] == 1
+    second.stop()
+    assert hook.down(second, annotations).returncode == 0
+    assert check(annotations["wg-pod.config"], str(hook.settings)) == (0, "")
+
+
+def test_the_same_key_towards_another_peer_is_allowed(
+    make_peer: Callable[..., Peer],
+    standin: ContainerStandIn,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    """One provider key on two servers."""
+    first, second = make_peer(), make_peer()
+    text = first.client_config()
+    other_text = text.replace(first.public_key, second.public_key).replace(
+        first.endpoint_v4, second.endpoint_v4
+    )
+    assert other_text != text
+    up(hook, standin, {"wg-pod.config": write_config(config_dir, text, "wg0.conf")})
+    other = make_standin()
+    up(hook, other, {"wg-pod.config": write_config(config_dir, other_text, "wg1.conf")})
+    assert "wg1" in other.links()
+
+
+def test_two_containers_starting_at_once_with_one_key_never_both_run(
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    """No lock between them: each checks again once its record is written,
+    so the later writer always sees the other."""
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    pair = [make_standin(), make_standin()]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda s: hook.up(s, annotations), pair))
+    assert [d.returncode for d in done].count(0) <= 1, [d.stderr for d in done]
+    for standin, result in zip(pair, done, strict=True):
+        if result.returncode != 0:
+            assert "its private key is already in use" in result.stderr
+            assert "wg0" not in standin.links()

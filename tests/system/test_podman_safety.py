@@ -1,0 +1,148 @@
+"""Ordinary podman habits that must never turn wg-pod against the user:
+a host file mounted over /etc/resolv.conf is never written, and one
+private key never serves two containers towards one peer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, token
+from tests.system.test_podman_hook import RETRYING_WGET
+
+pytestmark = pytest.mark.podman
+
+HOST_TEXT = "# a file of the host\nnameserver 192.0.2.53\n"
+OLD = 1_000_000_000
+
+
+def host_file(lab: Lab) -> Path:
+    """Stands for the host's /etc/resolv.conf (never the real one: a
+    regression would cut this machine's name resolution)."""
+    path = lab.tmp / f"resolv-{token()}.conf"
+    path.write_text(HOST_TEXT)
+    path.chmod(0o644)
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def assert_untouched(path: Path) -> None:
+    assert path.read_text() == HOST_TEXT
+    assert path.stat().st_mtime == OLD
+
+
+def dns_config(peer: Peer, config_dir: ConfigDir) -> str:
+    text = peer.client_config(extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
+    return str(config_dir.write("wg0.conf", text))
+
+
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_a_host_resolv_conf_mounted_into_the_container_is_never_written(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, mode: str
+) -> None:
+    mounted = host_file(lab)
+    _, done = hooked_podman.run(
+        "true",
+        annotations={"wg-pod.config": dns_config(peer, config_dir)},
+        options=["-v", f"{mounted}:/etc/resolv.conf:{mode}"],
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"write DNS {mounted}: mounted over the container's /etc/resolv.conf" in done.stderr
+    assert "wg-pod.dns=off" in done.stderr
+    assert_untouched(mounted)
+    assert host_leftovers() == ([], [], [])
+
+
+def test_with_dns_off_it_starts_and_the_host_file_is_untouched(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    mounted = host_file(lab)
+    _, done = hooked_podman.run(
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; " + RETRYING_WGET.format(url=peer.url_v4),
+        annotations={"wg-pod.config": dns_config(peer, config_dir), "wg-pod.dns": "off"},
+        options=["-v", f"{mounted}:/etc/resolv.conf:ro"],
+    )
+    assert HOST_TEXT in done.stdout and peer.page in done.stdout
+    assert_untouched(mounted)
+
+
+def test_network_none_makes_the_tunnel_the_only_network(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    """``--network none``: no podman network and no resolv.conf from podman;
+    the tunnel is all the container has.  DNS is refused there, saying how
+    to start without it."""
+    conf = str(config_dir.write("wg0.conf", peer.client_config()))
+    _, done = hooked_podman.run(
+        "sh",
+        "-c",
+        "ip -o link; ip route; " + RETRYING_WGET.format(url=peer.url_v4),
+        annotations={"wg-pod.config": conf},
+        options=["--network", "none"],
+    )
+    assert peer.page in done.stdout
+    assert "eth0" not in done.stdout and " wg0" in done.stdout
+    assert all("dev wg0" in line for line in done.stdout.splitlines() if "proto" in line)
+
+    _, refused = hooked_podman.run(
+        "true",
+        annotations={"wg-pod.config": dns_config(peer, config_dir)},
+        options=["--network", "none"],
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "the container has no resolv.conf from podman" in refused.stderr
+    assert host_leftovers() == ([], [], [])
+
+
+def test_podman_dns_option_keeps_podmans_file_and_the_tunnel_dns_wins(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    """``--dns`` only changes what podman writes into its own file."""
+    _, done = hooked_podman.run(
+        "cat",
+        "/etc/resolv.conf",
+        annotations={"wg-pod.config": dns_config(peer, config_dir)},
+        options=["--dns", "198.18.255.53"],
+    )
+    assert f"nameserver {peer.tunnel_v4.ip}" in done.stdout
+    assert "198.18.255.53" not in done.stdout
+
+
+def test_pod_members_share_the_pod_resolv_conf(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    """Members get the resolv.conf podman made for the pod's infra container."""
+    pod = f"wgpt-pod-{token()}"
+    hooked_podman("pod", "create", "--name", pod)
+    lab.defer(f"podman pod rm {pod}", lambda: hooked_podman("pod", "rm", "-f", "-t", "0", pod))
+    annotations = {"wg-pod.config": dns_config(peer, config_dir)}
+    hooked_podman.run("sleep", "600", annotations=annotations, options=["--pod", pod], detach=True)
+    _, done = hooked_podman.run(
+        "cat", "/etc/resolv.conf", annotations=annotations, options=["--pod", pod]
+    )
+    assert f"nameserver {peer.tunnel_v4.ip}" in done.stdout
+
+
+def test_a_second_container_with_the_same_key_waits_for_the_first(
+    peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
+) -> None:
+    annotations = {"wg-pod.config": str(config_dir.write("wg0.conf", peer.client_config()))}
+    first, _ = hooked_podman.run("sleep", "600", annotations=annotations, detach=True)
+    first_id = hooked_podman("inspect", "--format", "{{.Id}}", first).stdout.strip()
+    _, refused = hooked_podman.run("true", annotations=annotations, check=False)
+    assert refused.returncode != 0
+    assert f"its private key is already in use by container {first_id[:12]}" in refused.stderr
+    assert f"towards peer {peer.public_key}" in refused.stderr
+
+    hooked_podman.remove(first)
+    _, done = hooked_podman.run(
+        "sh", "-c", RETRYING_WGET.format(url=peer.url_v4), annotations=annotations
+    )
+    assert peer.page in done.stdout
+    assert host_leftovers() == ([], [], [])

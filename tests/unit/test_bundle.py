@@ -1,0 +1,161 @@
+"""Which resolv.conf wg-pod may write: podman's per-container files only
+(bundle.made_by_podman), opened without following links (dns)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from wg_pod_hook import dns
+from wg_pod_hook.bundle import Bundle, container_file_owner, made_by_podman, read_bundle
+from wg_pod_hook.errors import SetupError
+
+
+class Storage:
+    """podman's layout under ``root``: static and run directories per container."""
+
+    def __init__(self, root: Path) -> None:
+        self.static = root / "var" / "overlay-containers"
+        self.run = root / "run" / "overlay-containers"
+
+    def container(self, resolv_source: Path | None = None) -> tuple[str, Path]:
+        """A container with a bundle whose config.json mounts ``resolv_source``
+        (default: its own resolv.conf in its run directory)."""
+        cid = secrets.token_hex(32)
+        bundle = self.static / cid / "userdata"
+        run_dir = self.run / cid / "userdata"
+        bundle.mkdir(parents=True)
+        run_dir.mkdir(parents=True)
+        (run_dir / "resolv.conf").write_text("nameserver 10.88.0.1\n")
+        (run_dir / "hostname").write_text("x\n")
+        source = resolv_source or run_dir / "resolv.conf"
+        mounts = [
+            {"destination": "/etc/resolv.conf", "source": str(source)},
+            {"destination": "/etc/hostname", "source": str(run_dir / "hostname")},
+        ]
+        (bundle / "config.json").write_text(json.dumps({"mounts": mounts}))
+        return cid, bundle
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return Storage(tmp_path)
+
+
+def spec_of(bundle: Path) -> Bundle:
+    return read_bundle(PurePosixPath(bundle))
+
+
+def test_the_container_own_resolv_conf_is_podmans(storage: Storage) -> None:
+    cid, bundle = storage.container()
+    spec = spec_of(bundle)
+    assert spec.resolv_conf == storage.run / cid / "userdata" / "resolv.conf"
+    assert spec.storage_dirs == {storage.static.resolve(), storage.run.resolve()}
+    assert made_by_podman(spec, spec.resolv_conf, cid)
+    assert dns.check_resolv_conf(spec, cid) == spec.resolv_conf
+
+
+def test_a_host_file_is_not(storage: Storage, tmp_path: Path) -> None:
+    host = tmp_path / "etc" / "resolv.conf"
+    host.parent.mkdir()
+    host.write_text("nameserver 192.0.2.53\n")
+    cid, bundle = storage.container(resolv_source=host)
+    spec = spec_of(bundle)
+    assert not made_by_podman(spec, host, cid)
+    with pytest.raises(SetupError, match=f"write DNS {host}: mounted over .*wg-pod.dns=off"):
+        dns.check_resolv_conf(spec, cid)
+
+
+def test_no_mount_says_what_to_do(storage: Storage) -> None:
+    cid, _ = storage.container()
+    with pytest.raises(SetupError, match=r"no resolv.conf from podman \(as with --network none\)"):
+        dns.check_resolv_conf(Bundle(), cid)
+
+
+def test_another_container_of_the_same_storage_is_podmans(storage: Storage) -> None:
+    """A pod's infra container (or ``--network container:X``)."""
+    infra, _ = storage.container()
+    shared = storage.run / infra / "userdata" / "resolv.conf"
+    cid, bundle = storage.container(resolv_source=shared)
+    assert made_by_podman(spec_of(bundle), shared, cid)
+
+
+def test_an_id_without_a_bundle_is_not(storage: Storage) -> None:
+    stranger = storage.run / secrets.token_hex(32) / "userdata" / "resolv.conf"
+    stranger.parent.mkdir(parents=True)
+    stranger.write_text("")
+    cid, bundle = storage.container(resolv_source=stranger)
+    assert not made_by_podman(spec_of(bundle), stranger, cid)
+
+
+def test_another_storage_is_not(storage: Storage, tmp_path: Path) -> None:
+    other, _ = Storage(tmp_path / "elsewhere").container()
+    foreign = tmp_path / "elsewhere" / "run" / "overlay-containers" / other / "userdata"
+    cid, bundle = storage.container(resolv_source=foreign / "resolv.conf")
+    assert not made_by_podman(spec_of(bundle), foreign / "resolv.conf", cid)
+
+
+def test_symlinked_storage_directories_are_resolved(tmp_path: Path) -> None:
+    """/var/lib/containers on another disk behind a symlink still counts."""
+    real = tmp_path / "disk"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    cid, bundle = Storage(tmp_path / "link").container()
+    spec = spec_of(bundle)
+    assert spec.resolv_conf is not None and made_by_podman(spec, spec.resolv_conf, cid)
+
+
+def test_without_a_podman_bundle_nothing_is_podmans(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("")
+    (bundle / "config.json").write_text(
+        json.dumps({"mounts": [{"destination": "/etc/resolv.conf", "source": str(resolv)}]})
+    )
+    spec = spec_of(bundle)
+    assert spec.storage_dirs == frozenset()
+    assert not made_by_podman(spec, resolv, "0" * 64)
+
+
+RUN = "/run/containers/storage/overlay-containers/"
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        (RUN + "a" * 64 + "/userdata/resolv.conf", "a" * 64),
+        (RUN + "a" * 63 + "/userdata/resolv.conf", None),
+        (RUN + "A" * 64 + "/userdata/resolv.conf", None),
+        (RUN + "a" * 64 + "/other/resolv.conf", None),
+        ("/etc/resolv.conf", None),
+    ],
+)
+def test_the_shape_of_podmans_per_container_files(path: str, owner: str | None) -> None:
+    found = container_file_owner(Path(path))
+    assert (found[1] if found else None) == owner
+
+
+def test_writes_follow_no_link_and_stay_in_podmans_files(storage: Storage, tmp_path: Path) -> None:
+    cid, _ = storage.container()
+    podmans = storage.run / cid / "userdata" / "resolv.conf"
+    dns.write_in_place(podmans, "nameserver 10.250.0.1\n")
+    assert podmans.read_text() == "nameserver 10.250.0.1\n"
+
+    host = tmp_path / "host-resolv.conf"
+    host.write_text("host\n")
+    with pytest.raises(SetupError, match="not a file of podman's container storage"):
+        dns.write_in_place(host, "x\n")  # e.g. a record from before this rule
+
+    for make_link in (os.symlink, os.link):
+        podmans.unlink()
+        make_link(host, podmans)
+        with pytest.raises(SetupError, match=f"write DNS {podmans}"):
+            dns.write_in_place(podmans, "x\n")
+        with pytest.raises(SetupError, match=f"write DNS {podmans}"):
+            dns.read(podmans)
+    assert host.read_text() == "host\n"
