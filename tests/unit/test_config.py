@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 
 from wg_pod_hook.config import (
+    MAX_SEARCH_CHARS,
     Endpoint,
     InterfaceConfig,
     Key,
     Peer,
     WgConfig,
+    dns_entry,
     is_host_name,
     parse_config,
+    search_domain_problem,
+    search_list_problem,
 )
 from wg_pod_hook.errors import ConfigError
 
@@ -442,3 +446,213 @@ def test_bad_fixture(path: Path) -> None:
 )
 def test_is_host_name(name: str, valid: bool) -> None:
     assert is_host_name(name) is valid
+
+
+# --------------------------------------------------------------------------
+# Config edges from files other projects wrote (issue 11)
+# --------------------------------------------------------------------------
+
+
+def test_search_domains_are_whatever_wg_quick_hands_to_resolvconf() -> None:
+    config = parse_config((FIXTURES / "good" / "dns-search-domains.conf").read_text(), "x")
+    assert config.interface.dns_servers == (ip_address("10.0.0.1"),)
+    assert config.interface.dns_search == (
+        "my_search.domain",
+        "_srv.corp.example",
+        "-lab.example",
+        "corp.example.",
+        "LOCAL",
+        "a-" * 31 + "a.example",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("my_search.domain", None),
+        ("-lab.example", None),
+        ("corp.example.", None),
+        ("x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61, None),  # 253
+        ("a b", "contains ' '"),
+        ("a\tb", "contains '\\t'"),
+        ("a\x7fb", "contains '\\x7f'"),
+        ("a#b", "contains '#'"),
+        ("a;b", "contains ';'"),
+        ("a\\.b", "contains '\\\\'"),
+        ("bücher.example", "is not ASCII"),
+        ("", "is not a search domain of 1..253 characters"),
+        (".", "is not a search domain of 1..253 characters"),
+        ("x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 62, "1..253 characters"),
+        ("x" * 64 + ".example", "longer than 63"),
+        ("a..b", "an empty label"),
+        (".example", "an empty label"),
+    ],
+)
+def test_search_domain_problem(name: str, problem: str | None) -> None:
+    found = search_domain_problem(name)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_search_list_fits_every_libc() -> None:
+    six = [f"d{i}.example" for i in range(6)]
+    assert search_list_problem(six) is None
+    assert "7 search domains; at most 6" in (search_list_problem([*six, "d6.example"]) or "")
+    # "search " + the list + "\n" must fit musl's 256-byte line buffer.
+    fits = ["a" * 61 + ".example"] * 3 + ["b" * 28]  # 3 * 69 + 28 + 3 blanks = 238
+    fits[-1] += "c" * (MAX_SEARCH_CHARS - len(" ".join(fits)))
+    assert len(" ".join(fits)) == MAX_SEARCH_CHARS == 247
+    assert search_list_problem(fits) is None
+    too_long = [*fits[:-1], fits[-1] + "c"]
+    assert "248 characters long in all; at most 247" in (search_list_problem(too_long) or "")
+
+
+def test_search_list_limit_counts_each_domain_once() -> None:
+    text = interface(DNS="10.0.0.1 " + " ".join(["a.example"] * 10 + ["b.example"] * 5))
+    assert parse_config(text, "x").interface.dns_search == ("a.example", "b.example")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.1", ip_address("10.0.0.1")),
+        ("fd00::53", ip_address("fd00::53")),
+        ("my_search.domain", "my_search.domain"),
+    ],
+)
+def test_dns_entry(text: str, expected: object) -> None:
+    assert dns_entry(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("10.0.0", "looks like an address"), ("fd00::1::2", "looks like an address")],
+)
+def test_dns_entry_rejects(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        dns_entry(text)
+
+
+# wg(8) reads these and refuses each with an empty value ("Line unrecognized").
+WG_KEYS_IN_INTERFACE = ["PrivateKey", "ListenPort", "FwMark"]
+WG_KEYS_IN_PEER = ["PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive"]
+
+
+@pytest.mark.parametrize("key", [*WG_KEYS_IN_INTERFACE, "SaveConfig", *WG_KEYS_IN_PEER])
+def test_every_empty_value_has_one_wording(key: str) -> None:
+    if key in WG_KEYS_IN_PEER:
+        lines = [
+            "[Interface]",
+            f"PrivateKey = {PRIVATE}",
+            "Address = 10.0.0.2/24",
+            "[Peer]",
+            f"PublicKey = {PUBLIC}",
+        ]
+    else:
+        lines = ["[Interface]", f"PrivateKey = {PRIVATE}", "Address = 10.0.0.2/24"]
+    lines = [line for line in lines if not line.startswith(f"{key} =")]
+    lines.append(f"{key} =")
+    error = parse_error("\n".join(lines) + "\n")
+    assert error.line == len(lines)
+    assert re.fullmatch(rf"{key} needs a value \([^)]+\)", error.problem), error.problem
+
+
+@pytest.mark.parametrize("key", ["MTU", "Table", "DNS", "Address", "PreUp", "PostDown"])
+def test_empty_wg_quick_keys_mean_unset_as_in_wg_quick(key: str) -> None:
+    config = parse_config(interface(**{key: ""}), "x")
+    assert config.interface.addresses == (ip_interface("10.0.0.2/24"),)
+    assert config.interface.ignored_keys == ()
+    assert (config.interface.mtu, config.interface.table) == (None, "auto")
+    assert (config.interface.dns_servers, config.interface.dns_search) == ((), ())
+
+
+@pytest.mark.parametrize("key", sorted({*WG_KEYS_IN_INTERFACE, *WG_KEYS_IN_PEER, "Address", "DNS"}))
+@pytest.mark.parametrize("value", [PRIVATE, "10.0.0.1", "off"])
+def test_a_missing_equals_is_named(key: str, value: str) -> None:
+    text = f"[Interface]\nPrivateKey = {PRIVATE}\n{key.lower()}   {value}\n"
+    error = parse_error(text)
+    assert (error.line, error.problem) == (3, f"'=' missing after {key}; expected '{key} = value'")
+    for rendered in error_renderings(error):
+        assert_no_secret(rendered, secrets_in(PRIVATE))
+
+
+def test_wg_key_names_may_hold_blanks_as_in_wg() -> None:
+    text = (FIXTURES / "good" / "spaced-key-names.conf").read_text()
+    private, public, psk = (Key.from_base64(token) for token in key_tokens(text))
+    config = parse_config(text, "x")
+    assert config.interface.private_key == private
+    assert config.interface.listen_port == 51820
+    assert config.peers == (
+        Peer(
+            public_key=public,
+            preshared_key=psk,
+            allowed_ips=(ip_network("10.0.0.0/24"),),
+            endpoint=Endpoint("192.0.2.1", 51820),
+            persistent_keepalive=25,
+            line=7,
+        ),
+    )
+
+
+@pytest.mark.parametrize("line", ["Pre Up = echo", "M T U = 1420", "Add ress = 10.0.0.3"])
+def test_wg_quick_key_names_may_not(line: str) -> None:
+    # wg-quick matches its own keys as written and hands the rest to wg,
+    # which refuses them.
+    error = parse_error(interface() + line + "\n")
+    assert (error.line, error.problem) == (4, "unknown key (not shown) in [Interface]")
+
+
+def test_no_private_key_says_why_it_must_be_in_the_file() -> None:
+    error = parse_error("[Interface]\nAddress = 10.0.0.2/24\nPostUp = wg set %i private-key k\n")
+    assert error.line == 1
+    assert error.problem == (
+        "[Interface] has no PrivateKey; wg-pod needs it in the file (wg-quick configs may"
+        " set it in PreUp/PostUp, which wg-pod does not run)"
+    )
+
+
+def test_an_address_is_required() -> None:
+    error = parse_error(f"[Interface]\nPrivateKey = {PRIVATE}\nDNS = 10.0.0.1\n", "/etc/wg/a.conf")
+    assert str(error) == (
+        "/etc/wg/a.conf:1: [Interface] has no Address; the container needs at least one"
+        " tunnel address (e.g. Address = 10.0.0.2/24)"
+    )
+    error = parse_error(f"[Interface]\nPrivateKey = {PRIVATE}\nAddress = \n", "/etc/wg/a.conf")
+    assert str(error).startswith("/etc/wg/a.conf:3: Address is empty; the container needs")
+    # An empty Address next to a real one is fine, as in wg-quick.
+    config = parse_config(
+        f"[Interface]\nAddress =\nPrivateKey = {PRIVATE}\nAddress = fd00::2\n", "x"
+    )
+    assert config.interface.addresses == (ip_interface("fd00::2"),)
+
+
+def test_warnings_name_what_is_not_done() -> None:
+    config = parse_config(
+        (FIXTURES / "good" / "table-and-hooks.conf").read_text(), "/etc/wg/t.conf"
+    )
+    assert config.warnings == (
+        "/etc/wg/t.conf: PreUp is not run by wg-pod (its commands are ignored)",
+        "/etc/wg/t.conf: PostUp is not run by wg-pod (its commands are ignored)",
+        "/etc/wg/t.conf: PreDown is not run by wg-pod (its commands are ignored)",
+        "/etc/wg/t.conf: PostDown is not run by wg-pod (its commands are ignored)",
+        "/etc/wg/t.conf: SaveConfig is ignored by wg-pod (it never writes the config back)",
+    )
+
+
+def test_second_interface_is_refused_not_merged() -> None:
+    text = interface(ListenPort="1") + "[Interface]\nListenPort = 2\n"
+    error = parse_error(text)
+    assert (error.line, error.problem) == (
+        5,
+        "second [Interface] section (first on line 1); a config has exactly one:"
+        " move its keys into the first",
+    )
+
+
+@pytest.mark.parametrize("port", ["65536", "70000", "131071"])
+def test_ports_wg_would_wrap_are_refused(port: str) -> None:
+    # wg reads ListenPort modulo 65536 (70000 listens on 4464).
+    error = parse_error(interface(ListenPort=port))
+    assert (error.line, error.problem) == (4, f"ListenPort {port!r} is not a number in 0..65535")
