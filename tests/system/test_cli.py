@@ -23,6 +23,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.system.test_podman_hook import RETRYING_WGET
+from tests.system.test_podman_safety import assert_untouched, dns_config, host_file
 from wg_pod_hook.backends.userspace import accepts_connections
 from wg_pod_hook.podman import DEFAULT_SOCKET
 
@@ -119,3 +120,41 @@ def test_join_flag_errors_name_the_flag(
     done = wg_pod(api, settings, "join", "web", conf, "--port-remapping", "80;reboot", check=False)
     assert done.returncode == 1
     assert done.stderr.startswith("wg-pod: --port-remapping: ")
+
+
+def test_join_and_leave_never_write_a_mounted_host_resolv_conf(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, settings: Path, podman: Podman, api: str
+) -> None:
+    mounted = host_file(lab)
+    name, _ = podman.run(
+        "sleep", "600", detach=True, options=["-v", f"{mounted}:/etc/resolv.conf:ro"]
+    )
+    conf = dns_config(peer, config_dir)
+    refused = wg_pod(api, settings, "join", name, conf, check=False)
+    assert refused.returncode == 1
+    assert f"write DNS {mounted}: mounted over the container's /etc/resolv.conf" in refused.stderr
+    assert "wg0" not in podman("exec", name, "ip", "-o", "link").stdout
+
+    wg_pod(api, settings, "join", name, conf, "--dns", "off")
+    fetch = ["exec", name, "sh", "-c", RETRYING_WGET.format(url=peer.url_v4)]
+    assert peer.page in podman(*fetch).stdout
+    wg_pod(api, settings, "leave", name)
+    assert_untouched(mounted)
+    assert host_leftovers() == ([], [], [])
+
+
+def test_join_refuses_a_key_another_container_uses_towards_the_peer(
+    peer: Peer, config_dir: ConfigDir, settings: Path, podman: Podman, api: str
+) -> None:
+    conf = str(config_dir.write("wg0.conf", peer.client_config()))
+    first, _ = podman.run("sleep", "600", detach=True)
+    second, _ = podman.run("sleep", "600", detach=True)
+    wg_pod(api, settings, "join", first, conf)
+    first_id = podman("inspect", "--format", "{{.Id}}", first).stdout.strip()
+    refused = wg_pod(api, settings, "join", second, conf, check=False)
+    assert refused.returncode == 1
+    assert f"its private key is already in use by container {first_id[:12]}" in refused.stderr
+    assert "wg0" not in podman("exec", second, "ip", "-o", "link").stdout
+    wg_pod(api, settings, "leave", first)
+    wg_pod(api, settings, "join", second, conf)
+    wg_pod(api, settings, "leave", second)
