@@ -7,16 +7,19 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, failures, hooksd, logs, nft, oci, podman, records, status
+from .backends import PeerSetup
 from .bundle import read_bundle
 from .errors import AnnotationError, WgPodError
 from .hook import describe
 from .lifecycle import check_key_unused, gc, leave, prepare, up
 from .oci import CONFIG, ContainerState
 from .plan import Plan
+from .resolve import device_setup
 from .settings import load_settings
 
 EXAMPLES = {
@@ -30,8 +33,20 @@ EXAMPLES = {
 }
 
 
-def format_plan(plan: Plan, ruleset: str | None) -> str:
+def _endpoint_text(setup: PeerSetup) -> str:
+    endpoint = setup.peer.endpoint
+    if endpoint is None:
+        return "(none)"
+    if endpoint.ip is not None or setup.endpoint is None:
+        return str(endpoint)
+    return f"{endpoint} (resolves to {setup.endpoint[0]} now; the hook resolves it at each start)"
+
+
+def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()) -> str:
+    """The plan as `wg-pod check` prints it; `peers` carry the endpoints as
+    resolved (without them, host names are shown as written)."""
     cfg = plan.config
+    resolved = {setup.peer.line: setup for setup in peers}
     lines = [
         f"config:      {cfg.source}",
         f"interface:   {plan.interface} (created as {plan.temp_name} in the host namespace)",
@@ -67,7 +82,8 @@ def format_plan(plan: Plan, ruleset: str | None) -> str:
         lines.append(f"fwmark:      {cfg.interface.fwmark:#x}")
     for peer in cfg.peers:
         lines.append(f"peer {peer.public_key.base64}")
-        lines.append(f"  endpoint:    {peer.endpoint or '(none)'}")
+        setup = resolved.get(peer.line, PeerSetup(peer, None))
+        lines.append(f"  endpoint:    {_endpoint_text(setup)}")
         lines.append("  allowed ips: " + (", ".join(map(str, peer.allowed_ips)) or "(none)"))
         if peer.preshared_key is not None:
             lines.append("  preshared key: (set)")
@@ -94,7 +110,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     plan = prepare(state, settings)
     check_key_unused(plan)  # as the hook would refuse it, against the tunnels up now
-    print(format_plan(plan, nft.render(plan)))
+    # Host-name endpoints resolve through the hook's own code (same retries,
+    # same error), in the host namespace where the hook resolves them.
+    device = device_setup(plan.config)
+    print(format_plan(plan, nft.render(plan), device.peers))
     return 0
 
 

@@ -1,0 +1,149 @@
+"""`wg-pod check` resolves host-name endpoints as the hook does, and says so."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import cli, nft
+from wg_pod_hook.config import Endpoint, parse_config
+from wg_pod_hook.errors import SetupError
+from wg_pod_hook.hook import describe
+from wg_pod_hook.oci import parse_annotations
+from wg_pod_hook.plan import Plan, build_plan
+from wg_pod_hook.resolve import device_setup, resolve_endpoint
+from wg_pod_hook.settings import Settings
+
+KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+KEY_B = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+KEY_C = "BMBBmXiFRDFLkeCokZkk4d0UOsSBaZhkXitFI8L2s1U="
+KEY_D = "gusxWaB8hvUMeUyyGfxg8B9iYrqnnl+8TwiziIb1Txk="
+# RFC 2606: never resolves, anywhere.
+UNRESOLVABLE = "wg-pod-check.invalid"
+
+
+def localhost_v4() -> str:
+    """What the resolver on this machine says for localhost (IPv4 first, as wg)."""
+    infos = socket.getaddrinfo("localhost", 51820, type=socket.SOCK_DGRAM)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
+
+
+def config_text(*endpoints: str | None) -> str:
+    lines = ["[Interface]", f"PrivateKey = {KEY_A}", "Address = 10.250.0.2/24"]
+    for key, endpoint in zip((KEY_B, KEY_C, KEY_D), endpoints, strict=False):
+        lines += ["[Peer]", f"PublicKey = {key}", "AllowedIPs = 10.250.0.0/24"]
+        if endpoint is not None:
+            lines.append(f"Endpoint = {endpoint}")
+    return "\n".join(lines) + "\n"
+
+
+def plan_of(text: str) -> Plan:
+    request = parse_annotations({"wg-pod.config": "/etc/wg/office.conf"})
+    config = parse_config(text, "/etc/wg/office.conf")
+    return build_plan("c" * 64, 4242, request, config, Settings())
+
+
+def endpoint_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("endpoint:")]
+
+
+def test_the_plan_shows_where_host_names_resolve_to() -> None:
+    plan = plan_of(config_text("localhost:51820", "198.51.100.7:4500", None))
+
+    text = cli.format_plan(plan, nft.render(plan), device_setup(plan.config).peers)
+
+    assert endpoint_lines(text) == [
+        f"endpoint:    localhost:51820 (resolves to {localhost_v4()} now;"
+        " the hook resolves it at each start)",
+        "endpoint:    198.51.100.7:4500",
+        "endpoint:    (none)",
+    ]
+    assert KEY_A not in text
+
+
+def test_without_resolution_host_names_show_as_written() -> None:
+    plan = plan_of(config_text("localhost:51820"))
+    assert endpoint_lines(cli.format_plan(plan, nft.render(plan))) == [
+        "endpoint:    localhost:51820"
+    ]
+
+
+def test_an_unresolvable_name_is_the_hooks_error() -> None:
+    plan = plan_of(config_text("localhost:51820", f"{UNRESOLVABLE}:51820"))
+    with pytest.raises(SetupError) as caught:
+        device_setup(plan.config)
+    assert (caught.value.step, caught.value.obj) == ("resolve endpoint", UNRESOLVABLE)
+    with pytest.raises(SetupError) as direct:
+        resolve_endpoint(Endpoint(UNRESOLVABLE, 51820))
+    assert str(caught.value) == str(direct.value)
+
+
+# The command itself reads the config as the hook does: a root-owned file in
+# an allowed directory, so this part needs root (as `wg-pod check` does).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="config files must be owned by root")
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    configs = tmp_path / "wg"
+    configs.mkdir()
+    settings = tmp_path / "wg-pod.yaml"
+    settings.write_text(f"config_dirs: [{configs}]\n")
+    monkeypatch.setenv("WG_POD_SETTINGS", str(settings))
+    return configs
+
+
+def write(directory: Path, text: str) -> Path:
+    path = directory / "office.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@needs_root
+def test_check_command_resolves_endpoints(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(config_dir, config_text("localhost:51820", "[fd00::1]:51820"))
+
+    assert cli.main(["check", str(path)]) == 0
+
+    out = capsys.readouterr().out
+    assert endpoint_lines(out) == [
+        f"endpoint:    localhost:51820 (resolves to {localhost_v4()} now;"
+        " the hook resolves it at each start)",
+        "endpoint:    [fd00::1]:51820",
+    ]
+    assert KEY_A not in out
+
+
+@needs_root
+def test_check_command_fails_on_an_unresolvable_name_as_the_hook(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(config_dir, config_text(f"{UNRESOLVABLE}:51820"))
+
+    assert cli.main(["check", str(path)]) == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    with pytest.raises(SetupError) as hook_error:
+        resolve_endpoint(Endpoint(UNRESOLVABLE, 51820))
+    assert captured.err == f"wg-pod: {describe(hook_error.value)}\n"
+
+
+@needs_root
+def test_check_command_reports_a_config_edge_with_file_and_line(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(config_dir, f"[Interface]\nPrivateKey = {KEY_A}\nDNS = 10.0.0.1\n")
+
+    assert cli.main(["check", str(path)]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"wg-pod: config: {path}:1: [Interface] has no Address;")
+    assert KEY_A not in err
