@@ -54,8 +54,8 @@ def prepare(state: ContainerState, settings: Settings) -> Plan:
     """Validate everything the container's creator handed us; touch nothing."""
     request = parse_annotations(state.annotations)
     config = read_config(request.config_path, settings)
-    for key in config.interface.ignored_keys:
-        log.warning("%s: %s is not run by wg-pod (ignored)", config.source, key)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return build_plan(state.id, state.pid, request, config, settings)
 
 
