@@ -147,3 +147,23 @@ def test_check_command_reports_a_config_edge_with_file_and_line(
     err = capsys.readouterr().err
     assert err.startswith(f"wg-pod: config: {path}:1: [Interface] has no Address;")
     assert KEY_A not in err
+
+
+@needs_root
+def test_check_command_warns_about_what_wg_pod_does_not_do(
+    config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = config_text("198.51.100.7:4500").replace(
+        "Address = 10.250.0.2/24\n",
+        "Address = 10.250.0.2/24\nPreUp =\nPostUp = echo up\nSaveConfig = true\n",
+    )
+    path = write(config_dir, text)
+
+    assert cli.main(["check", str(path)]) == 0
+
+    warnings = [line for line in capsys.readouterr().err.splitlines() if str(path) in line]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].endswith(f"{path}: PostUp is not run by wg-pod (its commands are ignored)")
+    assert warnings[1].endswith(
+        f"{path}: SaveConfig is ignored by wg-pod (it never writes the config back)"
+    )
