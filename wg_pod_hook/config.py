@@ -151,7 +151,7 @@ class InterfaceConfig:
     dns_servers: tuple[IPAddress, ...]
     dns_search: tuple[str, ...]
     table: str  # "auto", "off", a table number or a table name
-    ignored_keys: tuple[str, ...]  # wg-quick-only keys we do not act on, for a warning
+    ignored_keys: tuple[str, ...]  # keys we do not act on (see WgConfig.warnings)
     line: int  # line of the [Interface] header
 
 
@@ -164,12 +164,17 @@ class WgConfig:
     @property
     def warnings(self) -> tuple[str, ...]:
         """One line for each wg-quick key the file uses that wg-pod does not act on."""
-        return tuple(
-            f"{self.source}: SaveConfig is ignored by wg-pod (it never writes the config back)"
-            if key == "SaveConfig"
-            else f"{self.source}: {key} is not run by wg-pod (its commands are ignored)"
-            for key in self.interface.ignored_keys
-        )
+        return tuple(f"{self.source}: {_IGNORED[key]}" for key in self.interface.ignored_keys)
+
+
+_IGNORED = {
+    **{
+        key: f"{key} is not run by wg-pod (its commands are ignored)"
+        for key in ("PreUp", "PostUp", "PreDown", "PostDown")
+    },
+    "SaveConfig": "SaveConfig is ignored by wg-pod (it never writes the config back)",
+    "DNS": "DNS has search domains but no nameserver; wg-quick ignores them then, so does wg-pod",
+}
 
 
 # --------------------------------------------------------------------------
@@ -780,6 +785,11 @@ class _Parser:
                     + "; the container needs at least one tunnel address"
                     " (e.g. Address = 10.0.0.2/24)",
                 )
+            if section.dns_search and not section.dns_servers:
+                # wg-quick sets DNS only with a nameserver; search domains
+                # alone would leave the container without any.
+                section.dns_search.clear()
+                section.ignored_keys.append("DNS")
             self.interface = InterfaceConfig(
                 private_key=section.private_key,
                 addresses=_unique(section.addresses),

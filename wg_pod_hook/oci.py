@@ -271,7 +271,11 @@ def parse_dns(key: str, value: str) -> DnsChoice:
             servers.append(entry)
     problem = search_list_problem(tuple(dict.fromkeys(search)))
     if problem is not None:
-        raise AnnotationError(key, f"{problem}")
+        raise AnnotationError(key, problem)
     if not servers and not search:
         raise AnnotationError(key, "expected auto, off or a list of servers and domains")
+    if not servers:
+        # The list replaces the container's nameservers; domains alone would
+        # leave it with none.
+        raise AnnotationError(key, "search domains need at least one nameserver in the list")
     return DnsChoice(mode="list", servers=tuple(servers), search=tuple(search))

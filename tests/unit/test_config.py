@@ -656,3 +656,13 @@ def test_ports_wg_would_wrap_are_refused(port: str) -> None:
     # wg reads ListenPort modulo 65536 (70000 listens on 4464).
     error = parse_error(interface(ListenPort=port))
     assert (error.line, error.problem) == (4, f"ListenPort {port!r} is not a number in 0..65535")
+
+
+def test_search_domains_without_a_nameserver_are_ignored_as_in_wg_quick() -> None:
+    config = parse_config((FIXTURES / "good" / "dns-search-only.conf").read_text(), "/w.conf")
+    assert (config.interface.dns_servers, config.interface.dns_search) == ((), ())
+    assert config.interface.ignored_keys == ("DNS",)
+    assert config.warnings == (
+        "/w.conf: DNS has search domains but no nameserver;"
+        " wg-quick ignores them then, so does wg-pod",
+    )

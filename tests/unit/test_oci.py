@@ -102,6 +102,14 @@ def test_full_request() -> None:
     assert request.kill_switch is Toggle.ON
 
 
+def test_dns_annotation_search_domains_follow_the_config_rule() -> None:
+    # The same rule as DNS = in the config: the resolver's, not RFC 1123's.
+    request = parse_annotations(
+        {"wg-pod.config": "/etc/wg/wg0.conf", "wg-pod.dns": "10.0.0.1, my_search.domain"}
+    )
+    assert request.dns == DnsChoice("list", (ip_address("10.0.0.1"),), ("my_search.domain",))
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -128,6 +136,9 @@ def test_full_request() -> None:
         ("wg-pod.add-route", "10.0.0.0/33:10.0.0.1", "10.0.0.0/33"),
         ("wg-pod.dns", "10.0.0.1,corp;evil.example", "contains ';'"),
         ("wg-pod.dns", "10.0.0", "looks like an address"),
+        ("wg-pod.dns", "corp.example", "at least one nameserver"),
+        ("wg-pod.dns", "10.0.0.1," + ",".join(f"d{i}.example" for i in range(7)), "at most 6"),
+        ("wg-pod.dns", "10.0.0.1,corp example", "contains ' '"),
         ("wg-pod.kill-switch", "sometimes", "auto, on, off"),
         ("wg-pod.interface", "wg\n0", "control"),
         ("wg-pod.interface", "wg\x000", "control"),
