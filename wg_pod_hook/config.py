@@ -302,6 +302,9 @@ _LOOKS_NUMERIC = re.compile(r"[0-9.]+")
 
 
 def _quoted(text: str) -> str:
+    """`text` for an error message: never a key-like run, never very long."""
+    if _KEYLIKE.search(text):
+        return "(not shown)"
     return repr(text) if len(text) <= 64 else repr(text[:60]) + "..."
 
 
@@ -314,8 +317,12 @@ def search_domain_problem(name: str) -> str | None:
     characters each, at most 253 in all, a trailing dot allowed.  Refused:
     blanks and control characters (they split or end the search line), '#'
     and ';' (comment characters in resolv.conf), '\\' (an escape to the
-    resolver) and non-ASCII (IDNs go in their xn-- form).
+    resolver) and non-ASCII (IDNs go in their xn-- form).  Also refused:
+    anything shaped like a key (32 or more base64 characters in a row; a
+    key pasted into DNS= by mistake), which wg-pod never writes into a file.
     """
+    if _KEYLIKE.search(name):
+        return "looks like a key (32 or more base64 characters in a row)"
     if not name.isascii():
         return "is not ASCII (write an internationalised domain in its xn-- form)"
     for char in name:
@@ -348,7 +355,8 @@ def search_list_problem(domains: Sequence[str]) -> str | None:
 def dns_entry(item: str) -> IPAddress | str:
     """A DNS= item as wg-quick files it: a nameserver address or a search domain.
 
-    Raises ValueError with the problem (the item quoted: it is no secret).
+    Raises ValueError with the problem; the item is quoted unless it looks
+    like a key.
     """
     try:
         return ipaddress.ip_address(item)

@@ -466,13 +466,16 @@ def test_search_domains_are_whatever_wg_quick_hands_to_resolvconf() -> None:
     )
 
 
+LABEL_63 = "-".join(["x" * 31, "y" * 31])  # no run of 32 that looks like a key
+
+
 @pytest.mark.parametrize(
     ("name", "problem"),
     [
         ("my_search.domain", None),
         ("-lab.example", None),
         ("corp.example.", None),
-        ("x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61, None),  # 253
+        (".".join([LABEL_63] * 3) + "." + LABEL_63[:61], None),  # 253 characters
         ("a b", "contains ' '"),
         ("a\tb", "contains '\\t'"),
         ("a\x7fb", "contains '\\x7f'"),
@@ -482,13 +485,18 @@ def test_search_domains_are_whatever_wg_quick_hands_to_resolvconf() -> None:
         ("bücher.example", "is not ASCII"),
         ("", "is not a search domain of 1..253 characters"),
         (".", "is not a search domain of 1..253 characters"),
-        ("x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 62, "1..253 characters"),
-        ("x" * 64 + ".example", "longer than 63"),
+        (".".join([LABEL_63] * 3) + "." + LABEL_63[:62], "1..253 characters"),
+        ("a-" + LABEL_63 + ".example", "longer than 63"),
+        ("x" * 31 + ".example", None),
+        ("x" * 32 + ".example", "looks like a key"),
+        (PRIVATE, "looks like a key"),
+        (PRIVATE[:-1], "looks like a key"),
         ("a..b", "an empty label"),
         (".example", "an empty label"),
     ],
 )
 def test_search_domain_problem(name: str, problem: str | None) -> None:
+    assert len(LABEL_63) == 63
     found = search_domain_problem(name)
     if problem is None:
         assert found is None
@@ -501,7 +509,7 @@ def test_search_list_fits_every_libc() -> None:
     assert search_list_problem(six) is None
     assert "7 search domains; at most 6" in (search_list_problem([*six, "d6.example"]) or "")
     # "search " + the list + "\n" must fit musl's 256-byte line buffer.
-    fits = ["a" * 61 + ".example"] * 3 + ["b" * 28]  # 3 * 69 + 28 + 3 blanks = 238
+    fits = [LABEL_63[:61] + ".example"] * 3 + ["b" * 28]  # 3 * 69 + 28 + 3 blanks = 238
     fits[-1] += "c" * (MAX_SEARCH_CHARS - len(" ".join(fits)))
     assert len(" ".join(fits)) == MAX_SEARCH_CHARS == 247
     assert search_list_problem(fits) is None
@@ -666,3 +674,17 @@ def test_search_domains_without_a_nameserver_are_ignored_as_in_wg_quick() -> Non
         "/w.conf: DNS has search domains but no nameserver;"
         " wg-quick ignores them then, so does wg-pod",
     )
+
+
+@pytest.mark.parametrize("mangled", [PRIVATE, PRIVATE[:-1], PRIVATE[3:-3], "x" + PRIVATE])
+def test_a_key_in_dns_is_refused_and_not_shown(mangled: str) -> None:
+    # It would otherwise be a search domain, written into the container's
+    # resolv.conf and printed by wg-pod check.
+    error = parse_error(interface(DNS=f"10.0.0.1, {mangled}"))
+    assert error.line == 4
+    assert "looks like a key" in error.problem
+    for rendered in error_renderings(error):
+        assert_no_secret(rendered, secrets_in(PRIVATE))
+    with pytest.raises(ValueError) as caught:
+        dns_entry(mangled)
+    assert_no_secret(str(caught.value), secrets_in(PRIVATE))
