@@ -4,8 +4,8 @@ This is the one place that reads the wg-quick format.  It is pure: it takes
 the text (already read by the caller) and the name to blame in errors, and
 returns a `WgConfig` or raises `ConfigError(source, line, problem)`.
 
-Anything `wg-quick up` accepts parses here; on top of that we refuse a few
-things wg-quick lets through silently (a single-valued key given twice, two
+Anything `wg-quick up` accepts parses here, except a few things wg-quick
+and wg let through silently (a single-valued key given twice, two
 [Interface] sections, the same peer twice, empty list items, ports above
 65535, search domains no resolver would use), and what only works on a
 host (no Address, no PrivateKey: wg-quick lets PreUp/PostUp supply them,
