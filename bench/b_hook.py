@@ -200,8 +200,8 @@ def _breakdown(
 _PROFILED = (
     ("backend start (wireguard-go, UAPI socket)", "lifecycle.py", "_create"),
     ("backend configure (UAPI set)", "userspace.py", "configure"),
-    ("nft (nsenter nft -f -)", "lifecycle.py", "apply_nft"),
-    ("records, stale-record prune", "lifecycle.py", "prune_stale"),
+    ("nft (nsenter nft -f -)", "nft.py", "apply"),
+    ("records, stale-record prune", "teardown.py", "prune_stale"),
     ("validate (annotations, config, plan)", "lifecycle.py", "prepare"),
 )
 
@@ -238,14 +238,14 @@ def _profile(
         for label, suffix, func in _PROFILED:
             if filename.endswith(suffix) and name == func:
                 found[label] = ct * 1000
-        if filename.endswith("wg_pod_hook/netns.py"):
-            # Only calls made by the lifecycle: nested netns.py calls are inside them.
+        if filename.endswith("wg_pod_hook/netlink.py"):
+            # Only calls made by the lifecycle: nested netlink.py calls are inside them.
             for (caller_file, _l, _n), entry in callers.items():
                 if caller_file.endswith("wg_pod_hook/lifecycle.py"):
                     netlink += entry[3] * 1000
         if filename.endswith("wg_pod_hook/hook.py") and name == "main":
             found["main"] = ct * 1000
-    found["netlink (netns.Netlink calls from lifecycle)"] = netlink
+    found["netlink (netlink.Netlink calls from lifecycle)"] = netlink
     rows = [
         Row("hook", f"profile: {label}", "ms", Stats.of([ms]), note="1 run, cProfile")
         for label, ms in found.items()

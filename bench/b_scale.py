@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.lab import Lab, link_names
-from wg_pod_hook.plan import temp_name
+from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import RECORD_DIR
 
 from .common import Result, Row, Setup, Stats, hook_command, timed

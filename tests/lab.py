@@ -171,14 +171,14 @@ def link_names(netns: str | None = None) -> list[str]:
 def wg_pod_processes() -> dict[str, str]:
     """pid -> temporary interface name of every userspace process the hook
     started, whoever's test it belongs to."""
-    from wg_pod_hook.cleanup import userspace_processes
+    from wg_pod_hook.backends.userspace import running_processes
 
-    return {str(pid): name for pid, name in userspace_processes().items()}
+    return {str(process.pid): name for process, name in running_processes().items()}
 
 
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     """wg-pod's host-side interfaces, userspace processes and records."""
-    from wg_pod_hook.plan import is_temp_name
+    from wg_pod_hook.names import is_temp_name
     from wg_pod_hook.records import RECORD_DIR
 
     links = [name for name in link_names() if is_temp_name(name)]

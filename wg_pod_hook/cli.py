@@ -14,13 +14,13 @@ from pathlib import Path
 from . import __version__, failures, hooksd, logs, nft, oci, podman, records, status
 from .backends import PeerSetup
 from .bundle import read_bundle
-from .errors import AnnotationError, WgPodError
-from .hook import describe
-from .lifecycle import check_key_unused, gc, leave, prepare, up
+from .errors import AnnotationError, WgPodError, describe
+from .lifecycle import check_key_unused, prepare, up
 from .oci import CONFIG, ContainerState
 from .plan import Plan
 from .resolve import device_setup
 from .settings import load_settings
+from .teardown import gc, leave
 
 EXAMPLES = {
     "join": "example: wg-pod join web /etc/wg/wg0.conf --port-remapping 80:8080 --delete-default",
@@ -164,7 +164,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     if spec.netns_path is None:
         spec = replace(spec, netns_path=info.netns_path)
     record = up(plan, spec, settings)
-    print(f"{info.name}: {record['interface']} up ({record['backend']} backend)")
+    print(f"{info.name}: {record.interface} up ({record.backend} backend)")
     return 0
 
 

@@ -62,3 +62,18 @@ class PrivilegeError(WgPodError):
 
 class BackendUnavailable(WgPodError):
     """The chosen WireGuard backend cannot run on this machine."""
+
+
+_FAMILY = {
+    ConfigError: "config",
+    SettingsError: "settings",
+    PrivilegeError: "privileges",
+    BackendUnavailable: "backend",
+}
+
+
+def describe(exc: WgPodError) -> str:
+    """The one line users see: the failure family where the message alone
+    does not say it (``config: /etc/wg/wg0.conf:3: ...``)."""
+    family = _FAMILY.get(type(exc))
+    return f"{family}: {exc}" if family else str(exc)

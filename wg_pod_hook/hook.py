@@ -14,32 +14,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import cleanup, failures, logs
+from . import failures, logs, teardown
 from .bundle import read_bundle
-from .errors import (
-    BackendUnavailable,
-    ConfigError,
-    PrivilegeError,
-    SettingsError,
-    WgPodError,
-)
+from .errors import PrivilegeError, WgPodError, describe
 from .oci import ContainerState, parse_state
 from .settings import load_settings
 
 log = logging.getLogger("wg_pod_hook.hook")
 
 STAGES = ("createRuntime", "poststop")
-_WHAT = {
-    ConfigError: "config",
-    SettingsError: "settings",
-    PrivilegeError: "privileges",
-    BackendUnavailable: "backend",
-}
-
-
-def describe(exc: WgPodError) -> str:
-    what = _WHAT.get(type(exc))
-    return f"{what}: {exc}" if what else str(exc)
 
 
 def rootless_reason() -> str | None:
@@ -83,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             create_runtime(state)
             failures.forget(state.id)
         else:
-            cleanup.down(state.id)
+            teardown.down(state.id)
     except WgPodError as exc:
         message = describe(exc)
         log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)

@@ -1,53 +1,41 @@
-"""up and down: runs a Plan step by step with an undo stack, and records it.
+"""up: runs a Plan as a table of named steps, filling in the tunnel's record.
 
 The WireGuard interface is born in the host namespace so its UDP socket
 stays there and reaches the endpoint however the container's routes end
-up; only then is it moved into the container.  Every step registers its
-undo, so a failure anywhere leaves nothing behind and the container does
-not start.
+up; only then is it moved into the container.  Each step writes into the
+record what it did, as soon as it did it, and the record is saved at once:
+a failure at any step is undone by the one teardown (teardown.py) from the
+record, and so is a hook killed mid-way, by whoever comes next.  The
+container does not start when its tunnel could not be set up.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from . import dns, nft, records
 from .backends import Backend, DeviceSetup
+from .backends import userspace as userspace_backend
 from .backends.kernel import KernelBackend
-from .backends.userspace import (
-    UserspaceBackend,
-    process_start_time,
-    socket_path,
-    stop_process,
-)
+from .backends.userspace import UserspaceBackend
 from .bundle import Bundle
-from .cleanup import (
-    netns_alive,
-    prune_stale,
-    remove,
-    stop_userspace,
-    userspace_processes,
-)
 from .configfile import read_config
-from .errors import BackendUnavailable, SetupError, StateError
-from .netns import AF_BY_VERSION, Netlink, is_host_netns, open_netns
+from .errors import BackendUnavailable, SettingsError, SetupError, StateError, WgPodError
+from .netlink import AF_BY_VERSION, Netlink, is_host_netns, namespace_lock, open_netns
 from .oci import ContainerState, parse_annotations
-from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan, is_temp_name
-from .proc import in_netns, run
+from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan
+from .records import NetnsId, RouteSpec, TunnelRecord
 from .resolve import device_setup
 from .settings import Settings
+from .teardown import prune_stale, teardown
 
 log = logging.getLogger(__name__)
-
-LOCK_DEADLINE = 10.0
 
 
 def prepare(state: ContainerState, settings: Settings) -> Plan:
@@ -59,189 +47,239 @@ def prepare(state: ContainerState, settings: Settings) -> Plan:
     return build_plan(state.id, state.pid, request, config, settings)
 
 
-@contextmanager
-def namespace_lock(netns_fd: int) -> Iterator[None]:
-    """Serialise hooks working on one namespace (pod members share one).
+@dataclass
+class Run:
+    """One setup in progress: what its steps share, and the record they
+    fill in."""
 
-    The lock is taken on the namespace file itself: every open of one
-    namespace shares its inode, so no lock file is left behind.
-    """
-    deadline = time.monotonic() + LOCK_DEADLINE
-    while True:
+    plan: Plan
+    host: Netlink
+    inside: Netlink
+    netns_fd: int
+    device: DeviceSetup
+    resolv_conf: Path | None
+    record: TunnelRecord
+    backend: Backend | None = None
+    # podman's default routes, read once by the routes step.
+    defaults: dict[int, list[RouteSpec]] = field(default_factory=dict)
+
+    def did(self, **changes: object) -> None:
+        """Note what a step just did, and save the record at once."""
+        self.record = replace(self.record, **changes)  # type: ignore[arg-type]
+        records.write(self.record)
+
+
+def _create(run: Run) -> None:
+    """Create the interface with the first backend this machine supports."""
+    plan = run.plan
+    reasons = []
+    for backend in _backends(plan):
         try:
-            fcntl.flock(netns_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise SetupError("lock", "network namespace", "another hook holds it") from None
-            time.sleep(0.02)
-    try:
-        yield
-    finally:
-        fcntl.flock(netns_fd, fcntl.LOCK_UN)
+            process = backend.create(plan.temp_name)
+        except BackendUnavailable as exc:
+            reasons.append(str(exc))
+            continue
+        run.backend = backend
+        run.did(backend=backend.name, process=process)
+        if plan.backend == "auto":
+            log.info("backend auto: using %s", backend.name)
+        backend.wait_ready(plan.temp_name)
+        return
+    raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
 
 
-def _backends(settings: Settings) -> list[Backend]:
-    userspace = UserspaceBackend(settings.userspace_command)
-    if settings.backend == "kernel":
+def _backends(plan: Plan) -> list[Backend]:
+    userspace = UserspaceBackend(plan.userspace_command)
+    if plan.backend == "kernel":
         return [KernelBackend()]
-    if settings.backend == "userspace":
+    if plan.backend == "userspace":
         return [userspace]
     return [KernelBackend(), userspace]
 
 
-def _create(plan: Plan, settings: Settings) -> Backend:
-    """Create the interface with the first backend this machine supports."""
-    reasons = []
-    for backend in _backends(settings):
-        try:
-            backend.create(plan.temp_name)
-        except BackendUnavailable as exc:
-            reasons.append(str(exc))
-            continue
-        if settings.backend == "auto":
-            log.info("backend auto: using %s", backend.name)
-        return backend
-    raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
+def _configure(run: Run) -> None:
+    assert run.backend is not None
+    # Before the move: wireguard-go only notices MTU changes in the
+    # namespace it was started in.
+    run.host.set_mtu(run.plan.temp_name, run.plan.mtu or _automatic_mtu(run.host, run.device))
+    run.backend.configure(run.plan.temp_name, run.device)
 
 
-def apply_nft(netns_path: str, ruleset: str) -> None:
-    run(in_netns(netns_path, ["nft", "-f", "-"]), step="apply nftables", stdin=ruleset)
+def _move(run: Run) -> None:
+    run.host.move(run.plan.temp_name, run.netns_fd, run.plan.interface)
+    run.did(moved=True)
 
 
-def undo(stack: ExitStack, what: str, action: Callable[..., object], *args: object) -> None:
-    """Register an undo step; a failing one is logged and the others still run,
-    so the error that started the unwinding is the one reported."""
-
-    def quietly() -> None:
-        try:
-            action(*args)
-        except Exception:
-            log.exception("undo failed: %s", what)
-
-    stack.callback(quietly)
+def _address(run: Run) -> None:
+    plan, inside = run.plan, run.inside
+    if plan.uses_ipv6:
+        inside.enable_ipv6(plan.interface)
+    for address in plan.addresses:
+        inside.add_address(plan.interface, address)
+    inside.set_up(plan.interface)
 
 
-def up(plan: Plan, spec: Bundle, settings: Settings) -> dict[str, Any]:
-    """Set up the tunnel of ``plan``; on any failure undo every step and raise."""
+def _routes(run: Run) -> None:
+    plan, inside = run.plan, run.inside
+    # Podman's default routes, read once; a rerun finds them gone already
+    # and carries over what the run it replaces removed.
+    defaults = {
+        version: inside.default_routes(version)
+        for version in plan.delete_default | plan.reply_path
+    }
+    for route in run.record.removed_routes:  # carried over, no longer to be removed
+        if _version(route) not in plan.delete_default:
+            inside.restore_route(route)
+            run.did(removed_routes=tuple(r for r in run.record.removed_routes if r != route))
+    for version in sorted(plan.delete_default):
+        for route in defaults[version]:
+            inside.delete_route(route)
+            run.did(removed_routes=(*run.record.removed_routes, route))
+    for network in plan.routes:
+        inside.replace_route(network, device=plan.interface, table=plan.route_table)
+    for extra in plan.extra_routes:
+        inside.replace_route(extra.target, gateway=str(extra.gateway))
+    for version in sorted(plan.reply_path):
+        routes = defaults[version] or [
+            r for r in run.record.removed_routes if _version(r) == version
+        ]
+        if routes:  # else there is no other way back than the tunnel
+            # Noted first: clearing a reply path that is half there is safe.
+            run.did(reply_path=(*run.record.reply_path, version))
+            inside.set_reply_path(version, REPLY_MARK, routes)
+
+
+def _version(route: RouteSpec) -> int:
+    return next(v for v, family in AF_BY_VERSION.items() if family == route.get("family"))
+
+
+def _nftables(run: Run) -> None:
+    ruleset = nft.render(run.plan, run.inside.local_networks(skip=run.plan.interface))
+    if ruleset is not None:
+        nft.apply(run.plan.netns_path, ruleset)  # one transaction: all or nothing
+        run.did(nftables=True)
+
+
+def _dns(run: Run) -> None:
+    plan, record = run.plan, run.record
+    if plan.dns is None or run.resolv_conf is None:
+        if record.resolv_conf and record.resolv_conf_original is not None:  # carried over
+            dns.write_in_place(Path(record.resolv_conf), record.resolv_conf_original)
+            run.did(resolv_conf=None, resolv_conf_original=None)
+        return
+    original = dns.read(run.resolv_conf)
+    if original.startswith(dns.HEADER) and record.resolv_conf_original is not None:
+        original = record.resolv_conf_original  # a rerun: podman's text is what the first read
+    run.did(resolv_conf=str(run.resolv_conf), resolv_conf_original=original)
+    dns.write_in_place(run.resolv_conf, dns.render(plan.dns, original))
+
+
+def _finish(run: Run) -> None:
+    run.did(complete=True)
+    # Again, now that this tunnel's record is there: of two hooks starting
+    # with one key at once, the later writer sees the other.
+    check_key_unused(run.plan, run.record.netns)
+
+
+# The setup, in order.  ``fault_injection_kill_after`` (tests only) names
+# one of these.
+STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("create", _create),
+    ("configure", _configure),
+    ("move", _move),
+    ("address", _address),
+    ("routes", _routes),
+    ("nftables", _nftables),
+    ("dns", _dns),
+    ("record", _finish),
+)
+STEP_NAMES = tuple(name for name, _ in STEPS)
+
+
+def up(plan: Plan, spec: Bundle, settings: Settings) -> TunnelRecord:
+    """Set up the tunnel of ``plan``; on any failure take down what was done
+    and raise."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
+    fault = settings.fault_injection_kill_after
+    if fault is not None and fault not in STEP_NAMES:
+        raise SettingsError(
+            settings.source, "fault_injection_kill_after", f"one of {', '.join(STEP_NAMES)}"
+        )
     device = device_setup(plan.config)
     resolv_conf = dns.check_resolv_conf(spec, plan.container_id) if plan.dns else None
     prune_stale()
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
         if is_host_netns(netns_fd):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
-        info = os.fstat(netns_fd)
-        netns = {"path": spec.netns_path or plan.netns_path, "dev": info.st_dev, "ino": info.st_ino}
-        with Netlink() as host, Netlink(netns_fd, "container") as inside, ExitStack() as stack:
+        netns = NetnsId.of(spec.netns_path or plan.netns_path, netns_fd)
+        with Netlink() as host, Netlink(netns_fd, "container") as inside:
             shared = _shared_tunnel(plan, inside, netns)
             if shared is not None:
                 return shared
             check_key_unused(plan, netns)
-            previous = _converge(plan, inside) or {}
+            previous = _converge(plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
-
-            backend = _create(plan, settings)
-            undo(stack, "stop backend", backend.destroy, plan.temp_name)
-            _fault("create", settings)
-            # Before the move: wireguard-go only notices MTU changes in the
-            # namespace it was started in.
-            host.set_mtu(plan.temp_name, plan.mtu or _automatic_mtu(host, device))
-            backend.configure(plan.temp_name, device)
-            _fault("configure", settings)
-
-            host.move(plan.temp_name, netns_fd, plan.interface)
-            undo(stack, "delete interface", inside.delete_link, plan.interface)
-            _fault("move", settings)
-            if plan.uses_ipv6:
-                inside.enable_ipv6(plan.interface)
-            for address in plan.addresses:
-                inside.add_address(plan.interface, address)
-            inside.set_up(plan.interface)
-            _fault("address", settings)
-
-            # Podman's default routes, read once; a rerun finds them gone
-            # already and carries over what the run it replaces removed.
-            removed_routes = list(previous.get("removed_routes") or [])
-            defaults = {
-                version: inside.default_routes(version)
-                for version in plan.delete_default | plan.reply_path
-            }
-            for version in sorted(plan.delete_default):
-                for route in defaults[version]:
-                    inside.delete_route(route)
-                    undo(stack, "restore default route", inside.restore_route, route)
-                    removed_routes.append(route)
-            for network in plan.routes:
-                inside.replace_route(network, device=plan.interface, table=plan.route_table)
-            for extra in plan.extra_routes:
-                inside.replace_route(extra.target, gateway=str(extra.gateway))
-            reply_path = []
-            for version in sorted(plan.reply_path):
-                family = AF_BY_VERSION[version]
-                routes = defaults[version] or [
-                    r for r in removed_routes if r.get("family") == family
-                ]
-                if routes:  # else there is no other way back than the tunnel
-                    inside.set_reply_path(version, REPLY_MARK, routes)
-                    undo(stack, "remove reply path", inside.clear_reply_path, version, REPLY_MARK)
-                    reply_path.append(version)
-            _fault("routes", settings)
-
-            ruleset = nft.render(plan, inside.local_networks(skip=plan.interface))
-            if ruleset is not None:
-                apply_nft(plan.netns_path, ruleset)
-                undo(stack, "remove nftables", apply_nft, plan.netns_path, nft.removal())
-            _fault("nftables", settings)
-
-            original = None
-            if plan.dns is not None and resolv_conf is not None:
-                original = dns.read(resolv_conf)
-                earlier = previous.get("resolv_conf_original")
-                if original.startswith(dns.HEADER) and isinstance(earlier, str):
-                    original = earlier  # a rerun: podman's file is what the first run read
-                dns.write_in_place(resolv_conf, dns.render(plan.dns, original))
-                undo(stack, "restore resolv.conf", dns.write_in_place, resolv_conf, original)
-            _fault("dns", settings)
-
-            record = {
-                "container_id": plan.container_id,
-                "container_pid": plan.pid,
-                "netns": netns,
-                "interface": plan.interface,
-                "temp_name": plan.temp_name,
-                "config": str(plan.config_path),
-                "nftables": ruleset is not None,
-                "resolv_conf": str(resolv_conf) if resolv_conf else None,
-                # What `wg-pod leave` puts back.
-                "resolv_conf_original": original,
-                "removed_routes": removed_routes,
-                "reply_path": reply_path,
-                # Public, and what tells whether another tunnel uses the same key.
-                "public_key": plan.public_key,
-                "peer_public_keys": sorted(plan.peer_public_keys),
-                "created": time.time(),
-                **backend.record(),
-            }
-            records.write(plan.container_id, record)
-            undo(stack, "remove record", records.remove, plan.container_id)
-            # Again, now that this tunnel's record is there: of two hooks
-            # starting with one key at once, the later writer sees the other.
-            check_key_unused(plan, netns)
-            _fault("record", settings)
-            stack.pop_all()
+            record = _new_record(plan, netns, previous)
+            run = Run(plan, host, inside, netns_fd, device, resolv_conf, record)
+            execute(run, STEPS, kill_after=fault)
     log.info(
         "container %s: %s up (%s backend, %d peer(s))",
         plan.container_id[:12],
         plan.interface,
-        record["backend"],
+        run.record.backend,
         len(plan.config.peers),
     )
-    return record
+    return run.record
 
 
-def check_key_unused(plan: Plan, netns: dict[str, Any] | None = None) -> None:
+def execute(
+    run: Run, steps: Sequence[tuple[str, Callable[[Run], None]]], kill_after: str | None = None
+) -> None:
+    """Run ``steps`` in order; on any failure take down what they did (from
+    the record) and raise.  ``kill_after`` (tests only) SIGKILLs the hook
+    right after that step, as a crash there would."""
+    try:
+        for name, step in steps:
+            step(run)
+            if name == kill_after:
+                log.warning("fault injection: killing the hook after %s", name)
+                os.kill(os.getpid(), signal.SIGKILL)
+    except BaseException:
+        _roll_back(run)
+        raise
+
+
+def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> TunnelRecord:
+    """The record before the first step; what a previous run in this
+    namespace replaced (podman's default routes and resolv.conf) is still
+    to be put back one day, so it carries over."""
+    return TunnelRecord(
+        container_id=plan.container_id,
+        interface=plan.interface,
+        config=str(plan.config_path),
+        netns=netns,
+        created=time.time(),
+        container_pid=plan.pid,
+        temp_name=plan.temp_name,
+        removed_routes=previous.removed_routes if previous else (),
+        resolv_conf=previous.resolv_conf if previous else None,
+        resolv_conf_original=previous.resolv_conf_original if previous else None,
+        public_key=plan.public_key,
+        peer_public_keys=tuple(sorted(plan.peer_public_keys)),
+    )
+
+
+def _roll_back(run: Run) -> None:
+    """Take down what the failed setup did; the error that started it is
+    the one reported."""
+    try:
+        teardown(run.record, inside=run.inside)
+    except WgPodError as exc:
+        log.warning("container %s: rollback incomplete: %s", run.plan.container_id[:12], exc)
+
+
+def check_key_unused(plan: Plan, netns: NetnsId | None = None) -> None:
     """Refuse a private key that another live tunnel already uses towards
     one of the same peers: a peer keeps one endpoint per public key, so
     both tunnels would lose packets and handshakes, without a word.
@@ -251,49 +289,38 @@ def check_key_unused(plan: Plan, netns: dict[str, Any] | None = None) -> None:
     rerun, or the pod member whose tunnel this one shares).  Keys are
     compared by their public halves, which the records hold.
     """
-    for other in map(records.read, records.all_ids()):
+    for other in records.read_all():
+        common = plan.peer_public_keys & set(other.peer_public_keys)
         if (
-            other is None
-            or other.get("container_id") == plan.container_id
-            or other.get("shared_with")
-            or other.get("public_key") != plan.public_key
+            other.container_id == plan.container_id
+            or other.shared_with
+            or other.public_key != plan.public_key
+            or not common
+            or (netns is not None and other.netns.same(netns))
+            or not other.netns.alive()
         ):
-            continue
-        common = plan.peer_public_keys & set(other.get("peer_public_keys") or [])
-        other_netns = other.get("netns") or {}
-        same_netns = netns is not None and (other_netns.get("dev"), other_netns.get("ino")) == (
-            netns["dev"],
-            netns["ino"],
-        )
-        if not common or same_netns or not netns_alive(other):
             continue
         raise SetupError(
             "check key",
             plan.config.source,
-            f"its private key is already in use by container {other['container_id'][:12]} "
-            f"(tunnel {other.get('interface')}) towards peer {min(common)}; the peer keeps one "
+            f"its private key is already in use by container {other.container_id[:12]} "
+            f"(tunnel {other.interface}) towards peer {min(common)}; the peer keeps one "
             "endpoint per key, so both tunnels would flap: give each container a key of its "
             "own (wg genkey)",
         )
 
 
 def _clear_leftovers(name: str, host: Netlink) -> None:
-    """A hook killed mid-way leaves things under this container's derived
-    name; clear them so this start can use the name."""
-    if host.index(name) is None and not socket_path(name).exists():
+    """A hook killed before its first record leaves things under this
+    container's derived name; clear them so this start can use the name."""
+    if host.index(name) is None and not userspace_backend.socket_path(name).exists():
         return
     log.info("clearing leftovers of an earlier hook: %s", name)
-    for pid, temp in userspace_processes().items():
+    for process, temp in userspace_backend.running_processes().items():
         if temp == name:
-            stop_process(pid, process_start_time(pid))
+            userspace_backend.stop(process, temp)
     host.delete_link(name)
-    socket_path(name).unlink(missing_ok=True)
-
-
-def _fault(step: str, settings: Settings) -> None:
-    if settings.fault_injection_kill_after == step:
-        log.warning("fault injection: killing the hook after %s", step)
-        os.kill(os.getpid(), signal.SIGKILL)
+    userspace_backend.socket_path(name).unlink(missing_ok=True)
 
 
 def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
@@ -306,116 +333,69 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
     return mtu
 
 
-def _shared_tunnel(plan: Plan, inside: Netlink, netns: dict[str, Any]) -> dict[str, Any] | None:
+def _shared_tunnel(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
     """Pod members share one namespace: the first one's tunnel serves all.
 
     One wg-pod tunnel per namespace (its nftables table is the namespace's).
     Returns this container's record when another container's tunnel with the
     same config and name already lives there; refuses a different one.
     """
-    for owner in map(records.read, records.all_ids()):
+    for owner in records.read_all():
         if (
-            owner is None
-            or owner.get("container_id") == plan.container_id
-            or owner.get("shared_with")
-            or (owner.get("netns") or {}).get("ino") != netns["ino"]
-            or (owner.get("netns") or {}).get("dev") != netns["dev"]
-            or inside.index(str(owner.get("interface"))) is None
+            owner.container_id == plan.container_id
+            or owner.shared_with
+            or not owner.complete
+            or not owner.netns.same(netns)
+            or inside.index(owner.interface) is None
         ):
             continue
-        if (owner.get("config"), owner.get("interface")) != (str(plan.config_path), plan.interface):
+        if (owner.config, owner.interface) != (str(plan.config_path), plan.interface):
             raise SetupError(
                 "join shared namespace",
                 plan.interface,
-                f"the namespace already carries container {owner['container_id'][:12]}'s "
-                f"tunnel {owner.get('interface')} from {owner.get('config')}",
+                f"the namespace already carries container {owner.container_id[:12]}'s "
+                f"tunnel {owner.interface} from {owner.config}",
             )
-        record = {
-            "container_id": plan.container_id,
-            "interface": plan.interface,
-            "config": str(plan.config_path),
-            "netns": netns,
-            "shared_with": owner["container_id"],
-            "created": time.time(),
-        }
-        records.write(plan.container_id, record)
+        record = TunnelRecord(
+            container_id=plan.container_id,
+            interface=plan.interface,
+            config=str(plan.config_path),
+            netns=netns,
+            created=time.time(),
+            shared_with=owner.container_id,
+            complete=True,
+        )
+        records.write(record)
         log.info(
             "container %s: shares %s of container %s",
             plan.container_id[:12],
             plan.interface,
-            owner["container_id"][:12],
+            owner.container_id[:12],
         )
         return record
     return None
 
 
-def _converge(plan: Plan, inside: Netlink) -> dict[str, Any] | None:
-    """A namespace that kept this container's tunnel is set up anew; returns
-    the record of the run it replaces, which holds what that run took away
-    (podman's default routes, resolv.conf) for ``wg-pod leave`` to put back."""
-    if inside.index(plan.interface) is None:
-        return None
+def _converge(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
+    """A namespace that kept this container's tunnel (or the leftovers of a
+    hook killed mid-way) is set up anew: the previous run is taken down,
+    and its record returned, which holds what that run took away (podman's
+    default routes, resolv.conf) for a later teardown to put back."""
     previous = records.read(plan.container_id)
-    if previous is None or previous.get("interface") != plan.interface:
+    if previous is not None and not previous.netns.same(netns):
+        previous = None  # another namespace's: the prune took it down
+    if inside.index(plan.interface) is not None and (
+        previous is None or previous.interface != plan.interface
+    ):
         raise SetupError(
             "create interface",
             plan.interface,
             "an interface of that name already exists in the container's namespace",
         )
+    if previous is None:
+        return None
     log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
-    inside.delete_link(plan.interface)
-    stop_userspace(previous)
+    if not previous.moved and inside.index(previous.interface) is not None:
+        previous = replace(previous, moved=True)  # killed between the move and its record
+    teardown(previous, put_back=False, inside=inside)
     return previous
-
-
-def leave(container_id: str) -> None:
-    """Take a running container off its tunnel (``wg-pod leave``): interface,
-    nftables table, removed default routes, resolv.conf and record."""
-    record = records.read(container_id)
-    if record is None:
-        raise SetupError("leave", container_id[:12], "the container has no wg-pod tunnel")
-    if record.get("shared_with"):
-        raise SetupError(
-            "leave",
-            container_id[:12],
-            f"it shares the tunnel of container {record['shared_with'][:12]}: leave that one",
-        )
-    if netns_alive(record):
-        path = record["netns"]["path"]
-        with open_netns(path) as fd, namespace_lock(fd), Netlink(fd, "container") as inside:
-            if record.get("nftables"):
-                apply_nft(path, nft.removal())
-            inside.delete_link(str(record.get("interface")))
-            for route in record.get("removed_routes") or []:
-                inside.restore_route(route)
-            for version in record.get("reply_path") or []:
-                inside.clear_reply_path(version, REPLY_MARK)
-            original = record.get("resolv_conf_original")
-            if isinstance(original, str) and record.get("resolv_conf"):
-                dns.write_in_place(Path(record["resolv_conf"]), original)
-    remove(container_id, record)
-    for member in map(records.read, records.all_ids()):
-        if member is not None and member.get("shared_with") == container_id:
-            records.remove(str(member.get("container_id")))
-
-
-def gc() -> list[str]:
-    """Remove leftovers of hooks that were killed mid-way: stale records,
-    host-side interfaces and userspace processes no record accounts for."""
-    removed = [f"record {cid[:12]}" for cid in prune_stale()]
-    live = {
-        record.get("temp_name")
-        for record in map(records.read, records.all_ids())
-        if record is not None
-    }
-    with Netlink() as host:
-        for link in host.ipr.get_links():
-            name = link.get("IFLA_IFNAME")
-            # Host-side names exist only until the move: never part of a live tunnel.
-            if isinstance(name, str) and is_temp_name(name) and host.delete_link(name):
-                removed.append(f"interface {name}")
-    for pid, name in userspace_processes().items():
-        if name not in live and stop_process(pid, process_start_time(pid)):
-            socket_path(name).unlink(missing_ok=True)
-            removed.append(f"process {pid} ({name})")
-    return removed

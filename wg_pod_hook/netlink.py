@@ -1,5 +1,5 @@
-"""Netlink work: links, moves, addresses and routes (the only pyroute2 user
-besides the kernel backend).
+"""Netlink work: links, moves, addresses and routes (with the kernel
+backend's WireGuard netlink and status's reads, the only pyroute2 user).
 
 The hook itself stays in the host network namespace; it reaches a
 container's namespace through a netlink socket opened inside it, so both
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from ipaddress import ip_network
@@ -21,12 +23,14 @@ from typing import Any, TypeVar
 from ._pyroute2 import IPRoute, NetlinkError
 from ._pyroute2 import netns as pyroute2_netns
 from .config import IPInterface, IPNetwork
-from .errors import SetupError
+from .errors import BackendUnavailable, SetupError
+from .records import RouteSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
+LOCK_DEADLINE = 10.0
 REPLY_RULE_PRIORITY = 32700  # and the next one: before the main table's 32766
 _GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
 
@@ -71,6 +75,28 @@ def open_netns(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+@contextmanager
+def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+    """Serialise the hooks working on one namespace (pod members share one).
+
+    The lock is taken on the namespace file itself: every open of one
+    namespace shares its inode, so no lock file is left behind.
+    """
+    until = time.monotonic() + deadline
+    while True:
+        try:
+            fcntl.flock(netns_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > until:
+                raise SetupError("lock", "network namespace", "another hook holds it") from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        fcntl.flock(netns_fd, fcntl.LOCK_UN)
+
+
 def is_host_netns(netns_fd: int) -> bool:
     """True when ``netns_fd`` is the namespace this process runs in."""
     mine = os.stat("/proc/self/ns/net")
@@ -107,17 +133,31 @@ class Netlink:
             raise SetupError("find interface", f"{name} ({self.label})", "no such interface")
         return index
 
-    def link_kind(self, name: str) -> str | None:
-        index = self.index(name)
-        if index is None:
-            return None
-        (link,) = self.ipr.get_links(index)
-        info = link.get("IFLA_LINKINFO")
-        return info.get("IFLA_INFO_KIND") if info else None
-
     def add_link(self, name: str, kind: str) -> None:
+        """Create ``name`` of ``kind``; BackendUnavailable when the kernel
+        has no such kind (no module for it)."""
         log.debug("%s: add link %s kind %s", self.label, name, kind)
-        _netlink("create interface", name, lambda: self.ipr.link("add", ifname=name, kind=kind))
+        try:
+            self.ipr.link("add", ifname=name, kind=kind)
+        except NetlinkError as exc:
+            if exc.code in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOENT):
+                raise BackendUnavailable(
+                    f"the kernel has no {kind} support (module {kind})"
+                ) from None
+            raise SetupError("create interface", name, os.strerror(exc.code)) from None
+
+    def link_names(self) -> list[str]:
+        names = (link.get("IFLA_IFNAME") for link in self.ipr.get_links())
+        return [name for name in names if isinstance(name, str)]
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """``ADDRESS/PREFIXLEN`` of ``name``, link-local ones left out."""
+        index = self.require(name)
+        return tuple(
+            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in self.ipr.get_addr(index=index)
+            if not str(a.get("IFA_ADDRESS", "")).startswith("fe80:")
+        )
 
     def delete_link(self, name: str) -> bool:
         """Delete ``name``; False when it was already gone."""
@@ -174,7 +214,7 @@ class Netlink:
         for version in (4, 6):
             for route in self.default_routes(version):
                 if "oif" in route:
-                    return self._link_mtu(route["oif"])
+                    return self._link_mtu(int(route["oif"]))
         return None
 
     def enable_ipv6(self, name: str) -> None:
@@ -239,9 +279,9 @@ class Netlink:
         via = f" via {gateway}" if gateway else f" dev {device}"
         _netlink("add route", f"{destination}{via}", lambda: self.ipr.route("replace", **spec))
 
-    def default_routes(self, version: int) -> list[dict[str, Any]]:
+    def default_routes(self, version: int) -> list[RouteSpec]:
         """Default routes of the main table, as ``route del`` arguments."""
-        found = []
+        found: list[RouteSpec] = []
         for route in self.ipr.get_routes(family=AF_BY_VERSION[version], table=254):
             if route["dst_len"] != 0 or route.get("RTA_DST") is not None:
                 continue
@@ -257,10 +297,10 @@ class Netlink:
             found.append({k: v for k, v in spec.items() if v is not None})
         return found
 
-    def restore_route(self, spec: dict[str, Any]) -> None:
+    def restore_route(self, spec: RouteSpec) -> None:
         _netlink("restore route", str(spec), lambda: self.ipr.route("replace", **spec))
 
-    def delete_route(self, spec: dict[str, Any]) -> None:
+    def delete_route(self, spec: RouteSpec) -> None:
         log.debug("%s: delete route %s", self.label, spec)
         try:
             self.ipr.route("del", **spec)
@@ -268,7 +308,7 @@ class Netlink:
             if exc.code not in _GONE:
                 raise SetupError("delete route", str(spec), os.strerror(exc.code)) from None
 
-    def set_reply_path(self, version: int, mark: int, routes: list[dict[str, Any]]) -> None:
+    def set_reply_path(self, version: int, mark: int, routes: Sequence[RouteSpec]) -> None:
         """Packets marked ``mark`` leave through ``routes`` (podman's default
         routes, copied into table ``mark``) unless the main table has a route
         for them more specific than a default or the tunnel's halves

@@ -1,16 +1,26 @@
-"""Plan -> one nftables ruleset text for the container namespace (pure).
+"""Plan -> one nftables ruleset text for the container namespace (pure),
+and its one effect: applying a ruleset there.
 
 The text is applied with a single ``nft -f -``, which nftables runs as one
 transaction: the table is created, emptied and refilled atomically, so a
-re-run converges and a failure leaves the previous state untouched.
+re-run converges and a failure leaves the previous state untouched.  That
+call is the only external command wg-pod runs to completion: it has a
+deadline, logs its argv (never a secret) and its failure names it.
 """
 
 from __future__ import annotations
 
+import logging
+import subprocess
 from collections.abc import Iterable
 
 from .config import IPNetwork
+from .errors import SetupError
 from .plan import REPLY_MARK, TABLE_NAME, Plan
+
+log = logging.getLogger(__name__)
+
+APPLY_TIMEOUT = 10.0
 
 
 def _set(items: Iterable[object]) -> str:
@@ -116,3 +126,25 @@ def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None
 def removal() -> str:
     """A batch that removes the table whether or not it exists."""
     return f"add table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"
+
+
+def apply(netns_path: str, ruleset: str) -> None:
+    """Apply ``ruleset`` in the network namespace at ``netns_path``."""
+    argv = ["nsenter", f"--net={netns_path}", "--", "nft", "-f", "-"]
+    log.debug("run: %s", " ".join(argv))
+    try:
+        done = subprocess.run(
+            argv,
+            input=ruleset,
+            capture_output=True,
+            text=True,
+            timeout=APPLY_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SetupError("apply nftables", argv[0], "not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SetupError("apply nftables", "nft", f"no answer within {APPLY_TIMEOUT:g}s") from None
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split())[:300] or f"exit status {done.returncode}"
+        raise SetupError("apply nftables", "nft", detail)

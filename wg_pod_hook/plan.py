@@ -7,8 +7,6 @@ nothing in here touches the system.
 from __future__ import annotations
 
 import base64
-import hashlib
-import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import PurePosixPath
@@ -16,6 +14,7 @@ from pathlib import PurePosixPath
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
 from .curve25519 import public_key
 from .errors import ConfigError
+from .names import temp_name
 from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle, is_interface_name
 from .settings import Settings
 
@@ -23,12 +22,10 @@ DEFAULT_MTU = 1420
 # WireGuard's overhead over IPv6 (40 IP + 8 UDP + 32 WireGuard), which
 # wg-quick subtracts for either family.
 OVERHEAD = 80
-TEMP_PREFIX = "wgp"
 TABLE_NAME = "wg-pod"
 # Firewall mark, and routing table, of replies to connections that arrived
 # outside the tunnel (podman's published ports): next to wg-quick's 51820.
 REPLY_MARK = 51821
-_TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
 
 _EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
 # Two halves of the address space: longer than any default route, so they
@@ -37,16 +34,6 @@ _HALVES: dict[int, tuple[IPNetwork, IPNetwork]] = {
     4: (IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1")),
     6: (IPv6Network("::/1"), IPv6Network("8000::/1")),
 }
-
-
-def temp_name(container_id: str) -> str:
-    """The host-side name of a container's interface: unique per container,
-    derivable from the id alone so cleanup finds it after a crash."""
-    return TEMP_PREFIX + hashlib.sha256(container_id.encode()).hexdigest()[:12]
-
-
-def is_temp_name(name: str) -> bool:
-    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def interface_name(request: Request) -> str:
@@ -69,7 +56,8 @@ class Plan:
     pid: int
     temp_name: str
     interface: str
-    backend: str
+    backend: str  # auto, kernel or userspace
+    userspace_command: tuple[str, ...]
     mtu: int | None  # None: from the route towards the endpoints, when it starts
     addresses: tuple[IPInterface, ...]
     route_table: int | None  # None: the main table
@@ -181,6 +169,7 @@ def build_plan(
         temp_name=temp_name(container_id),
         interface=interface_name(request),
         backend=settings.backend,
+        userspace_command=settings.userspace_command,
         mtu=config.interface.mtu,
         addresses=config.interface.addresses,
         route_table=table,

@@ -1,8 +1,34 @@
-"""What wg-pod set up for each container, in /run/wg-pod/<id>.json.
+"""What wg-pod set up for each container: one typed record per container,
+kept in ``/run/wg-pod/<container-id>.json``.
 
-Records hold names, pids and paths, never key material; cleanup (poststop,
-``wg-pod leave``, ``wg-pod gc``) works from them after the container's
-process is gone.
+The record is the state of a tunnel.  The hook fills it in as each step of
+the setup succeeds and writes it after each one, so that whoever comes
+next — a rollback, ``poststop``, ``wg-pod leave``, ``gc``, the next start
+after a killed hook — tears down exactly what it says was done
+(teardown.py).  It holds names, pids, paths and public keys, never a
+private or preshared key.
+
+The file (JSON, ``"version": 2``; version 1 had no ``version`` field and
+the same keys, less ``complete``, ``moved`` and ``process``):
+
+- ``container_id``, ``interface`` (name in the container), ``config``
+  (path), ``created`` (Unix time);
+- ``netns``: ``path``, ``dev``, ``ino`` of the container's network
+  namespace (the identity that tells whether it still exists);
+- ``shared_with``: the container whose tunnel this one shares (pod members
+  in one namespace); such a record has nothing of its own to tear down;
+- ``complete``: every step done (false while the hook works, or when it
+  was killed);
+- ``container_pid``, ``temp_name`` (host-side name before the move),
+  ``backend`` (``kernel``/``userspace``), ``process`` (``pid`` and
+  ``start``, the kernel's start time, of wireguard-go), ``moved`` (the
+  interface is in the container's namespace);
+- what was replaced, for teardown to put back: ``removed_routes`` (podman's
+  default routes, as netlink route specs), ``resolv_conf`` (podman's file)
+  and ``resolv_conf_original`` (its text); and what was added:
+  ``reply_path`` (IP versions with routing rules), ``nftables`` (the table);
+- ``public_key`` and ``peer_public_keys``: which key the tunnel uses
+  towards which peers.
 """
 
 from __future__ import annotations
@@ -11,26 +37,192 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import WgPodError
 
 log = logging.getLogger(__name__)
 
 RECORD_DIR = Path("/run/wg-pod")
+VERSION = 2
+
+# A netlink route spec, as Netlink.default_routes gives and restore_route takes.
+RouteSpec = Mapping[str, int | str]
+
+
+class RecordError(WgPodError):
+    """A record file that cannot be read or does not parse."""
+
+
+@dataclass(frozen=True)
+class NetnsId:
+    """A network namespace: a path to it and the identity of the namespace."""
+
+    path: str
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: str, netns_fd: int) -> NetnsId:
+        info = os.fstat(netns_fd)
+        return cls(path, info.st_dev, info.st_ino)
+
+    def alive(self) -> bool:
+        """Whether the namespace still exists (and ``path`` still names it)."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == (self.dev, self.ino)
+
+    def same(self, other: NetnsId) -> bool:
+        return (self.dev, self.ino) == (other.dev, other.ino)
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """One process: a pid with the kernel's start time, which tells it from
+    a later process that got the same pid."""
+
+    pid: int
+    start: int
+
+
+@dataclass(frozen=True)
+class TunnelRecord:
+    container_id: str
+    interface: str
+    config: str
+    netns: NetnsId
+    created: float
+    shared_with: str | None = None
+    complete: bool = False
+    container_pid: int | None = None
+    temp_name: str | None = None
+    backend: str | None = None
+    process: ProcessId | None = None
+    moved: bool = False
+    removed_routes: tuple[RouteSpec, ...] = ()
+    reply_path: tuple[int, ...] = ()
+    nftables: bool = False
+    resolv_conf: str | None = None
+    resolv_conf_original: str | None = field(default=None, repr=False)
+    public_key: str | None = None
+    peer_public_keys: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["removed_routes"] = [dict(route) for route in self.removed_routes]
+        return {"version": VERSION, **data}
+
+
+# ---------------------------------------------------------------------------
+# Parsing: every field checked once, here.
+# ---------------------------------------------------------------------------
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """``data[key]`` when it is of ``kind`` (booleans only where a boolean is
+    meant); ``default`` when it is absent or null."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise ValueError(f"{key}: wrong type {type(value).__name__}")
+    return value
+
+
+def _route(item: object) -> RouteSpec:
+    if not isinstance(item, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | str) and not isinstance(v, bool)
+        for k, v in item.items()
+    ):
+        raise ValueError("removed_routes: not a list of route specs")
+    return dict(item)
+
+
+def _process(data: Mapping[str, Any]) -> ProcessId | None:
+    nested = data.get("process")
+    if isinstance(nested, dict):
+        pid, start = nested.get("pid"), nested.get("start")
+    else:  # version 1: flat
+        pid, start = data.get("process_pid"), data.get("process_start")
+    if pid is None and start is None:
+        return None
+    if not isinstance(pid, int) or not isinstance(start, int) or pid <= 0:
+        raise ValueError("process: needs a pid and a start time")
+    return ProcessId(pid, start)
+
+
+def from_json(data: object) -> TunnelRecord:
+    """A record from its JSON form; ValueError saying which field is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("version", 1)
+    if version not in (1, VERSION):
+        raise ValueError(f"unknown version {version!r}")
+    netns = data.get("netns")
+    if not (
+        isinstance(netns, dict)
+        and isinstance(netns.get("path"), str)
+        and isinstance(netns.get("dev"), int)
+        and isinstance(netns.get("ino"), int)
+    ):
+        raise ValueError("netns: needs path, dev and ino")
+    for key in ("container_id", "interface", "config"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"{key}: missing")
+    routes = _typed(data, "removed_routes", list, [])
+    versions = _typed(data, "reply_path", list, [])
+    if any(v not in (4, 6) for v in versions):
+        raise ValueError("reply_path: IP versions are 4 and 6")
+    peers = _typed(data, "peer_public_keys", list, [])
+    if not all(isinstance(p, str) for p in peers):
+        raise ValueError("peer_public_keys: not a list of keys")
+    return TunnelRecord(
+        container_id=data["container_id"],
+        interface=data["interface"],
+        config=data["config"],
+        netns=NetnsId(netns["path"], netns["dev"], netns["ino"]),
+        created=float(_typed(data, "created", (int, float), 0.0)),
+        shared_with=_typed(data, "shared_with", str, None),
+        # Version 1 wrote its record once, at the end.
+        complete=bool(_typed(data, "complete", bool, version == 1)),
+        container_pid=_typed(data, "container_pid", int, None),
+        temp_name=_typed(data, "temp_name", str, None),
+        backend=_typed(data, "backend", str, None),
+        process=_process(data),
+        moved=bool(_typed(data, "moved", bool, version == 1)),
+        removed_routes=tuple(_route(r) for r in routes),
+        reply_path=tuple(versions),
+        nftables=bool(_typed(data, "nftables", bool, False)),
+        resolv_conf=_typed(data, "resolv_conf", str, None),
+        resolv_conf_original=_typed(data, "resolv_conf_original", str, None),
+        public_key=_typed(data, "public_key", str, None),
+        peer_public_keys=tuple(peers),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
 
 
 def path_for(container_id: str) -> Path:
     return RECORD_DIR / f"{container_id}.json"
 
 
-def write(container_id: str, record: dict[str, Any]) -> Path:
+def write(record: TunnelRecord) -> Path:
     """Write atomically: a reader never sees half a record."""
     RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = path_for(container_id)
+    target = path_for(record.container_id)
     fd, tmp = tempfile.mkstemp(dir=RECORD_DIR, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
+            json.dump(record.to_json(), handle, indent=2, sort_keys=True)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -39,15 +231,48 @@ def write(container_id: str, record: dict[str, Any]) -> Path:
     return target
 
 
-def read(container_id: str) -> dict[str, Any] | None:
+def load(container_id: str) -> TunnelRecord | None:
+    """The record of ``container_id``; None when there is none, RecordError
+    when its file is unreadable or does not parse."""
+    path = path_for(container_id)
     try:
-        data = json.loads(path_for(container_id).read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("unreadable record for %s: %s", container_id[:12], exc)
+        raise RecordError(f"record {path}: {exc}") from None
+    try:
+        record = from_json(data)
+    except ValueError as exc:
+        raise RecordError(f"record {path}: {exc}") from None
+    if record.container_id != container_id:
+        raise RecordError(f"record {path}: holds container {record.container_id[:12]}")
+    return record
+
+
+def read(container_id: str) -> TunnelRecord | None:
+    """Like :func:`load`, but a broken record is logged and reads as none:
+    nothing a hook does fails on it (``wg-pod gc`` removes it)."""
+    try:
+        return load(container_id)
+    except RecordError as exc:
+        log.warning("%s (wg-pod gc removes it)", exc)
         return None
-    return data if isinstance(data, dict) else None
+
+
+def read_all() -> list[TunnelRecord]:
+    return [r for r in map(read, all_ids()) if r is not None]
+
+
+def broken_ids() -> list[str]:
+    """Containers whose record does not parse."""
+    broken = []
+    for container_id in all_ids():
+        try:
+            load(container_id)
+        except RecordError:
+            broken.append(container_id)
+    return broken
 
 
 def remove(container_id: str) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 from . import records
 from ._pyroute2 import NetlinkError, WireGuard
 from .backends.userspace import uapi_request
-from .cleanup import netns_alive
 from .errors import SetupError, WgPodError
 from .failures import Failure
-from .netns import Netlink, entered, open_netns
+from .netlink import Netlink, entered, open_netns
+from .records import RecordError, TunnelRecord
 
 
 @dataclass(frozen=True)
@@ -123,35 +123,36 @@ def _kernel_peers(netns_fd: int, interface: str) -> tuple[PeerStatus, ...]:
     return tuple(peers)
 
 
-def tunnel_status(record: dict[str, Any], name: str | None = None) -> TunnelStatus:
+def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus:
     base = TunnelStatus(
-        container_id=str(record.get("container_id")),
+        container_id=record.container_id,
         name=name,
-        interface=str(record.get("interface")),
-        backend=record.get("backend"),
-        config=record.get("config"),
-        shared_with=record.get("shared_with"),
+        interface=record.interface,
+        backend=record.backend,
+        config=record.config,
+        shared_with=record.shared_with,
         addresses=(),
         peers=(),
     )
     if base.shared_with:
         return base
-    if not netns_alive(record):
+    if not record.netns.alive():
         return _with(base, problem="the container's network namespace is gone")
+    if not record.complete:
+        return _with(
+            base,
+            problem="its setup has not finished: the hook is at work, or was killed "
+            "(the container's next start or its removal clears it)",
+        )
     try:
-        with open_netns(record["netns"]["path"]) as fd, Netlink(fd, "container") as inside:
-            index = inside.index(base.interface)
-            if index is None:
-                return _with(base, problem=f"{base.interface} is missing from the namespace")
-            addresses = tuple(
-                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in inside.ipr.get_addr(index=index)
-                if not str(a.get("IFA_ADDRESS", "")).startswith("fe80:")
-            )
-            if base.backend == "kernel":
-                peers = _kernel_peers(fd, base.interface)
+        with open_netns(record.netns.path) as fd, Netlink(fd, "container") as inside:
+            if inside.index(record.interface) is None:
+                return _with(base, problem=f"{record.interface} is missing from the namespace")
+            addresses = inside.addresses(record.interface)
+            if record.backend == "kernel":
+                peers = _kernel_peers(fd, record.interface)
             else:
-                peers = _uapi_peers(str(record.get("temp_name")))
+                peers = _uapi_peers(str(record.temp_name))
     except WgPodError as exc:
         return _with(base, problem=str(exc))
     return _with(base, addresses=addresses, peers=peers)
@@ -164,12 +165,30 @@ def _with(base: TunnelStatus, **changes: Any) -> TunnelStatus:
 def collect(
     container_ids: list[str] | None = None, names: dict[str, str] | None = None
 ) -> list[TunnelStatus]:
-    ids = records.all_ids() if container_ids is None else container_ids
+    """Every tunnel with a record (or those of ``container_ids``); a record
+    that does not parse is shown as a problem."""
+    names = names or {}
     found = []
-    for container_id in ids:
-        record = records.read(container_id)
+    for container_id in records.all_ids() if container_ids is None else container_ids:
+        try:
+            record = records.load(container_id)
+        except RecordError as exc:
+            found.append(
+                TunnelStatus(
+                    container_id=container_id,
+                    name=names.get(container_id),
+                    interface="?",
+                    backend=None,
+                    config=None,
+                    shared_with=None,
+                    addresses=(),
+                    peers=(),
+                    problem=f"{exc} (wg-pod gc removes it)",
+                )
+            )
+            continue
         if record is not None:
-            found.append(tunnel_status(record, (names or {}).get(container_id)))
+            found.append(tunnel_status(record, names.get(container_id)))
     return found
 
 

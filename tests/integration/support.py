@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, run, token, wg_pod_processes
-from wg_pod_hook.plan import temp_name
+from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import path_for
 
 PAGE_TIMEOUT = 10.0

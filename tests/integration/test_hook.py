@@ -25,8 +25,9 @@ from tests.integration.support import (
     write_config,
 )
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
-from wg_pod_hook import lifecycle
-from wg_pod_hook.plan import REPLY_MARK, temp_name
+from wg_pod_hook import teardown
+from wg_pod_hook.names import temp_name
+from wg_pod_hook.plan import REPLY_MARK
 from wg_pod_hook.records import path_for
 
 pytestmark = pytest.mark.root
@@ -244,7 +245,7 @@ def test_leave_after_a_rerun_puts_back_what_the_first_run_replaced(
         reply_table = ["ip", f"-{version}", "route", "show", "table", str(REPLY_MARK)]
         assert "dev eth0" in standin.run(reply_table).stdout
 
-    lifecycle.leave(standin.id)
+    teardown.leave(standin.id)
     assert sorted(standin.links()) == ["eth0", "lo"]
     assert standin.default_routes(4) + standin.default_routes(6) == routes_before
     assert standin.resolv_conf.read_text() == resolv_before

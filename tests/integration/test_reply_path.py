@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.support import fetch_in, up, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
-from wg_pod_hook import lifecycle
+from wg_pod_hook import teardown
 from wg_pod_hook.plan import REPLY_MARK
 
 pytestmark = pytest.mark.root
@@ -67,7 +67,7 @@ def test_replies_to_connections_from_outside_leave_through_eth0(
     # The container's own traffic still goes through the tunnel.
     assert peer.page in fetch_in(standin, peer.url_v4)
 
-    lifecycle.leave(standin.id)
+    teardown.leave(standin.id)
     rules = standin.run(["ip", f"-{version}", "rule", "show"]).stdout
     assert f"{REPLY_MARK:#x}" not in rules
     assert (

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
+import os
 import secrets
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import (
+    fails_cleanly,
     fetch_in,
     up,
     wireguard_processes,
@@ -29,10 +35,11 @@ from tests.lab import (
     link_names,
     run,
     venv_command,
+    wait_for,
 )
-from wg_pod_hook.plan import is_temp_name, temp_name
+from wg_pod_hook.lifecycle import STEP_NAMES
+from wg_pod_hook.names import is_temp_name, temp_name
 from wg_pod_hook.records import RECORD_DIR, path_for
-from wg_pod_hook.settings import FAULT_STEPS
 
 pytestmark = pytest.mark.root
 
@@ -178,7 +185,7 @@ def test_thirty_parallel_starts(
     assert [p for n in names for p in wireguard_processes(n)] == []
 
 
-@pytest.mark.parametrize("step", FAULT_STEPS)
+@pytest.mark.parametrize("step", STEP_NAMES)
 def test_hook_killed_after_a_step_blocks_nothing(
     step: str,
     lab: Lab,
@@ -253,6 +260,65 @@ def test_concurrent_hooks_on_one_namespace_are_serialised(
         results = list(pool.map(lambda m: hook.up(m, annotations), members))
     assert [r.returncode for r in results] == [0] * len(members), [r.stderr for r in results]
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
-    owners = [m for m in members if "shared_with" not in path_for(m.id).read_text()]
+    owners = [m for m in members if json.loads(path_for(m.id).read_text())["shared_with"] is None]
     assert len(owners) == 1
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+
+# A stand-in for wireguard-go that starts, takes its argv (so it looks like
+# one) and never opens its UAPI socket.
+SILENT_WIREGUARD_GO = "import time\nwhile True:\n    time.sleep(1)\n"
+
+
+def silent_wireguard_go(lab: Lab) -> list[str]:
+    script = lab.tmp / "silent-wireguard-go.py"
+    script.write_text(SILENT_WIREGUARD_GO)
+    return [sys.executable, str(script)]
+
+
+def test_a_wireguard_go_that_never_opens_its_socket_is_stopped(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+) -> None:
+    settings = make_settings(backend="userspace", userspace_command=silent_wireguard_go(lab))
+    conf = write_config(config_dir, peer.client_config())
+    message = fails_cleanly(HookRunner(lab, settings), standin, {"wg-pod.config": conf})
+    assert f"no UAPI socket /var/run/wireguard/{temp_name(standin.id)}.sock after" in message
+    assert wireguard_processes(temp_name(standin.id)) == []
+
+
+def test_a_hook_killed_while_its_wireguard_go_starts_is_cleared_by_the_next_start(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    make_settings: Callable[..., Path],
+) -> None:
+    """Its process is in the record before the hook waits for the socket."""
+    silent = make_settings(backend="userspace", userspace_command=silent_wireguard_go(lab))
+    conf = write_config(config_dir, peer.client_config())
+    name = temp_name(standin.id)
+    hook = subprocess.Popen(
+        [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), "createRuntime"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**HookRunner(lab, silent).env},
+    )
+    lab.defer("the killed hook", lambda: hook.kill() if hook.poll() is None else None)
+    assert hook.stdin is not None
+    hook.stdin.write(standin.oci_state({"wg-pod.config": conf}))
+    hook.stdin.close()
+    wait_for(lambda: bool(wireguard_processes(name)), timeout=10, what="the silent wireguard-go")
+    wait_for(lambda: path_for(standin.id).exists(), timeout=5, what="the hook's first record")
+    os.kill(hook.pid, signal.SIGKILL)
+    hook.wait(timeout=5)
+    assert wireguard_processes(name) != []
+
+    up(HookRunner(lab, make_settings(backend="userspace")), standin, {"wg-pod.config": conf})
+    assert len(wireguard_processes(name)) == 1  # the real one
     assert peer.page in fetch_in(standin, peer.url_v4)

@@ -17,7 +17,7 @@ from tests.lab import (
     wg_pod_processes,
 )
 from tests.system.test_podman_hook import RETRYING_WGET
-from wg_pod_hook.plan import temp_name
+from wg_pod_hook.names import temp_name
 
 pytestmark = pytest.mark.podman
 

@@ -10,8 +10,7 @@ import pytest
 
 from wg_pod_hook import cli, nft
 from wg_pod_hook.config import Endpoint, parse_config
-from wg_pod_hook.errors import SetupError
-from wg_pod_hook.hook import describe
+from wg_pod_hook.errors import SetupError, describe
 from wg_pod_hook.oci import parse_annotations
 from wg_pod_hook.plan import Plan, build_plan
 from wg_pod_hook.resolve import device_setup, resolve_endpoint

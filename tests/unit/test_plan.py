@@ -12,8 +12,9 @@ from wg_pod_hook import hooksd, nft
 from wg_pod_hook.cli import format_plan
 from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import ConfigError
+from wg_pod_hook.names import temp_name
 from wg_pod_hook.oci import Toggle, parse_annotations
-from wg_pod_hook.plan import automatic_mtu, build_plan, interface_name, temp_name
+from wg_pod_hook.plan import automatic_mtu, build_plan, interface_name
 from wg_pod_hook.settings import Settings
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="

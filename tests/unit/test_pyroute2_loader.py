@@ -40,7 +40,7 @@ def test_loads_no_heavy_pyroute2_module_and_still_works() -> None:
     assert "full: NDB True" in out
 
 
-@pytest.mark.parametrize("module", ["wg_pod_hook.netns", "wg_pod_hook.hook"])
+@pytest.mark.parametrize("module", ["wg_pod_hook.netlink", "wg_pod_hook.hook"])
 def test_hook_modules_do_not_import_pyroute2_ndb(module: str) -> None:
     out = _probe(f"import sys, {module}; print('ndb' , 'pyroute2.ndb' in sys.modules)")
     assert "ndb False" in out

@@ -2,15 +2,17 @@
 
 A backend creates the WireGuard interface in the host namespace under a
 temporary name and configures keys and peers there; moving it into the
-container is the lifecycle's job and the same for every backend.
+container is the lifecycle's job and the same for every backend, and so is
+taking it down (teardown.py), from what the record says.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..config import IPAddress, Key, Peer
+from ..records import ProcessId
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,12 @@ class DeviceSetup:
 class Backend(Protocol):
     name: str
 
-    def create(self, ifname: str) -> None:
-        """Create ``ifname`` in the host namespace; BackendUnavailable if this
-        machine cannot run the backend."""
+    def create(self, ifname: str) -> ProcessId | None:
+        """Create ``ifname`` in the host namespace; the process that serves
+        it, if any, for the record.  BackendUnavailable if this machine
+        cannot run the backend."""
+
+    def wait_ready(self, ifname: str) -> None:
+        """Return once ``ifname`` can be configured."""
 
     def configure(self, ifname: str, device: DeviceSetup) -> None: ...
-
-    def destroy(self, ifname: str) -> None:
-        """Undo ``create``; an interface or process already gone is success."""
-
-    def record(self) -> dict[str, Any]:
-        """What a later cleanup needs to find this backend's leftovers."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from typing import Any
 
 from .._pyroute2 import NetlinkError, WireGuard
-from ..errors import BackendUnavailable, SetupError
-from ..netns import Netlink
+from ..errors import SetupError
+from ..netlink import Netlink
 from . import DeviceSetup
 
 log = logging.getLogger(__name__)
@@ -20,14 +19,10 @@ class KernelBackend:
 
     def create(self, ifname: str) -> None:
         with Netlink() as host:
-            try:
-                host.ipr.link("add", ifname=ifname, kind="wireguard")
-            except NetlinkError as exc:
-                if exc.code in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOENT):
-                    raise BackendUnavailable(
-                        "the kernel has no WireGuard support (module wireguard)"
-                    ) from None
-                raise SetupError("create interface", ifname, os.strerror(exc.code)) from None
+            host.add_link(ifname, "wireguard")
+
+    def wait_ready(self, ifname: str) -> None:
+        pass  # the link is there once created
 
     def configure(self, ifname: str, device: DeviceSetup) -> None:
         wg = WireGuard()
@@ -56,10 +51,3 @@ class KernelBackend:
             raise SetupError("configure WireGuard", ifname, os.strerror(exc.code)) from None
         finally:
             wg.close()
-
-    def destroy(self, ifname: str) -> None:
-        with Netlink() as host:
-            host.delete_link(ifname)
-
-    def record(self) -> dict[str, Any]:
-        return {"backend": self.name}

@@ -8,15 +8,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from ..errors import BackendUnavailable, SetupError
-from ..proc import which
+from ..names import is_temp_name
+from ..records import ProcessId
 from . import DeviceSetup
 
 log = logging.getLogger(__name__)
@@ -96,16 +97,21 @@ def uapi_request(ifname: str, request: bytes) -> str:
 
 
 class UserspaceBackend:
+    """Starts, recognises and stops wireguard-go: everything wg-pod knows of
+    it lives in this module."""
+
     name = "userspace"
 
     def __init__(self, command: tuple[str, ...] = ("wireguard-go",)) -> None:
         self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
-    def create(self, ifname: str) -> None:
-        if which(self.command[0]) is None:
+    def create(self, ifname: str) -> ProcessId:
+        """Start wireguard-go for ``ifname``; returns at once with the
+        process to record (``wait_ready`` waits for its socket)."""
+        if shutil.which(self.command[0]) is None:
             raise BackendUnavailable(f"userspace backend: {self.command[0]} is not installed")
-        # gc recognises our processes by this argv shape.
+        # running_processes() recognises ours by this argv shape.
         argv = [*self.command, "-f", ifname]
         log.debug("start: %s", " ".join(argv))
         try:
@@ -126,9 +132,12 @@ class UserspaceBackend:
             )
         except OSError as exc:
             raise SetupError("start", argv[0], exc.strerror or str(exc)) from None
-        self._wait_for_socket(ifname)
+        start = process_start_time(self.process.pid)
+        # A child that has not been waited for stays a zombie, with a start time.
+        assert start is not None or self.process.poll() is not None
+        return ProcessId(self.process.pid, start or 0)
 
-    def _wait_for_socket(self, ifname: str) -> None:
+    def wait_ready(self, ifname: str) -> None:
         assert self.process is not None
         path = socket_path(ifname)
         deadline = time.monotonic() + START_DEADLINE
@@ -147,23 +156,14 @@ class UserspaceBackend:
     def configure(self, ifname: str, device: DeviceSetup) -> None:
         uapi_set(ifname, device)
 
-    def destroy(self, ifname: str) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=2)
-        socket_path(ifname).unlink(missing_ok=True)
 
-    def record(self) -> dict[str, Any]:
-        pid = self.process.pid if self.process else None
-        return {
-            "backend": self.name,
-            "process_pid": pid,
-            "process_start": process_start_time(pid) if pid else None,
-        }
+def stop(process: ProcessId | None, ifname: str | None) -> bool:
+    """Stop a wireguard-go (if it is still that process) and remove its
+    socket; False when there was no process to stop."""
+    stopped = process is not None and stop_process(process.pid, process.start)
+    if ifname is not None:
+        socket_path(ifname).unlink(missing_ok=True)
+    return stopped
 
 
 def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool:
@@ -186,3 +186,21 @@ def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool
         if exc.errno != errno.ESRCH:
             raise
     return True
+
+
+def running_processes() -> dict[ProcessId, str]:
+    """Every running process started the way this backend starts one
+    (``... -f <temporary name>``), with its temporary name."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        args = argv.rstrip("\0").split("\0")
+        start = process_start_time(int(entry))
+        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]) and start is not None:
+            found[ProcessId(int(entry), start)] = args[-1]
+    return found

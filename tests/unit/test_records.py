@@ -1,0 +1,128 @@
+"""The tunnel record: one typed shape, checked once when read; a record that
+does not parse is reported, never a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import records
+from wg_pod_hook.records import NetnsId, ProcessId, RecordError, TunnelRecord
+
+CID = "c" * 64
+
+
+@pytest.fixture(autouse=True)
+def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(records, "RECORD_DIR", tmp_path)
+    return tmp_path
+
+
+def full_record() -> TunnelRecord:
+    return TunnelRecord(
+        container_id=CID,
+        interface="wg0",
+        config="/etc/wg/wg0.conf",
+        netns=NetnsId("/run/netns/x", 4, 4026532000),
+        created=1.5,
+        complete=True,
+        container_pid=42,
+        temp_name="wgp0123456789ab",
+        backend="userspace",
+        process=ProcessId(43, 1000),
+        moved=True,
+        removed_routes=({"family": 2, "dst_len": 0, "gateway": "10.88.0.1", "table": 254},),
+        reply_path=(4,),
+        nftables=True,
+        resolv_conf="/run/x/resolv.conf",
+        resolv_conf_original="nameserver 10.88.0.1\n",
+        public_key="A" * 43 + "=",
+        peer_public_keys=("B" * 43 + "=",),
+    )
+
+
+def test_round_trip_with_a_version() -> None:
+    record = full_record()
+    records.write(record)
+    data = json.loads(records.path_for(CID).read_text())
+    assert data["version"] == records.VERSION
+    assert data["process"] == {"pid": 43, "start": 1000}
+    assert records.load(CID) == record
+
+
+def test_version_1_records_still_read() -> None:
+    """Records written before the version field, by a running system that
+    was upgraded: flat process fields, written once at the end."""
+    v1 = {
+        "container_id": CID,
+        "container_pid": 42,
+        "netns": {"path": "/run/netns/x", "dev": 4, "ino": 4026532000},
+        "interface": "wg0",
+        "temp_name": "wgp0123456789ab",
+        "config": "/etc/wg/wg0.conf",
+        "nftables": False,
+        "resolv_conf": None,
+        "resolv_conf_original": None,
+        "removed_routes": [],
+        "reply_path": [],
+        "created": 1.5,
+        "backend": "userspace",
+        "process_pid": 43,
+        "process_start": 1000,
+    }
+    records.path_for(CID).write_text(json.dumps(v1))
+    record = records.load(CID)
+    assert record is not None
+    assert record.process == ProcessId(43, 1000)
+    assert record.complete and record.moved
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"version": 9}, "unknown version 9"),
+        ({"netns": {"path": "/x"}}, "netns: needs path, dev and ino"),
+        ({"interface": ""}, "interface: missing"),
+        ({"nftables": "yes"}, "nftables: wrong type str"),
+        ({"container_pid": True}, "container_pid: wrong type bool"),
+        ({"reply_path": [5]}, "reply_path: IP versions are 4 and 6"),
+        ({"removed_routes": [{"dst": ["x"]}]}, "removed_routes: not a list of route specs"),
+        ({"process": {"pid": 0, "start": 1}}, "process: needs a pid and a start time"),
+        ({"container_id": "d" * 64}, "holds container dddddddddddd"),
+    ],
+)
+def test_a_broken_record_says_what_is_wrong(change: dict[str, object], problem: str) -> None:
+    data = {**full_record().to_json(), **change}
+    records.path_for(CID).write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=problem):
+        records.load(CID)
+    assert records.read(CID) is None  # what hooks use: never a crash
+    assert records.broken_ids() == [CID]
+    assert records.read_all() == []
+
+
+def test_unreadable_json_is_a_broken_record() -> None:
+    records.path_for(CID).write_text("{half")
+    with pytest.raises(RecordError, match=f"record {records.path_for(CID)}: "):
+        records.load(CID)
+
+
+def test_no_record_is_none() -> None:
+    assert records.load(CID) is None
+    assert records.all_ids() == []
+
+
+def test_netns_identity() -> None:
+    mine = os.stat("/proc/self/ns/net")
+    alive = NetnsId("/proc/self/ns/net", mine.st_dev, mine.st_ino)
+    assert alive.alive()
+    assert not NetnsId("/proc/self/ns/net", mine.st_dev, mine.st_ino + 1).alive()
+    assert not NetnsId("/nonexistent", mine.st_dev, mine.st_ino).alive()
+    assert alive.same(NetnsId("/elsewhere", mine.st_dev, mine.st_ino))
+
+
+def test_records_hold_no_private_key_fields() -> None:
+    assert not any("private" in name or "preshared" in name for name in full_record().to_json())

@@ -1,0 +1,197 @@
+"""One way down: undo exactly what a tunnel's record says was done.
+
+wg-quick's ``del_if`` idea: a single teardown, guarded by what is known to
+have been done, serves a failed setup's rollback, ``poststop``, ``wg-pod
+leave``, ``wg-pod gc`` and the next start after a hook that was killed
+mid-way (the record is written after every step, so it always knows).
+"Already gone" is success; a step that fails is logged and the others
+still run.
+
+Light on imports: poststop runs on every container stop, usually to find
+nothing left to do, and reaches for netlink and nft only when the
+container's namespace is still there and something was done inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import dns, records
+from .backends import userspace
+from .errors import SetupError
+from .names import is_temp_name, temp_name
+from .records import TunnelRecord
+
+if TYPE_CHECKING:
+    from .netlink import Netlink
+
+log = logging.getLogger(__name__)
+
+
+def teardown(record: TunnelRecord, *, put_back: bool = True, inside: Netlink | None = None) -> None:
+    """Undo ``record``, newest step first, and remove it.
+
+    ``put_back=False`` leaves what the tunnel replaced (podman's default
+    routes and resolv.conf) as it is, for a new run in the same namespace
+    that carries it over.  ``inside`` is a netlink socket already open in
+    the container's namespace.  Raises SetupError naming every step that
+    failed, after trying them all.
+    """
+    errors: list[str] = []
+
+    def attempt(what: str, action: Callable[..., object], *args: object) -> None:
+        try:
+            action(*args)
+        except Exception as exc:
+            log.warning("container %s: %s: %s", record.container_id[:12], what, exc)
+            errors.append(f"{what}: {exc}")
+
+    if record.shared_with is None:
+        if record.netns.alive() and _did_inside(record, put_back):
+            with _container_netlink(record, inside) as netlink:
+                _undo_inside(record, put_back, netlink, attempt)
+        attempt("stop wireguard-go", userspace.stop, record.process, record.temp_name)
+        if not record.moved and record.temp_name:
+            attempt("delete host-side interface", delete_host_link, record.temp_name)
+    records.remove(record.container_id)
+    log.info("container %s: tunnel taken down", record.container_id[:12])
+    if errors:
+        raise SetupError("take down", record.interface, "; ".join(errors))
+
+
+def _did_inside(record: TunnelRecord, put_back: bool) -> bool:
+    replaced = put_back and bool(record.removed_routes or record.resolv_conf_original)
+    return record.moved or record.nftables or bool(record.reply_path) or replaced
+
+
+def _undo_inside(
+    record: TunnelRecord,
+    put_back: bool,
+    netlink: Netlink,
+    attempt: Callable[..., None],
+) -> None:
+    from . import nft
+    from .plan import REPLY_MARK
+
+    if put_back and record.resolv_conf and record.resolv_conf_original is not None:
+        attempt(
+            "restore resolv.conf",
+            dns.write_in_place,
+            Path(record.resolv_conf),
+            record.resolv_conf_original,
+        )
+    if record.nftables:
+        attempt("remove nftables", nft.apply, record.netns.path, nft.removal())
+    for version in record.reply_path:
+        attempt("remove reply path", netlink.clear_reply_path, version, REPLY_MARK)
+    if put_back:
+        for route in record.removed_routes:
+            attempt("restore default route", netlink.restore_route, route)
+    if record.moved:
+        attempt("delete interface", netlink.delete_link, record.interface)
+
+
+@contextmanager
+def _container_netlink(record: TunnelRecord, inside: Netlink | None) -> Iterator[Netlink]:
+    if inside is not None:
+        yield inside
+        return
+    from .netlink import Netlink, open_netns
+
+    with open_netns(record.netns.path) as fd, Netlink(fd, "container") as netlink:
+        yield netlink
+
+
+def delete_host_link(name: str) -> bool:
+    """Delete a host-side interface; False when there is none."""
+    if not Path(f"/sys/class/net/{name}").exists():
+        return False
+    from .netlink import Netlink  # pyroute2 only when there is work for it
+
+    with Netlink() as host:
+        return host.delete_link(name)
+
+
+def down(container_id: str) -> None:
+    """poststop: remove what outlives the container.
+
+    podman runs poststop also when a restart policy is about to restart the
+    container in the same namespace; a finished tunnel stays there, and the
+    createRuntime of the next run replaces it.  When no run follows, it goes
+    with the namespace, and its record with the next start's prune.
+    """
+    record = records.read(container_id)
+    if record is None:  # none, or unreadable: only what its name finds
+        delete_host_link(temp_name(container_id))
+        records.remove(container_id)
+        return
+    if record.shared_with is None and record.complete and record.netns.alive():
+        log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
+        return
+    teardown(record)
+
+
+def prune_stale() -> list[str]:
+    """Take down the tunnels of containers whose namespace is gone without a
+    poststop that saw it go (podman rm after a restart-policy restart, a
+    killed hook); returns their ids."""
+    pruned = []
+    for record in records.read_all():
+        if not record.netns.alive():
+            try:
+                teardown(record)
+            except SetupError as exc:
+                log.warning("prune: %s", exc)
+            pruned.append(record.container_id)
+    return pruned
+
+
+def leave(container_id: str) -> None:
+    """Take a running container off its tunnel (``wg-pod leave``): interface,
+    nftables table, routing rules, podman's default routes and resolv.conf
+    put back, record; and the records of pod members sharing it."""
+    from .netlink import namespace_lock, open_netns
+
+    record = records.load(container_id)
+    if record is None:
+        raise SetupError("leave", container_id[:12], "the container has no wg-pod tunnel")
+    if record.shared_with:
+        raise SetupError(
+            "leave",
+            container_id[:12],
+            f"it shares the tunnel of container {record.shared_with[:12]}: leave that one",
+        )
+    if record.netns.alive():
+        with open_netns(record.netns.path) as fd, namespace_lock(fd):
+            teardown(record)
+    else:
+        teardown(record)
+    for member in records.read_all():
+        if member.shared_with == container_id:
+            records.remove(member.container_id)
+
+
+def gc() -> list[str]:
+    """Remove what hooks killed mid-way left behind: records of gone
+    namespaces, unreadable records, and host-side interfaces and
+    wireguard-go processes that no record accounts for."""
+    from .netlink import Netlink
+
+    removed = [f"record {cid[:12]}" for cid in prune_stale()]
+    for container_id in records.broken_ids():
+        records.remove(container_id)
+        removed.append(f"unreadable record {container_id[:12]}")
+    # Every record left has a live namespace; its hook may still be at work.
+    known = {record.temp_name for record in records.read_all()}
+    with Netlink() as host:
+        for name in host.link_names():
+            if is_temp_name(name) and name not in known and host.delete_link(name):
+                removed.append(f"interface {name}")
+    for process, name in userspace.running_processes().items():
+        if name not in known and userspace.stop(process, name):
+            removed.append(f"process {process.pid} ({name})")
+    return removed
