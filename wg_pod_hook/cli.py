@@ -109,11 +109,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         id="check", status="creating", pid=0, bundle=None, annotations=annotations
     )
     plan = prepare(state, settings)
-    check_key_unused(plan)  # as the hook would refuse it, against the tunnels up now
     # Host-name endpoints resolve through the hook's own code (same retries,
     # same error), in the host namespace where the hook resolves them.
     device = device_setup(plan.config)
     print(format_plan(plan, nft.render(plan), device.peers))
+    # The plan stands; what the hook would refuse now, against the tunnels
+    # up now, fails the check after it.
+    check_key_unused(plan)
     return 0
 
 

@@ -86,8 +86,12 @@ def test_join_status_leave(
     assert status["rx_bytes"] > 0 and status["tx_bytes"] > 0
     assert tunnel["interface"] == "wg0" and tunnel["backend"] == "userspace"
 
-    # What check prints is what the hook applied.
-    planned = wg_pod(api, settings, "check", conf, "--annotation", "wg-pod.port-remapping=80:8080")
+    # What check prints is what the hook applied; and the key is taken now.
+    planned = wg_pod(
+        api, settings, "check", conf, "--annotation", "wg-pod.port-remapping=80:8080", check=False
+    )
+    assert planned.returncode == 1
+    assert "its private key is already in use by container" in planned.stderr
     pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
     applied = run(
         ["nsenter", f"--net=/proc/{pid}/ns/net", "nft", "list", "table", "inet", "wg-pod"]

@@ -9,10 +9,11 @@ taking it down (teardown.py), from what the record says.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..config import IPAddress, Key, Peer
-from ..records import ProcessId
+if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a config
+    from ..config import IPAddress, Key, Peer
+    from ..records import ProcessId
 
 
 @dataclass(frozen=True)
