@@ -23,7 +23,6 @@ from tests.lab import (
     TEST_IMAGE,
     ConfigDir,
     ContainerStandIn,
-    HookRunner,
     Lab,
     Netns,
     Peer,
@@ -35,7 +34,7 @@ from tests.lab import (
 )
 
 TESTS = Path(__file__).resolve().parent
-_ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root"}
+_ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root", "platform": "root"}
 
 # Everything started from the tests (podman, the hook via podman) uses the
 # test-only podman configuration; nothing under /etc is edited. Inside the
@@ -181,14 +180,3 @@ def hooked_podman(lab: Lab, podman_ready: None, hooks_dir: Path) -> Podman:
     """podman that uses only the wg-pod hooks installed in ``hooks_dir``; with
     ``SYSTEM_PODMAN``, podman with no hooks configuration of the test at all."""
     return Podman(lab, hooks_dir=None if SYSTEM_PODMAN else hooks_dir)
-
-
-@pytest.fixture
-def hook(lab: Lab, settings: Path) -> HookRunner:
-    """``hook("createRuntime", standin, annotations)`` runs wg-pod-hook like runc does.
-
-    Also ``hook.up(standin, annotations)`` / ``hook.down(...)``; ``check=False``
-    by default (returns the CompletedProcess). A poststop runs at teardown for
-    every stand-in brought up and not brought down.
-    """
-    return HookRunner(lab, settings)

@@ -39,7 +39,21 @@ from typing import Any, TextIO
 log = logging.getLogger("wgpt.lab")
 
 REPO = Path(__file__).resolve().parent.parent
-CONTAINERS_CONF = REPO / "tests" / "system" / "containers.conf"
+
+
+def _containers_conf() -> Path:
+    """The test-only podman configuration: containers.conf for Debian 12's
+    podman 4.3 (CNI), containers-podman5.conf on a Debian 13 host (podman 5
+    has no CNI). scripts/setup and scripts/test choose the same way."""
+    try:
+        major = Path("/etc/debian_version").read_text().split(".")[0].strip()
+    except OSError:
+        major = ""
+    name = "containers-podman5.conf" if major == "13" else "containers.conf"
+    return REPO / "tests" / "system" / name
+
+
+CONTAINERS_CONF = _containers_conf()
 TEST_IMAGE = "localhost/wg-pod-test"
 # Which podman the podman scenarios (tests/system) drive. Unset: this
 # machine's podman with tests/system/containers.conf and this tree's hook
@@ -1081,10 +1095,25 @@ class HookRunner:
     stand-in's namespace goes), unless the test already ran it.
     """
 
-    def __init__(self, lab: Lab, settings: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        settings: str | os.PathLike[str],
+        *,
+        remake: Callable[..., Path] | None = None,
+    ) -> None:
+        """``remake(**extra)`` writes settings like ``settings`` with ``extra``
+        keys on top (see :meth:`with_settings`)."""
         self.lab = lab
         self.settings = settings
+        self.remake = remake
         self._up: dict[str, tuple[ContainerStandIn, dict[str, str]]] = {}
+
+    def with_settings(self, **extra: object) -> HookRunner:
+        """A runner like this one (same backend) with more settings, e.g.
+        ``fault_injection_kill_after``, ``log_level`` or ``userspace_command``."""
+        assert self.remake is not None, "this runner was made without a settings factory"
+        return HookRunner(self.lab, self.remake(**extra), remake=self.remake)
 
     @property
     def env(self) -> dict[str, str]:
@@ -1120,14 +1149,34 @@ class HookRunner:
         )
 
     def up(
-        self, standin: ContainerStandIn, annotations: Mapping[str, str], **kw: Any
+        self,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        ok: bool = True,
+        **kw: Any,
     ) -> subprocess.CompletedProcess[str]:
-        return self("createRuntime", standin, annotations, **kw)
+        """createRuntime; asserts that it succeeded, silently, unless ``ok=False``
+        (then the caller looks at the result)."""
+        done = self("createRuntime", standin, annotations, **kw)
+        if ok:
+            assert done.returncode == 0, f"createRuntime exited {done.returncode}: {done.stderr}"
+            assert done.stderr == "", done.stderr
+        return done
 
     def down(
-        self, standin: ContainerStandIn, annotations: Mapping[str, str], **kw: Any
+        self,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        ok: bool = True,
+        **kw: Any,
     ) -> subprocess.CompletedProcess[str]:
-        return self("poststop", standin, annotations, **kw)
+        """poststop; asserts exit status 0 (poststop never fails) unless ``ok=False``."""
+        done = self("poststop", standin, annotations, **kw)
+        if ok:
+            assert done.returncode == 0, f"poststop exited {done.returncode}: {done.stderr}"
+        return done
 
     def _final_down(self, container_id: str) -> None:
         entry = self._up.pop(container_id, None)

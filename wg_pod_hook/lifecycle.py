@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import dns, nft, records
 from .backends import Backend, DeviceSetup
@@ -254,12 +255,9 @@ def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> Tu
     """The record before the first step; what a previous run in this
     namespace replaced (podman's default routes and resolv.conf) is still
     to be put back one day, so it carries over."""
-    return TunnelRecord(
-        container_id=plan.container_id,
-        interface=plan.interface,
-        config=str(plan.config_path),
-        netns=netns,
-        created=time.time(),
+    return _record(
+        plan,
+        netns,
         container_pid=plan.pid,
         temp_name=plan.temp_name,
         removed_routes=previous.removed_routes if previous else (),
@@ -267,6 +265,17 @@ def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> Tu
         resolv_conf_original=previous.resolv_conf_original if previous else None,
         public_key=plan.public_key,
         peer_public_keys=tuple(sorted(plan.peer_public_keys)),
+    )
+
+
+def _record(plan: Plan, netns: NetnsId, **fields: Any) -> TunnelRecord:
+    return TunnelRecord(
+        container_id=plan.container_id,
+        interface=plan.interface,
+        config=str(plan.config_path),
+        netns=netns,
+        created=time.time(),
+        **fields,
     )
 
 
@@ -356,15 +365,7 @@ def _shared_tunnel(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord 
                 f"the namespace already carries container {owner.container_id[:12]}'s "
                 f"tunnel {owner.interface} from {owner.config}",
             )
-        record = TunnelRecord(
-            container_id=plan.container_id,
-            interface=plan.interface,
-            config=str(plan.config_path),
-            netns=netns,
-            created=time.time(),
-            shared_with=owner.container_id,
-            complete=True,
-        )
+        record = _record(plan, netns, shared_with=owner.container_id, complete=True)
         records.write(record)
         log.info(
             "container %s: shares %s of container %s",

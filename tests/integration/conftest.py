@@ -1,4 +1,10 @@
-"""Integration fixtures: every hook test runs once per backend."""
+"""Integration fixtures: every hook test runs once per backend.
+
+``hook`` is the one runner of the hook: its settings allow the test's config
+dir and pick ``backend``; ``hook.with_settings(**extra)`` gives a runner
+for the same backend with more settings.  A module that is about one
+backend only overrides the ``backend`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -20,5 +26,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def hook(lab: Lab, make_settings: Callable[..., Path], backend: str) -> HookRunner:
-    """The hook with settings for one backend (overrides conftest's)."""
-    return HookRunner(lab, make_settings(backend=backend))
+    def remake(**extra: object) -> Path:
+        return make_settings(**{"backend": backend, **extra})
+
+    return HookRunner(lab, remake(), remake=remake)

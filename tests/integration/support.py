@@ -23,12 +23,6 @@ def kernel_has_wireguard() -> bool:
     return made.returncode == 0
 
 
-def up(hook: HookRunner, standin: ContainerStandIn, annotations: dict[str, str]) -> None:
-    done = hook.up(standin, annotations)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-
-
 def fetch_in(standin: ContainerStandIn, url: str, timeout: float = PAGE_TIMEOUT) -> str:
     """GET ``url`` from inside the stand-in; retries while the tunnel comes up."""
     script = (

@@ -12,7 +12,6 @@ import copy
 import json
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from tests.integration.support import (
     fails_cleanly,
     fetch_in,
     serve_in,
-    up,
     wireguard_processes,
     write_config,
 )
@@ -42,7 +40,7 @@ def test_tunnel_carries_traffic_both_ways_v4_and_v6(
     backend: str,
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
-    up(hook, standin, {"wg-pod.config": conf})
+    hook.up(standin, {"wg-pod.config": conf})
 
     assert "wg0" in standin.links()
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -64,7 +62,7 @@ def test_endpoint_sees_the_host_side_address(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     """The WireGuard socket stays in the host namespace."""
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     fetch_in(standin, peer.url_v4)
     endpoints = peer.wg(["show", peer.ifname, "endpoints"]).stdout
     assert str(peer.underlay.host_v4.ip) in endpoints
@@ -74,7 +72,7 @@ def test_port_remapping_reached_from_the_peer(
     lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
-    up(hook, standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"})
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"})
     serve_in(lab, standin, 8080, "remapped-page")
     fetch_in(standin, peer.url_v4)  # the tunnel is up
     client = peer.clients[-1]
@@ -103,7 +101,7 @@ def test_full_tunnel_beside_podman_default_route(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
-    up(hook, standin, {"wg-pod.config": conf, "wg-pod.kill-switch": "off"})
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.kill-switch": "off"})
     routes = standin.run(["ip", "-4", "route", "get", "198.51.100.7"]).stdout
     assert "dev wg0" in routes
     routes = standin.run(["ip", "-6", "route", "get", "2001:db8::7"]).stdout
@@ -116,7 +114,7 @@ def test_kill_switch_blocks_traffic_beside_the_tunnel(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, kill_switch: str
 ) -> None:
     conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
-    up(hook, standin, {"wg-pod.config": conf, "wg-pod.kill-switch": kill_switch})
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.kill-switch": kill_switch})
     # An address of the host outside the podman-like subnet, forced out of eth0.
     outside = str(peer.underlay.host_v4.ip)
     ping = standin.run(
@@ -156,7 +154,7 @@ def test_poststop_keeps_a_live_namespace_tunnel_and_cleans_up_after_it(
     """Restart policies: podman runs poststop, keeps the namespace and restarts
     the container in it without createRuntime; the tunnel must still be there."""
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
-    up(hook, standin, annotations)
+    hook.up(standin, annotations)
     assert hook.down(standin, annotations).returncode == 0
     assert path_for(standin.id).exists()
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -178,11 +176,11 @@ def test_stale_records_are_pruned_by_the_next_start(
 ) -> None:
     """podman rm after a policy restart runs no poststop: the next start cleans up."""
     conf = write_config(config_dir, peer.client_config())
-    up(hook, standin, {"wg-pod.config": conf})
+    hook.up(standin, {"wg-pod.config": conf})
     standin.stop()
     assert path_for(standin.id).exists()
     other = make_standin()
-    up(hook, other, {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")})
+    hook.up(other, {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")})
     assert not path_for(standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
 
@@ -191,10 +189,10 @@ def test_pod_members_share_the_namespace_tunnel(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
-    up(hook, standin, annotations)
+    hook.up(standin, annotations)
     member = copy.copy(standin)
     member.id = secrets.token_hex(32)
-    up(hook, member, annotations)
+    hook.up(member, annotations)
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
     assert json.loads(path_for(member.id).read_text())["shared_with"] == standin.id
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -202,7 +200,7 @@ def test_pod_members_share_the_namespace_tunnel(
     other_conf = write_config(config_dir, peer.client_config(), "other.conf")
     intruder = copy.copy(standin)
     intruder.id = secrets.token_hex(32)
-    done = hook.up(intruder, {"wg-pod.config": other_conf})
+    done = hook.up(intruder, {"wg-pod.config": other_conf}, ok=False)
     assert done.returncode == 1
     assert f"already carries container {standin.id[:12]}'s tunnel wg0" in done.stderr
 
@@ -212,8 +210,8 @@ def test_rerun_on_the_same_namespace_converges(
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
     annotations = {"wg-pod.config": conf, "wg-pod.port-remapping": "80:8080"}
-    up(hook, standin, annotations)
-    up(hook, standin, annotations)
+    hook.up(standin, annotations)
+    hook.up(standin, annotations)
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
     assert len(wireguard_processes(temp_name(standin.id))) <= 1
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -233,9 +231,9 @@ def test_leave_after_a_rerun_puts_back_what_the_first_run_replaced(
         "wg-pod.delete-default": "true",
         "wg-pod.dns": "10.250.0.53",
     }
-    up(hook, standin, annotations)
+    hook.up(standin, annotations)
     assert hook.down(standin, annotations).returncode == 0  # the namespace lives on
-    up(hook, standin, annotations)
+    hook.up(standin, annotations)
     assert [r.get("dev") for r in standin.default_routes(4)] == ["wg0"]
     assert standin.resolv_conf.read_text() != resolv_before
     # The reply path (see test_reply_path.py) is set up once, from podman's routes.
@@ -274,14 +272,11 @@ def test_fails_cleanly_on_a_bad_annotation(
     assert "wg-pod.port-remapping" in message
 
 
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
 def test_fails_cleanly_when_the_backend_cannot_start(
-    peer: Peer,
-    standin: ContainerStandIn,
-    config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
-    lab: Lab,
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    runner = HookRunner(lab, make_settings(backend="userspace", userspace_command=["false"]))
+    runner = hook.with_settings(userspace_command=["false"])
     conf = write_config(config_dir, peer.client_config())
     message = fails_cleanly(runner, standin, {"wg-pod.config": conf})
     assert "exited with status 1" in message
@@ -293,7 +288,7 @@ def test_ipv6_tunnel_in_a_namespace_with_ipv6_disabled(
     """podman networks without IPv6 may disable it; the tunnel's IPv6 works."""
     standin.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
     standin.run(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert peer.page in fetch_in(standin, peer.url_v6)
 
 
@@ -355,7 +350,7 @@ def test_fails_cleanly_on_an_unresolvable_endpoint(
 def test_status_reports_handshake_and_transfer(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, backend: str
 ) -> None:
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert peer.page in fetch_in(standin, peer.url_v4)
     done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "status", standin.id, "--json"])
     (tunnel,) = json.loads(done.stdout)["tunnels"]

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in, up
+from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def hook(lab: Lab, make_settings: Callable[..., Path]) -> HookRunner:
+def backend() -> str:
     """Validation comes before any backend work: one backend is enough."""
-    return HookRunner(lab, make_settings(backend="userspace"))
+    return "userspace"
 
 
 def place_config(case: str, lab: Lab, config_dir: ConfigDir, text: str) -> str:
@@ -91,16 +89,12 @@ def test_config_path_refused(
 
 
 def test_readable_config_accepted_when_the_settings_allow_it(
-    lab: Lab,
-    peer: Peer,
-    standin: ContainerStandIn,
-    config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    hook = HookRunner(lab, make_settings(allow_readable_configs=True))
+    hook = hook.with_settings(allow_readable_configs=True)
     path = config_dir.write("wg0.conf", peer.client_config())
     path.chmod(0o644)
-    up(hook, standin, {"wg-pod.config": str(path)})
+    hook.up(standin, {"wg-pod.config": str(path)})
     assert peer.page in fetch_in(standin, peer.url_v4)
 
 

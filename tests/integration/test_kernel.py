@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, kernel_has_wireguard, serve_in, up, write_config
+from tests.integration.support import fetch_in, kernel_has_wireguard, serve_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
 from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import path_for
@@ -29,8 +28,8 @@ def kernel_wireguard() -> None:
 
 
 @pytest.fixture
-def kernel_hook(lab: Lab, make_settings: Callable[..., Path]) -> HookRunner:
-    return HookRunner(lab, make_settings(backend="kernel"))
+def backend() -> str:
+    return "kernel"
 
 
 def udp_listeners(port: int, netns: str | None = None) -> str:
@@ -46,9 +45,9 @@ def free_udp_port() -> int:
 
 
 def test_the_interface_is_kernel_wireguard_inside_the_container(
-    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, kernel_hook: HookRunner
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    up(kernel_hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     details = standin.run(["ip", "-d", "link", "show", "wg0"]).stdout
     assert "wireguard" in details.split(), details
     assert temp_name(standin.id) not in run(["ip", "-o", "link", "show"]).stdout
@@ -56,11 +55,11 @@ def test_the_interface_is_kernel_wireguard_inside_the_container(
 
 
 def test_the_udp_socket_stays_in_the_host_namespace(
-    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, kernel_hook: HookRunner
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     port = free_udp_port()
     conf = write_config(config_dir, peer.client_config(listen_port=port))
-    up(kernel_hook, standin, {"wg-pod.config": conf})
+    hook.up(standin, {"wg-pod.config": conf})
     assert peer.page in fetch_in(standin, peer.url_v4)
     assert udp_listeners(port), "the kernel's socket is not in the host namespace"
     assert not udp_listeners(port, netns=standin.name)
@@ -69,11 +68,11 @@ def test_the_udp_socket_stays_in_the_host_namespace(
 
 
 def test_the_interface_goes_with_the_container_namespace(
-    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, kernel_hook: HookRunner
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     port = free_udp_port()
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config(listen_port=port))}
-    up(kernel_hook, standin, annotations)
+    hook.up(standin, annotations)
     assert udp_listeners(port)
 
     standin.stop()  # the process ends and the namespace is deleted, as podman does
@@ -82,7 +81,7 @@ def test_the_interface_goes_with_the_container_namespace(
     wireguard_links = run(["ip", "-o", "link", "show", "type", "wireguard"]).stdout
     assert temp_name(standin.id) not in wireguard_links
 
-    done = kernel_hook.down(standin, annotations)
+    done = hook.down(standin, annotations)
     assert done.returncode == 0, done.stderr
     assert not path_for(standin.id).exists()
 
@@ -92,10 +91,10 @@ def test_auto_picks_the_kernel(
     peer: Peer,
     standin: ContainerStandIn,
     config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
+    hook: HookRunner,
 ) -> None:
-    hook = HookRunner(lab, make_settings(backend="auto"))
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook = hook.with_settings(backend="auto")
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert json.loads(path_for(standin.id).read_text())["backend"] == "kernel"
     assert "wireguard" in standin.run(["ip", "-d", "link", "show", "wg0"]).stdout.split()
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -111,13 +110,13 @@ def test_interop(
     make_peer: Callable[..., Peer],
     standin: ContainerStandIn,
     config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
+    hook: HookRunner,
     client: str,
     peer_kind: str,
 ) -> None:
     peer = make_peer(kernel=peer_kind == "kernel")
-    hook = HookRunner(lab, make_settings(backend=client))
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook = hook.with_settings(backend=client)
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert peer.page in fetch_in(standin, peer.url_v4)
     assert peer.page in fetch_in(standin, peer.url_v6)
     serve_in(lab, standin, 8080, "served-from-the-container")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, up, write_config
+from tests.integration.support import fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
 
 pytestmark = pytest.mark.root
@@ -92,7 +92,7 @@ def full_tunnel(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, switch: str
 ) -> None:
     conf = write_config(config_dir, peer.client_config(allowed_ips=FULL_TUNNEL))
-    up(hook, standin, {"wg-pod.config": conf, "wg-pod.kill-switch": switch})
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.kill-switch": switch})
     assert peer.page in fetch_in(standin, peer.url_v4)
 
 
@@ -171,7 +171,7 @@ def test_dns_goes_only_to_the_tunnel_servers(
 ) -> None:
     tunnel, other = dns_servers(lab, peer, standin)
     text = peer.client_config(extra_interface_lines=[f"DNS = {', '.join(tunnel)}, corp.example"])
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, text)})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     fetch_in(standin, peer.url_v4)
 
     resolv = standin.resolv_conf.read_text()
@@ -195,7 +195,7 @@ def test_dns_off_leaves_dns_alone(
     tunnel, other = dns_servers(lab, peer, standin)
     before = standin.resolv_conf.read_text()
     text = peer.client_config(extra_interface_lines=[f"DNS = {tunnel[0]}"])
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, text), "wg-pod.dns": "off"})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text), "wg-pod.dns": "off"})
     assert standin.resolv_conf.read_text() == before
     for server in other:
         assert dns(standin.run, server) == "198.18.0.53"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.support import fetch_in, up, write_config
+from tests.integration.support import fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run
 
 pytestmark = pytest.mark.root
@@ -33,7 +33,7 @@ def test_mtu_follows_the_underlay_and_large_transfers_complete(
 ) -> None:
     run(["ip", "link", "set", peer.host_ifname, "mtu", "1400"])
     peer.ns.run(["ip", "link", "set", "eth0", "mtu", "1400"])
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert tunnel_mtu(standin) == 1320
 
     blob = os.urandom(4 << 20)
@@ -50,7 +50,7 @@ def test_explicit_mtu_wins(
 ) -> None:
     run(["ip", "link", "set", peer.host_ifname, "mtu", "1400"])
     text = peer.client_config(extra_interface_lines=["MTU = 1280"])
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, text)})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     assert tunnel_mtu(standin) == 1280
     assert peer.page in fetch_in(standin, peer.url_v6)
 
@@ -66,7 +66,7 @@ def test_host_name_endpoint(
     port = random.randrange(40000, 60000)
     peer = make_peer(listen_port=port, socket_in_host=True)
     text = peer.client_config(endpoint=f"localhost:{port}")
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, text)})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     assert peer.page in fetch_in(standin, peer.url_v4)
 
 
@@ -77,7 +77,7 @@ def test_ipv6_only_tunnel_over_an_ipv6_endpoint(
         address_v4=None, allowed_ips=[str(peer.tunnel_v6.network)], endpoint_family=6
     )
     assert "Endpoint = [" in text
-    up(hook, standin, {"wg-pod.config": write_config(config_dir, text)})
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     assert peer.page in fetch_in(standin, peer.url_v6)
     addresses = standin.run(["ip", "-j", "addr", "show", "wg0"]).stdout
     assert '"family":"inet"' not in addresses.replace(" ", "")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, up, write_config
+from tests.integration.support import fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
 from wg_pod_hook import teardown
 from wg_pod_hook.plan import REPLY_MARK
@@ -46,7 +46,7 @@ def test_replies_to_connections_from_outside_leave_through_eth0(
     standin.run(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
     standin.run(["sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=1"])
     conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
-    up(hook, standin, {"wg-pod.config": conf, "wg-pod.delete-default": delete_default})
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.delete-default": delete_default})
     server = str((standin.underlay.inner_v4 if version == 4 else standin.underlay.inner_v6).ip)
     lab.popen(
         [sys.executable, ECHOD, "serve", server, str(ECHO_PORT)],

@@ -22,7 +22,6 @@ import pytest
 from tests.integration.support import (
     fails_cleanly,
     fetch_in,
-    up,
     wireguard_processes,
     write_config,
 )
@@ -93,9 +92,8 @@ def test_keys_appear_nowhere(
     peer: Peer,
     standin: ContainerStandIn,
     config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
     syslog: Syslog,
-    backend: str,
+    hook: HookRunner,
 ) -> None:
     """Run the hook (success and failure) while recording every process it
     spawns (argv and environment, through PATH shims), its syslog at debug
@@ -112,7 +110,7 @@ def test_keys_appear_nowhere(
         "PATH": f"{shims}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "WG_POD_SYSLOG_SOCKET": str(syslog.path),
     }
-    hook = HookRunner(lab, make_settings(backend=backend, log_level="debug"))
+    hook = hook.with_settings(log_level="debug")
     client = peer.add_client(preshared=True, extra_interface_lines=[f"DNS = {peer.tunnel_v4.ip}"])
     assert client.preshared_key is not None
     keys = key_forms(client.private_key) + key_forms(client.preshared_key)
@@ -125,12 +123,12 @@ def test_keys_appear_nowhere(
         config_dir, client.config.replace(peer.endpoint_v4, "no-such-host.invalid:51820"), "b.conf"
     )
     other = lab.standin()
-    bad = hook.up(other, {"wg-pod.config": broken}, env=env)
+    bad = hook.up(other, {"wg-pod.config": broken}, env=env, ok=False)
     assert bad.returncode == 1
     mangled = write_config(
         config_dir, client.config.replace("PrivateKey = ", "PrivateKey = x"), "c.conf"
     )
-    worse = hook.up(other, {"wg-pod.config": mangled}, env=env)
+    worse = hook.up(other, {"wg-pod.config": mangled}, env=env, ok=False)
     assert worse.returncode == 1
 
     process_views = []
@@ -167,7 +165,7 @@ def test_thirty_parallel_starts(
     with ThreadPoolExecutor(max_workers=len(standins)) as pool:
         results = list(
             pool.map(
-                lambda pair: hook.up(pair[0], {"wg-pod.config": pair[1]}),
+                lambda pair: hook.up(pair[0], {"wg-pod.config": pair[1]}, ok=False),
                 zip(standins, configs, strict=True),
             )
         )
@@ -192,19 +190,17 @@ def test_hook_killed_after_a_step_blocks_nothing(
     peer: Peer,
     make_standin: Callable[[], ContainerStandIn],
     config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
-    backend: str,
+    hook: HookRunner,
 ) -> None:
-    crashing = HookRunner(lab, make_settings(backend=backend, fault_injection_kill_after=step))
-    healthy = HookRunner(lab, make_settings(backend=backend))
+    crashing = hook.with_settings(fault_injection_kill_after=step)
+    healthy = hook
     conf = write_config(config_dir, peer.client_config())
     victim = make_standin()
-    assert crashing.up(victim, {"wg-pod.config": conf}).returncode == -9
+    assert crashing.up(victim, {"wg-pod.config": conf}, ok=False).returncode == -9
 
     # Another container starts.
     bystander = make_standin()
-    up(
-        healthy,
+    healthy.up(
         bystander,
         {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")},
     )
@@ -214,7 +210,7 @@ def test_hook_killed_after_a_step_blocks_nothing(
     victim.stop()
     again = make_standin()
     again.id = victim.id
-    up(healthy, again, {"wg-pod.config": conf})
+    healthy.up(again, {"wg-pod.config": conf})
     assert peer.page in fetch_in(again, peer.url_v4)
     assert len(wireguard_processes(temp_name(victim.id))) <= 1
 
@@ -226,16 +222,11 @@ def test_gc_removes_what_a_killed_hook_left(
     peer: Peer,
     standin: ContainerStandIn,
     config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
-    backend: str,
+    hook: HookRunner,
 ) -> None:
-    crashing = HookRunner(lab, make_settings(backend=backend, fault_injection_kill_after=step))
-    assert (
-        crashing.up(
-            standin, {"wg-pod.config": write_config(config_dir, peer.client_config())}
-        ).returncode
-        == -9
-    )
+    crashing = hook.with_settings(fault_injection_kill_after=step)
+    conf = write_config(config_dir, peer.client_config())
+    assert crashing.up(standin, {"wg-pod.config": conf}, ok=False).returncode == -9
     standin.stop()
     done = run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
     assert done.returncode == 0
@@ -257,7 +248,7 @@ def test_concurrent_hooks_on_one_namespace_are_serialised(
         member.id = secrets.token_hex(32)
         members.append(member)
     with ThreadPoolExecutor(max_workers=len(members)) as pool:
-        results = list(pool.map(lambda m: hook.up(m, annotations), members))
+        results = list(pool.map(lambda m: hook.up(m, annotations, ok=False), members))
     assert [r.returncode for r in results] == [0] * len(members), [r.stderr for r in results]
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
     owners = [m for m in members if json.loads(path_for(m.id).read_text())["shared_with"] is None]
@@ -276,49 +267,43 @@ def silent_wireguard_go(lab: Lab) -> list[str]:
     return [sys.executable, str(script)]
 
 
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
 def test_a_wireguard_go_that_never_opens_its_socket_is_stopped(
-    lab: Lab,
-    peer: Peer,
-    standin: ContainerStandIn,
-    config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    settings = make_settings(backend="userspace", userspace_command=silent_wireguard_go(lab))
+    silent = hook.with_settings(userspace_command=silent_wireguard_go(lab))
     conf = write_config(config_dir, peer.client_config())
-    message = fails_cleanly(HookRunner(lab, settings), standin, {"wg-pod.config": conf})
+    message = fails_cleanly(silent, standin, {"wg-pod.config": conf})
     assert f"no UAPI socket /var/run/wireguard/{temp_name(standin.id)}.sock after" in message
     assert wireguard_processes(temp_name(standin.id)) == []
 
 
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
 def test_a_hook_killed_while_its_wireguard_go_starts_is_cleared_by_the_next_start(
-    lab: Lab,
-    peer: Peer,
-    standin: ContainerStandIn,
-    config_dir: ConfigDir,
-    make_settings: Callable[..., Path],
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
     """Its process is in the record before the hook waits for the socket."""
-    silent = make_settings(backend="userspace", userspace_command=silent_wireguard_go(lab))
+    silent = hook.with_settings(userspace_command=silent_wireguard_go(lab))
     conf = write_config(config_dir, peer.client_config())
     name = temp_name(standin.id)
-    hook = subprocess.Popen(
+    killed = subprocess.Popen(
         [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), "createRuntime"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**HookRunner(lab, silent).env},
+        env=silent.env,
     )
-    lab.defer("the killed hook", lambda: hook.kill() if hook.poll() is None else None)
-    assert hook.stdin is not None
-    hook.stdin.write(standin.oci_state({"wg-pod.config": conf}))
-    hook.stdin.close()
+    lab.defer("the killed hook", lambda: killed.kill() if killed.poll() is None else None)
+    assert killed.stdin is not None
+    killed.stdin.write(standin.oci_state({"wg-pod.config": conf}))
+    killed.stdin.close()
     wait_for(lambda: bool(wireguard_processes(name)), timeout=10, what="the silent wireguard-go")
     wait_for(lambda: path_for(standin.id).exists(), timeout=5, what="the hook's first record")
-    os.kill(hook.pid, signal.SIGKILL)
-    hook.wait(timeout=5)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=5)
     assert wireguard_processes(name) != []
 
-    up(HookRunner(lab, make_settings(backend="userspace")), standin, {"wg-pod.config": conf})
+    hook.up(standin, {"wg-pod.config": conf})
     assert len(wireguard_processes(name)) == 1  # the real one
     assert peer.page in fetch_in(standin, peer.url_v4)

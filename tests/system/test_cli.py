@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostfile import assert_untouched, host_file
 from tests.lab import (
     CONTAINERS_CONF,
     SYSTEM_PODMAN,
@@ -23,7 +24,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.system.test_podman_hook import RETRYING_WGET
-from tests.system.test_podman_safety import assert_untouched, dns_config, host_file
+from tests.system.test_podman_safety import dns_config
 from wg_pod_hook.backends.userspace import accepts_connections
 from wg_pod_hook.podman import DEFAULT_SOCKET
 
@@ -129,7 +130,7 @@ def test_join_flag_errors_name_the_flag(
 def test_join_and_leave_never_write_a_mounted_host_resolv_conf(
     lab: Lab, peer: Peer, config_dir: ConfigDir, settings: Path, podman: Podman, api: str
 ) -> None:
-    mounted = host_file(lab)
+    mounted = host_file(lab.tmp)
     name, _ = podman.run(
         "sleep", "600", detach=True, options=["-v", f"{mounted}:/etc/resolv.conf:ro"]
     )

@@ -4,33 +4,13 @@ private key never serves two containers towards one peer."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
+from tests.hostfile import TEXT, assert_untouched, host_file
 from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, token
 from tests.system.test_podman_hook import RETRYING_WGET
 
 pytestmark = pytest.mark.podman
-
-HOST_TEXT = "# a file of the host\nnameserver 192.0.2.53\n"
-OLD = 1_000_000_000
-
-
-def host_file(lab: Lab) -> Path:
-    """Stands for the host's /etc/resolv.conf (never the real one: a
-    regression would cut this machine's name resolution)."""
-    path = lab.tmp / f"resolv-{token()}.conf"
-    path.write_text(HOST_TEXT)
-    path.chmod(0o644)
-    os.utime(path, (OLD, OLD))
-    return path
-
-
-def assert_untouched(path: Path) -> None:
-    assert path.read_text() == HOST_TEXT
-    assert path.stat().st_mtime == OLD
 
 
 def dns_config(peer: Peer, config_dir: ConfigDir) -> str:
@@ -42,7 +22,7 @@ def dns_config(peer: Peer, config_dir: ConfigDir) -> str:
 def test_a_host_resolv_conf_mounted_into_the_container_is_never_written(
     lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, mode: str
 ) -> None:
-    mounted = host_file(lab)
+    mounted = host_file(lab.tmp)
     _, done = hooked_podman.run(
         "true",
         annotations={"wg-pod.config": dns_config(peer, config_dir)},
@@ -59,7 +39,7 @@ def test_a_host_resolv_conf_mounted_into_the_container_is_never_written(
 def test_with_dns_off_it_starts_and_the_host_file_is_untouched(
     lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
 ) -> None:
-    mounted = host_file(lab)
+    mounted = host_file(lab.tmp)
     _, done = hooked_podman.run(
         "sh",
         "-c",
@@ -67,7 +47,7 @@ def test_with_dns_off_it_starts_and_the_host_file_is_untouched(
         annotations={"wg-pod.config": dns_config(peer, config_dir), "wg-pod.dns": "off"},
         options=["-v", f"{mounted}:/etc/resolv.conf:ro"],
     )
-    assert HOST_TEXT in done.stdout and peer.page in done.stdout
+    assert TEXT in done.stdout and peer.page in done.stdout
     assert_untouched(mounted)
 
 
