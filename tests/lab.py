@@ -1034,6 +1034,27 @@ class Podman:
             self._runtime = self("info", "--format", "{{.Host.OCIRuntime.Name}}").stdout.strip()
         return self._runtime
 
+    @property
+    def version(self) -> tuple[int, ...]:
+        """podman's version, e.g. (4, 3, 1)."""
+        text = self("version", "--format", "{{.Client.Version}}").stdout.strip()
+        return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+    def hook_error(self, name: str, done: subprocess.CompletedProcess[str]) -> str:
+        """What a user learns of why the hook stopped container ``name``:
+        podman's stderr, where runc passes the hook's line on; with crun,
+        which throws it away, the failure the hook kept for ``wg-pod status``
+        (in the hook's own stderr format)."""
+        if self.runtime != "crun":
+            return done.stderr
+        from wg_pod_hook.failures import recent
+
+        return "\n".join(
+            f"wg-pod: container {f.container_id[:12]}: {f.message}"
+            for f in recent()
+            if f.name == name
+        )
+
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:

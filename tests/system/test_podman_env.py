@@ -76,6 +76,11 @@ def test_create_runtime_hook_sees_the_configured_netns(lab: Lab, podman: Podman)
     assert result["state"]["annotations"]["wgpt.test"] == "yes"
     # The resolv.conf podman bind-mounts is named in the bundle's config.json.
     assert result["resolv_conf"].endswith("/resolv.conf")
-    assert "nameserver" in result["resolv_conf_text"]
+    if hooked.version < (5,):
+        assert "nameserver" in result["resolv_conf_text"]
+    else:
+        # podman 5 writes it only after createRuntime (and over whatever a
+        # hook wrote there): see tests/platform/test_platform.py KNOWN_GAPS.
+        assert result["resolv_conf_text"] == ""
     # podman (CNI) configured the network before createRuntime hooks run.
     assert any(r["dst"] == "default" for r in result["routes"]), result["routes"]

@@ -118,8 +118,9 @@ def test_broken_config_does_not_start_and_leaves_nothing(
         check=False,
     )
     assert done.returncode != 0
-    assert "wg-pod: container " in done.stderr
-    assert f"{conf}:2" in done.stderr
+    said = hooked_podman.hook_error(name, done)
+    assert "wg-pod: container " in said
+    assert f"{conf}:2" in said
     assert not marker.exists()
     assert host_leftovers() == ([], [], [])
     listed = hooked_podman("ps", "-a", "--format", "{{.Names}}").stdout.split()

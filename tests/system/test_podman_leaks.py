@@ -26,8 +26,14 @@ def test_kill_switch_in_a_real_container(
         + f"; if ping -c 1 -W 2 -I eth0 {outside} >/dev/null; "
         "then echo LEAKED; else echo BLOCKED; fi"
     )
+    # podman 5 no longer grants CAP_NET_RAW by default, and busybox ping
+    # needs it: without it "BLOCKED" would say nothing about the kill switch.
     _, done = hooked_podman.run(
-        "sh", "-c", script, annotations={"wg-pod.config": str(conf), "wg-pod.kill-switch": switch}
+        "sh",
+        "-c",
+        script,
+        annotations={"wg-pod.config": str(conf), "wg-pod.kill-switch": switch},
+        options=["--cap-add", "NET_RAW"],
     )
     assert peer.page in done.stdout
     assert ("BLOCKED" if switch == "on" else "LEAKED") in done.stdout, done.stdout

@@ -1,0 +1,46 @@
+"""pytest plugin for the run inside the Debian 13 machine (``-p tests.platform.inner``).
+
+Writes every test's outcome (passed, failed with its message, skipped with
+its reason) and the run's duration as JSON to ``$WG_POD_PLATFORM_REPORT``,
+which the outer tests (test_platform.py) turn into one test each. Standard
+library and pytest only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPORT_ENV = "WG_POD_PLATFORM_REPORT"
+_outcomes: dict[str, dict[str, Any]] = {}
+_start = time.monotonic()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    entry = _outcomes.setdefault(report.nodeid, {"status": "passed", "message": "", "seconds": 0.0})
+    entry["seconds"] += report.duration
+    if report.failed:
+        text = str(report.longrepr)
+        entry["status"] = "failed"
+        entry["message"] += f"[{report.when}] " + "\n".join(text.splitlines()[-60:]) + "\n"
+    elif report.skipped and entry["status"] != "failed":
+        entry["status"] = "skipped"
+        longrepr = report.longrepr
+        entry["message"] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = os.environ.get(REPORT_ENV)
+    if not path:
+        return
+    data = {
+        "exit": int(exitstatus),
+        "seconds": round(time.monotonic() - _start, 1),
+        "outcomes": _outcomes,
+    }
+    Path(path).write_text(json.dumps(data, indent=1))
