@@ -72,7 +72,9 @@ def remember(
         "message": _cut(message, MAX_MESSAGE),
     }
     try:
-        FAILURE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # /run/wg-pod as records.write makes it (0700), should a failure come first.
+        FAILURE_DIR.parent.mkdir(mode=0o700, exist_ok=True)
+        FAILURE_DIR.mkdir(mode=0o700, exist_ok=True)
         target = FAILURE_DIR / f"{int(now * 1e9):020d}-{cid}.json"
         fd, tmp = tempfile.mkstemp(dir=FAILURE_DIR, prefix=".tmp-", suffix=".part")
         try:
