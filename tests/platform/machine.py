@@ -183,17 +183,16 @@ def _build(final: Path) -> None:
     work.mkdir()
     try:
         target = work / "root"
-        host_run(
-            "build the Debian 13 root (mmdebstrap)",
-            [
-                "mmdebstrap",
-                "--variant=apt",
-                "--include=" + ",".join(PACKAGES),
-                SUITE,
-                str(target),
-            ],
-            timeout=900,
-        )
+        argv = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE]
+        # A second try for a download that broke off; a real error repeats.
+        for attempt in (1, 2):
+            try:
+                host_run("build the Debian 13 root (mmdebstrap)", [*argv, str(target)], timeout=900)
+                break
+            except MachineError:
+                shutil.rmtree(target, ignore_errors=True)
+                if attempt == 2:
+                    raise
         _customize(target, work)
         versions = _versions(target)
         (work / "ready.json").write_text(json.dumps(versions, indent=2) + "\n")
