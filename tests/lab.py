@@ -872,10 +872,12 @@ class ContainerStandIn:
         self.ns.delete()
 
     def default_routes(self, version: int = 4) -> list[dict[str, Any]]:
+        """Default routes of the main table that carry traffic (not the
+        tunnel's unreachable guard)."""
         return [
             r
             for r in self.routes(version)
-            if r.get("dst") == "default" and r.get("table", "main") == "main"
+            if r.get("dst") == "default" and r.get("table", "main") == "main" and "type" not in r
         ]
 
     def links(self) -> list[str]:

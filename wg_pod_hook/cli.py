@@ -56,6 +56,8 @@ def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()
         "routes:      "
         + (", ".join(map(str, plan.routes)) or "(none)")
         + (f" (table {plan.route_table})" if plan.route_table else ""),
+        "unreachable while the interface is missing: "
+        + (", ".join(map(str, plan.guarded)) or "(nothing: Table = off)"),
         "delete default routes: "
         + (", ".join(f"IPv{v}" for v in sorted(plan.delete_default)) or "no"),
         "extra routes: "

@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,17 @@ def _address(run: Run) -> None:
 
 def _routes(run: Run) -> None:
     plan, inside = run.plan, run.inside
+    # First the guards: the tunnel's routes come and go with its interface.
+    # A rerun's config may route other prefixes, or into another table.
+    wanted = {str(n) for n in plan.guarded} if run.record.route_table == plan.route_table else set()
+    for stale in [g for g in run.record.guarded if g not in wanted]:
+        inside.unguard(ip_network(stale), run.record.route_table)
+        run.did(guarded=tuple(g for g in run.record.guarded if g != stale))
+    run.did(route_table=plan.route_table)
+    for network in plan.guarded:
+        if str(network) not in run.record.guarded:
+            run.did(guarded=(*run.record.guarded, str(network)))
+        inside.guard(network, plan.route_table)
     # Podman's default routes, read once; a rerun finds them gone already
     # and carries over what the run it replaces removed.
     defaults = {
@@ -146,7 +158,8 @@ def _routes(run: Run) -> None:
         ]
         if routes:  # else there is no other way back than the tunnel
             # Noted first: clearing a reply path that is half there is safe.
-            run.did(reply_path=(*run.record.reply_path, version))
+            if version not in run.record.reply_path:
+                run.did(reply_path=(*run.record.reply_path, version))
             inside.set_reply_path(version, REPLY_MARK, routes)
 
 
@@ -260,12 +273,26 @@ def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> Tu
         netns,
         container_pid=plan.pid,
         temp_name=plan.temp_name,
-        removed_routes=previous.removed_routes if previous else (),
-        resolv_conf=previous.resolv_conf if previous else None,
-        resolv_conf_original=previous.resolv_conf_original if previous else None,
+        **(_carried_over(previous) if previous else {"route_table": plan.route_table}),
         public_key=plan.public_key,
         peer_public_keys=tuple(sorted(plan.peer_public_keys)),
     )
+
+
+def _carried_over(previous: TunnelRecord) -> dict[str, Any]:
+    """What a run that replaces ``previous`` takes over from it: what it
+    replaced (podman's default routes and resolv.conf), and the protections
+    it left in place (nftables table, reply path, unreachable routes), which
+    this run's steps then replace; a failure in between takes them down."""
+    return {
+        "removed_routes": previous.removed_routes,
+        "resolv_conf": previous.resolv_conf,
+        "resolv_conf_original": previous.resolv_conf_original,
+        "nftables": previous.nftables,
+        "reply_path": previous.reply_path,
+        "route_table": previous.route_table,
+        "guarded": previous.guarded,
+    }
 
 
 def _record(plan: Plan, netns: NetnsId, **fields: Any) -> TunnelRecord:
@@ -398,5 +425,5 @@ def _converge(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | Non
     log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
     if not previous.moved and inside.index(previous.interface) is not None:
         previous = replace(previous, moved=True)  # killed between the move and its record
-    teardown(previous, put_back=False, inside=inside)
+    teardown(previous, replacing=True, inside=inside)
     return previous

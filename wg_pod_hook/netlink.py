@@ -31,6 +31,10 @@ T = TypeVar("T")
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 LOCK_DEADLINE = 10.0
+# Metric of the unreachable routes that guard a tunnel's prefixes: above any
+# route of the tunnel's, so they only answer while its interface is gone.
+GUARD_METRIC = 2**31 - 1
+RTN_UNICAST = 1
 REPLY_RULE_PRIORITY = 32700  # and the next one: before the main table's 32766
 _GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
 
@@ -279,11 +283,44 @@ class Netlink:
         via = f" via {gateway}" if gateway else f" dev {device}"
         _netlink("add route", f"{destination}{via}", lambda: self.ipr.route("replace", **spec))
 
+    def guard(self, destination: IPNetwork, table: int | None) -> None:
+        """An unreachable route for ``destination`` below the tunnel's own
+        (metric GUARD_METRIC): with the interface gone, its traffic fails
+        instead of falling back to another route."""
+        log.debug("%s: guard %s (table %s)", self.label, destination, table or "main")
+        _netlink(
+            "add unreachable route",
+            str(destination),
+            partial(self.ipr.route, "replace", **self._guard_spec(destination, table)),
+        )
+
+    def unguard(self, destination: IPNetwork, table: int | None) -> None:
+        try:
+            self.ipr.route("del", **self._guard_spec(destination, table))
+        except NetlinkError as exc:
+            if exc.code not in _GONE:
+                raise SetupError(
+                    "delete unreachable route", str(destination), os.strerror(exc.code)
+                ) from None
+
+    @staticmethod
+    def _guard_spec(destination: IPNetwork, table: int | None) -> dict[str, Any]:
+        return {
+            "dst": str(destination),
+            "family": AF_BY_VERSION[destination.version],
+            "type": "unreachable",
+            "priority": GUARD_METRIC,
+            "table": table or 254,
+        }
+
     def default_routes(self, version: int) -> list[RouteSpec]:
-        """Default routes of the main table, as ``route del`` arguments."""
+        """Default routes of the main table (unicast: not the tunnel's
+        unreachable guard), as ``route del`` arguments."""
         found: list[RouteSpec] = []
         for route in self.ipr.get_routes(family=AF_BY_VERSION[version], table=254):
             if route["dst_len"] != 0 or route.get("RTA_DST") is not None:
+                continue
+            if route["type"] != RTN_UNICAST:
                 continue
             spec: dict[str, Any] = {
                 "family": route["family"],

@@ -62,6 +62,10 @@ class Plan:
     addresses: tuple[IPInterface, ...]
     route_table: int | None  # None: the main table
     routes: tuple[IPNetwork, ...]  # through the tunnel, longest prefix first
+    # Every prefix the tunnel routes, its addresses' subnets included: while
+    # its interface is missing, these get unreachable routes instead of
+    # another way out (none with Table = off, which routes nothing).
+    guarded: tuple[IPNetwork, ...]
     delete_default: frozenset[int]  # IP versions whose podman default route goes
     extra_routes: tuple[ExtraRoute, ...]
     port_remaps: tuple[PortRemap, ...]
@@ -123,10 +127,25 @@ def _tunnel_routes(
                 prefixes.update(_HALVES[network.version])
             else:
                 prefixes.add(network)
+    return _longest_first(prefixes - connected)
+
+
+def _guarded(
+    routes: tuple[IPNetwork, ...], config: WgConfig, table: int | None
+) -> tuple[IPNetwork, ...]:
+    """The tunnel's routes and, in the main table, its addresses' subnets
+    (routed by the interface itself, so gone with it)."""
+    subnets = (
+        {a.network for a in config.interface.addresses if a.network.prefixlen < a.max_prefixlen}
+        if table is None
+        else set()
+    )
+    return _longest_first(set(routes) | subnets)
+
+
+def _longest_first(networks: set[IPNetwork]) -> tuple[IPNetwork, ...]:
     return tuple(
-        sorted(
-            prefixes - connected, key=lambda n: (-n.prefixlen, n.version, int(n.network_address))
-        )
+        sorted(networks, key=lambda n: (-n.prefixlen, n.version, int(n.network_address)))
     )
 
 
@@ -160,6 +179,7 @@ def build_plan(
     container_id: str, pid: int, request: Request, config: WgConfig, settings: Settings
 ) -> Plan:
     add_routes, table = _route_table(config)
+    routes = _tunnel_routes(config, request.delete_default, table) if add_routes else ()
     full = full_tunnel_versions(config) if add_routes and table is None else frozenset()
     toggle = request.kill_switch or settings.kill_switch
     kill_switch = toggle is Toggle.ON or (toggle is Toggle.AUTO and bool(full))
@@ -173,7 +193,8 @@ def build_plan(
         mtu=config.interface.mtu,
         addresses=config.interface.addresses,
         route_table=table,
-        routes=_tunnel_routes(config, request.delete_default, table) if add_routes else (),
+        routes=routes,
+        guarded=_guarded(routes, config, table) if add_routes else (),
         delete_default=frozenset({4, 6}) if request.delete_default else frozenset(),
         extra_routes=request.add_routes,
         port_remaps=request.port_remaps,

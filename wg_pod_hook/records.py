@@ -26,7 +26,9 @@ the same keys, less ``complete``, ``moved`` and ``process``):
 - what was replaced, for teardown to put back: ``removed_routes`` (podman's
   default routes, as netlink route specs), ``resolv_conf`` (podman's file)
   and ``resolv_conf_original`` (its text); and what was added:
-  ``reply_path`` (IP versions with routing rules), ``nftables`` (the table);
+  ``guarded`` (prefixes with an unreachable route, in ``route_table``, null
+  for the main table), ``reply_path`` (IP versions with routing rules),
+  ``nftables`` (the table);
 - ``public_key`` and ``peer_public_keys``: which key the tunnel uses
   towards which peers.
 """
@@ -106,6 +108,8 @@ class TunnelRecord:
     process: ProcessId | None = None
     moved: bool = False
     removed_routes: tuple[RouteSpec, ...] = ()
+    route_table: int | None = None
+    guarded: tuple[str, ...] = ()
     reply_path: tuple[int, ...] = ()
     nftables: bool = False
     resolv_conf: str | None = None
@@ -180,8 +184,9 @@ def from_json(data: object) -> TunnelRecord:
     if any(v not in (4, 6) for v in versions):
         raise ValueError("reply_path: IP versions are 4 and 6")
     peers = _typed(data, "peer_public_keys", list, [])
-    if not all(isinstance(p, str) for p in peers):
-        raise ValueError("peer_public_keys: not a list of keys")
+    guarded = _typed(data, "guarded", list, [])
+    if not all(isinstance(p, str) for p in [*peers, *guarded]):
+        raise ValueError("peer_public_keys, guarded: lists of strings")
     return TunnelRecord(
         container_id=data["container_id"],
         interface=data["interface"],
@@ -197,6 +202,8 @@ def from_json(data: object) -> TunnelRecord:
         process=_process(data),
         moved=bool(_typed(data, "moved", bool, version == 1)),
         removed_routes=tuple(_route(r) for r in routes),
+        route_table=_typed(data, "route_table", int, None),
+        guarded=tuple(guarded),
         reply_path=tuple(versions),
         nftables=bool(_typed(data, "nftables", bool, False)),
         resolv_conf=_typed(data, "resolv_conf", str, None),

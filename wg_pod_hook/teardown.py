@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,14 +33,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def teardown(record: TunnelRecord, *, put_back: bool = True, inside: Netlink | None = None) -> None:
+def teardown(
+    record: TunnelRecord, *, replacing: bool = False, inside: Netlink | None = None
+) -> None:
     """Undo ``record``, newest step first, and remove it.
 
-    ``put_back=False`` leaves what the tunnel replaced (podman's default
-    routes and resolv.conf) as it is, for a new run in the same namespace
-    that carries it over.  ``inside`` is a netlink socket already open in
-    the container's namespace.  Raises SetupError naming every step that
-    failed, after trying them all.
+    ``replacing``: a new run in the same namespace takes over; only the
+    interface and its backend go.  What the tunnel replaced (podman's
+    default routes, resolv.conf) and the protections it set up (nftables
+    table, reply path, unreachable routes) stay, so nothing leaks in
+    between; the new run carries them over and replaces them.  ``inside`` is
+    a netlink socket already open in the container's namespace.  Raises
+    SetupError naming every step that failed, after trying them all.
     """
     errors: list[str] = []
 
@@ -51,9 +56,9 @@ def teardown(record: TunnelRecord, *, put_back: bool = True, inside: Netlink | N
             errors.append(f"{what}: {exc}")
 
     if record.shared_with is None:
-        if record.netns.alive() and _did_inside(record, put_back):
+        if record.netns.alive() and _did_inside(record, replacing):
             with _container_netlink(record, inside) as netlink:
-                _undo_inside(record, put_back, netlink, attempt)
+                _undo_inside(record, replacing, netlink, attempt)
         attempt("stop wireguard-go", userspace.stop, record.process, record.temp_name)
         if not record.moved and record.temp_name:
             attempt("delete host-side interface", delete_host_link, record.temp_name)
@@ -63,21 +68,31 @@ def teardown(record: TunnelRecord, *, put_back: bool = True, inside: Netlink | N
         raise SetupError("take down", record.interface, "; ".join(errors))
 
 
-def _did_inside(record: TunnelRecord, put_back: bool) -> bool:
-    replaced = put_back and bool(record.removed_routes or record.resolv_conf_original)
-    return record.moved or record.nftables or bool(record.reply_path) or replaced
+def _did_inside(record: TunnelRecord, replacing: bool) -> bool:
+    if replacing:
+        return record.moved
+    return (
+        record.moved
+        or record.nftables
+        or bool(record.reply_path or record.guarded or record.removed_routes)
+        or record.resolv_conf_original is not None
+    )
 
 
 def _undo_inside(
     record: TunnelRecord,
-    put_back: bool,
+    replacing: bool,
     netlink: Netlink,
     attempt: Callable[..., None],
 ) -> None:
     from . import nft
     from .plan import REPLY_MARK
 
-    if put_back and record.resolv_conf and record.resolv_conf_original is not None:
+    if replacing:
+        if record.moved:
+            attempt("delete interface", netlink.delete_link, record.interface)
+        return
+    if record.resolv_conf and record.resolv_conf_original is not None:
         attempt(
             "restore resolv.conf",
             dns.write_in_place,
@@ -88,11 +103,13 @@ def _undo_inside(
         attempt("remove nftables", nft.apply, record.netns.path, nft.removal())
     for version in record.reply_path:
         attempt("remove reply path", netlink.clear_reply_path, version, REPLY_MARK)
-    if put_back:
-        for route in record.removed_routes:
-            attempt("restore default route", netlink.restore_route, route)
+    for route in record.removed_routes:
+        attempt("restore default route", netlink.restore_route, route)
     if record.moved:
         attempt("delete interface", netlink.delete_link, record.interface)
+    # Last: until the interface is gone, its prefixes must not fall back.
+    for prefix in record.guarded:
+        attempt("remove unreachable route", netlink.unguard, ip_network(prefix), record.route_table)
 
 
 @contextmanager

@@ -3,8 +3,12 @@ tunnel, serve from a stand-in, and check that nothing is left behind."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +99,40 @@ def fails_cleanly(
     assert lines[0].startswith(f"wg-pod: container {standin.id[:12]}: ")
     assert_nothing_left(standin, before)
     return lines[0]
+
+
+class Sniffer:
+    """Counts the packets that cross a host-side interface towards any of
+    ``destinations`` (an AF_PACKET socket: what really left the container,
+    whatever its routes and rules said)."""
+
+    def __init__(self, ifname: str, destinations: Iterable[str]) -> None:
+        self.ifname = ifname
+        self.destinations = {ipaddress.ip_address(d).packed for d in destinations}
+        self.count = 0
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self._sock.bind((ifname, 0))
+        self._sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65535)
+            except TimeoutError:
+                continue
+            # The destination address: IPv4 at 14 + 16, IPv6 at 14 + 24.
+            destination = {b"\x08\x00": frame[30:34], b"\x86\xdd": frame[38:54]}.get(frame[12:14])
+            if destination in self.destinations:
+                self.count += 1
+
+    def __enter__(self) -> Sniffer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # what was sent last is still on its way
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()

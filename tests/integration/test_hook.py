@@ -93,6 +93,9 @@ def test_delete_default_leaves_only_tunnel_routes(
     for version in (4, 6):
         defaults = standin.default_routes(version)
         assert [r.get("dev") for r in defaults] == ["wg0"], defaults
+        # and below it, for when wg0 is gone, no way out at all
+        guards = ["ip", f"-{version}", "route", "show", "default", "type", "unreachable"]
+        assert "metric 2147483647" in standin.run(guards).stdout
     assert peer.page in fetch_in(standin, peer.url_v4)
     assert peer.page in fetch_in(standin, peer.url_v6)
 

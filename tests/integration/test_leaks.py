@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, write_config
+from tests.integration.support import Sniffer, fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
 
 pytestmark = pytest.mark.root
@@ -200,3 +200,80 @@ def test_dns_off_leaves_dns_alone(
     for server in other:
         assert dns(standin.run, server) == "198.18.0.53"
         assert dns(standin.run, server, tcp=True) == "198.18.0.53"
+
+
+PARTIAL = "partial"
+FULL = "full"
+
+
+def tunnel_without_interface(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    kind: str,
+    switch: str,
+) -> list[str]:
+    """Up, then the interface gone (as when wireguard-go dies or someone
+    deletes the link); returns destinations the tunnel carried."""
+    allowed = FULL_TUNNEL if kind == FULL else None
+    conf = write_config(config_dir, peer.client_config(allowed_ips=allowed))
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.kill-switch": switch})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    standin.run(["ip", "link", "del", "wg0"])
+    return [str(peer.tunnel_v4.ip), str(peer.tunnel_v6.ip)]
+
+
+def send_everywhere(standin: ContainerStandIn, destinations: list[str]) -> dict[str, bool]:
+    results = {}
+    for destination in destinations:
+        for how, ok in ways_out(standin, destination, bound=False).items():
+            results[f"{how} {destination}"] = ok
+    return results
+
+
+@pytest.mark.parametrize("switch", ["off", "on"])
+@pytest.mark.parametrize("kind", [PARTIAL, FULL])
+def test_nothing_falls_back_to_eth0_while_the_interface_is_missing(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    outside: Outside,
+    kind: str,
+    switch: str,
+) -> None:
+    """Unreachable routes below the tunnel's own guard every prefix it
+    carried: counted on the host side of the container's eth0, nothing for
+    them leaves; podman's own network still answers."""
+    destinations = tunnel_without_interface(peer, standin, config_dir, hook, kind, switch)
+    if kind == FULL:
+        destinations += list(outside.addresses.values())
+    with Sniffer(standin.host_ifname, destinations) as sniffer:
+        reached = send_everywhere(standin, destinations)
+    assert sniffer.count == 0
+    assert not any(reached.values()), reached
+    gateway = str(standin.underlay.host_v4.ip)
+    ping = standin.run(["busybox", "ping", "-c", "1", "-W", "2", gateway], check=False)
+    assert ping.returncode == 0, "podman's own network must keep working"
+
+
+@pytest.mark.parametrize("kind", [PARTIAL, FULL])
+def test_without_the_guards_the_tunnel_traffic_would_leave_through_eth0(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    outside: Outside,
+    kind: str,
+) -> None:
+    """The control: remove the unreachable routes by hand and the same
+    sends are seen on the host side (so the count above can fail)."""
+    destinations = tunnel_without_interface(peer, standin, config_dir, hook, kind, "off")
+    if kind == FULL:
+        destinations += list(outside.addresses.values())
+    for version in ("-4", "-6"):
+        standin.run(["ip", version, "route", "flush", "type", "unreachable"])
+    with Sniffer(standin.host_ifname, destinations) as sniffer:
+        send_everywhere(standin, destinations)
+    assert sniffer.count > 0

@@ -117,6 +117,21 @@ def test_table_off_and_numbered() -> None:
     assert numbered.routes
 
 
+def test_every_routed_prefix_is_guarded() -> None:
+    """Unreachable routes for the tunnel's routes and its addresses' subnets
+    (in the main table); none where wg-pod adds no routes."""
+    nets = [ip_network(n) for n in ("10.250.0.0/24", "fd77::/64", "10.99.0.0/16")]
+    plan = plan_for({}, config(allowed="10.250.0.0/24, fd77::/64, 10.99.0.0/16"))
+    assert plan.routes == (ip_network("10.99.0.0/16"),)  # the others are the addresses' subnets
+    assert sorted(plan.guarded, key=str) == sorted(nets, key=str)
+    full = plan_for({}, config(allowed="0.0.0.0/0, ::/0"))
+    assert set(full.routes) <= set(full.guarded)
+    assert ip_network("128.0.0.0/1") in full.guarded and ip_network("8000::/1") in full.guarded
+    numbered = plan_for({}, config(extra="Table = 1234"))
+    assert numbered.guarded == numbered.routes  # the subnets are the main table's
+    assert plan_for({}, config(extra="Table = off")).guarded == ()
+
+
 def test_table_name_is_refused() -> None:
     with pytest.raises(ConfigError, match="Table must be"):
         plan_for({}, config(extra="Table = vpn"))

@@ -43,6 +43,9 @@ class FakeNetlink:
     def clear_reply_path(self, version: int, mark: int) -> None:
         self._call("clear_reply_path", version, mark)
 
+    def unguard(self, destination: Any, table: int | None) -> None:
+        self._call("unguard", str(destination), table)
+
 
 @pytest.fixture(autouse=True)
 def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -90,6 +93,8 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
     done = record(
         moved=True,
         removed_routes=(ROUTE,),
+        route_table=None,
+        guarded=("10.250.0.0/24", "fd77::/64"),
         reply_path=(4, 6),
         nftables=True,
         resolv_conf=str(resolv),
@@ -105,11 +110,13 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
         ("clear_reply_path", 6, REPLY_MARK),
         ("restore_route", ROUTE),
         ("delete_link", "wg0"),
+        ("unguard", "10.250.0.0/24", None),
+        ("unguard", "fd77::/64", None),
     ]
     assert records.load(done.container_id) is None
 
 
-def test_a_new_run_keeps_what_the_previous_one_replaced(
+def test_a_new_run_keeps_what_the_previous_one_replaced_and_its_protections(
     tmp_path: Path, nft_calls: list[tuple[str, str]]
 ) -> None:
     resolv = podman_resolv_conf(tmp_path, "tunnel's\n")
@@ -118,10 +125,14 @@ def test_a_new_run_keeps_what_the_previous_one_replaced(
         removed_routes=(ROUTE,),
         resolv_conf=str(resolv),
         resolv_conf_original="podman's\n",
+        nftables=True,
+        reply_path=(4,),
+        guarded=("10.250.0.0/24",),
     )
     fake = FakeNetlink()
-    teardown.teardown(done, put_back=False, inside=cast(Netlink, fake))
+    teardown.teardown(done, replacing=True, inside=cast(Netlink, fake))
     assert fake.calls == [("delete_link", "wg0")]
+    assert nft_calls == []
     assert resolv.read_text() == "tunnel's\n"
 
 
