@@ -31,6 +31,7 @@ _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Bundle:
+    directory: str | None = None  # the OCI bundle (holds config.json)
     # Source of the container's /etc/resolv.conf mount, whoever made it.
     resolv_conf: Path | None = None
     netns_path: str | None = None
@@ -124,6 +125,7 @@ def read_bundle(bundle: PurePosixPath | None) -> Bundle:
         raise StateError(f"the bundle's {config} is not a JSON object")
     sources = _mount_sources(spec)
     return Bundle(
+        directory=str(bundle),
         resolv_conf=sources.get(RESOLV_CONF),
         netns_path=_network_namespace_path(spec),
         storage_dirs=_storage_dirs(Path(bundle), sources),

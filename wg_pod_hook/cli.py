@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, failures, hooksd, logs, nft, oci, podman, records, status
+from . import __version__, failures, hooksd, logs, nft, notify, oci, podman, records, status
 from .backends import PeerSetup
 from .bundle import read_bundle
 from .errors import AnnotationError, WgPodError, describe
@@ -30,6 +30,8 @@ EXAMPLES = {
     "install": "example: wg-pod install --hooks-dir /usr/share/containers/oci/hooks.d",
     "uninstall": "example: wg-pod uninstall --hooks-dir /usr/share/containers/oci/hooks.d",
     "gc": "example: wg-pod gc",
+    "daemon": "example: wg-pod daemon   (systemd: wg-pod.service; stop it with SIGTERM)",
+    "health": "example: wg-pod health web && echo healthy",
 }
 
 
@@ -168,6 +170,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     if spec.netns_path is None:
         spec = replace(spec, netns_path=info.netns_path)
     record = up(plan, spec, settings)
+    notify.tell("up", record.container_id)
     print(f"{info.name}: {record.interface} up ({record.backend} backend)")
     return 0
 
@@ -175,6 +178,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_leave(args: argparse.Namespace) -> int:
     container_id = _container_id(args.container, args.url)
     leave(container_id)
+    notify.tell("down", container_id)
     print(f"{args.container}: left")
     return 0
 
@@ -216,6 +220,29 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for what in gc():
         print(f"removed {what}")
     return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from . import daemon  # the loop, and with it netlink: only here
+
+    settings = load_settings()
+    logs.setup("debug" if args.debug else settings.log_level, stderr=True)
+    daemon.run(settings)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    ids = [_container_id(args.container, args.url)] if args.container else None
+    if ids and records.read(ids[0]) is None:
+        raise SystemExit(f"wg-pod: {args.container} has no wg-pod tunnel")
+    names = podman.names(args.url)
+    tunnels = status.collect(ids, names)
+    states = status.health_states(tunnels)
+    for tunnel in tunnels:
+        state = states.get(tunnel.container_id)
+        if state is not None:
+            print(f"{tunnel.name or tunnel.container_id[:12]}: {state.value}")
+    return 0 if all(state.healthy for state in states.values()) else 1
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -304,6 +331,25 @@ def parser() -> argparse.ArgumentParser:
         "gc", help="remove leftovers of hooks that were killed mid-way", epilog=EXAMPLES["gc"]
     )
     gcmd.set_defaults(func=cmd_gc)
+
+    dcmd = sub.add_parser(
+        "daemon",
+        help="keep every tunnel up: repair in place, health (runs in the foreground)",
+        epilog=EXAMPLES["daemon"],
+    )
+    dcmd.set_defaults(func=cmd_daemon)
+
+    hcmd = sub.add_parser(
+        "health",
+        help="exit 0 when every (or the named) tunnel is up or idle, 1 otherwise",
+        epilog=EXAMPLES["health"],
+    )
+    hcmd.add_argument("container", nargs="?", help="name or id (default: all)")
+    hcmd.add_argument(
+        "--url",
+        help=f"podman API (default: $CONTAINER_HOST, else unix://{podman.DEFAULT_SOCKET})",
+    )
+    hcmd.set_defaults(func=cmd_health)
 
     for name, func, helptext in (
         ("install", cmd_install, "write the hooks.d definitions for this installation"),

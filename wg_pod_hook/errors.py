@@ -64,6 +64,10 @@ class BackendUnavailable(WgPodError):
     """The chosen WireGuard backend cannot run on this machine."""
 
 
+class Superseded(WgPodError):
+    """A repair found the tunnel set up anew (or gone) by someone else."""
+
+
 _FAMILY = {
     ConfigError: "config",
     SettingsError: "settings",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import failures, logs, teardown
+from . import failures, logs, notify, teardown
 from .bundle import read_bundle
 from .errors import PrivilegeError, WgPodError, describe
 from .oci import ContainerState, parse_state
@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "createRuntime":
             create_runtime(state)
             failures.forget(state.id)
+            notify.tell("up", state.id)
         else:
             teardown.down(state.id)
+            notify.tell("down", state.id)
     except WgPodError as exc:
         message = describe(exc)
         log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)

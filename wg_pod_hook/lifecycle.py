@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_network
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import dns, nft, records
@@ -26,13 +26,20 @@ from .backends import Backend, DeviceSetup
 from .backends import userspace as userspace_backend
 from .backends.kernel import KernelBackend
 from .backends.userspace import UserspaceBackend
-from .bundle import Bundle
+from .bundle import Bundle, read_bundle
 from .configfile import read_config
-from .errors import BackendUnavailable, SettingsError, SetupError, StateError, WgPodError
+from .errors import (
+    BackendUnavailable,
+    SettingsError,
+    SetupError,
+    StateError,
+    Superseded,
+    WgPodError,
+)
 from .netlink import AF_BY_VERSION, Netlink, is_host_netns, namespace_lock, open_netns
 from .oci import ContainerState, parse_annotations
 from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan
-from .records import NetnsId, RouteSpec, TunnelRecord
+from .records import NetnsId, ProcessId, RouteSpec, TunnelRecord
 from .resolve import device_setup
 from .settings import Settings
 from .teardown import prune_stale, teardown
@@ -189,7 +196,7 @@ def _dns(run: Run) -> None:
 
 
 def _finish(run: Run) -> None:
-    run.did(complete=True)
+    run.did(complete=True, writer=None)
     # Again, now that this tunnel's record is there: of two hooks starting
     # with one key at once, the later writer sees the other.
     check_key_unused(run.plan, run.record.netns)
@@ -210,9 +217,13 @@ STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
 STEP_NAMES = tuple(name for name, _ in STEPS)
 
 
-def up(plan: Plan, spec: Bundle, settings: Settings) -> TunnelRecord:
+def up(
+    plan: Plan, spec: Bundle, settings: Settings, *, replacing: TunnelRecord | None = None
+) -> TunnelRecord:
     """Set up the tunnel of ``plan``; on any failure take down what was done
-    and raise."""
+    and raise.  ``replacing`` (a repair): the record this run is to replace;
+    if, under the namespace's lock, the record is another one (a hook set
+    the tunnel up anew meanwhile) or gone, raise Superseded and do nothing."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     fault = settings.fault_injection_kill_after
@@ -227,6 +238,8 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> TunnelRecord:
         if is_host_netns(netns_fd):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
         netns = NetnsId.of(spec.netns_path or plan.netns_path, netns_fd)
+        if replacing is not None and records.read(plan.container_id) != replacing:
+            raise Superseded(f"container {plan.container_id[:12]}: its record changed")
         with Netlink() as host, Netlink(netns_fd, "container") as inside:
             shared = _shared_tunnel(plan, inside, netns)
             if shared is not None:
@@ -234,7 +247,7 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> TunnelRecord:
             check_key_unused(plan, netns)
             previous = _converge(plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
-            record = _new_record(plan, netns, previous)
+            record = _new_record(plan, netns, spec.directory, previous)
             run = Run(plan, host, inside, netns_fd, device, resolv_conf, record)
             execute(run, STEPS, kill_after=fault)
     log.info(
@@ -245,6 +258,25 @@ def up(plan: Plan, spec: Bundle, settings: Settings) -> TunnelRecord:
         len(plan.config.peers),
     )
     return run.record
+
+
+def repair(record: TunnelRecord, settings: Settings) -> TunnelRecord:
+    """Set a tunnel up again in its container's namespace, from its record:
+    the same annotations and bundle, the config read anew (as a restart
+    would), without restarting the container."""
+    state = ContainerState(
+        id=record.container_id,
+        status="running",
+        pid=record.container_pid or 0,
+        bundle=PurePosixPath(record.bundle) if record.bundle else None,
+        annotations=dict(record.annotations),
+    )
+    plan = prepare(state, settings)
+    spec = read_bundle(state.bundle)
+    if spec.netns_path is None:
+        spec = replace(spec, netns_path=record.netns.path)
+    log.info("container %s: repairing %s", record.container_id[:12], record.interface)
+    return up(plan, spec, settings, replacing=record)
 
 
 def execute(
@@ -264,7 +296,9 @@ def execute(
         raise
 
 
-def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> TunnelRecord:
+def _new_record(
+    plan: Plan, netns: NetnsId, bundle: str | None, previous: TunnelRecord | None
+) -> TunnelRecord:
     """The record before the first step; what a previous run in this
     namespace replaced (podman's default routes and resolv.conf) is still
     to be put back one day, so it carries over."""
@@ -272,7 +306,10 @@ def _new_record(plan: Plan, netns: NetnsId, previous: TunnelRecord | None) -> Tu
         plan,
         netns,
         container_pid=plan.pid,
+        writer=ProcessId.mine(),
         temp_name=plan.temp_name,
+        annotations=dict(plan.annotations),
+        bundle=bundle,
         **(_carried_over(previous) if previous else {"route_table": plan.route_table}),
         public_key=plan.public_key,
         peer_public_keys=tuple(sorted(plan.peer_public_keys)),

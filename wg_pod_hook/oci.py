@@ -82,6 +82,8 @@ class Request:
     add_routes: tuple[ExtraRoute, ...] = ()
     dns: DnsChoice = DnsChoice()
     kill_switch: Toggle | None = None  # None: the settings' default
+    # The wg-pod.* annotations as given, sorted: what a repair asks for again.
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def parse_annotations(annotations: Mapping[str, str]) -> Request:
         add_routes=parse_add_routes(ADD_ROUTE, ours.get(ADD_ROUTE, "")),
         dns=parse_dns(DNS, ours.get(DNS, "auto")),
         kill_switch=kill_switch,
+        annotations=tuple(sorted(ours.items())),
     )
 
 

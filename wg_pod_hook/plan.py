@@ -78,6 +78,7 @@ class Plan:
     # The interface's own public key (base64): what tells tunnels apart
     # without their private keys.
     public_key: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()  # the wg-pod.* ones, as given
 
     @property
     def netns_path(self) -> str:
@@ -203,4 +204,5 @@ def build_plan(
         dns=_dns(request.dns, config),
         config=config,
         public_key=base64.b64encode(public_key(config.interface.private_key.raw)).decode(),
+        annotations=request.annotations,
     )

@@ -12,13 +12,16 @@ The file (JSON, ``"version": 2``; version 1 had no ``version`` field and
 the same keys, less ``complete``, ``moved`` and ``process``):
 
 - ``container_id``, ``interface`` (name in the container), ``config``
-  (path), ``created`` (Unix time);
+  (path), ``created`` (Unix time); ``annotations`` (the container's
+  ``wg-pod.*`` annotations) and ``bundle`` (its OCI bundle directory): what
+  the daemon needs to set the tunnel up again;
 - ``netns``: ``path``, ``dev``, ``ino`` of the container's network
   namespace (the identity that tells whether it still exists);
 - ``shared_with``: the container whose tunnel this one shares (pod members
   in one namespace); such a record has nothing of its own to tear down;
 - ``complete``: every step done (false while the hook works, or when it
-  was killed);
+  was killed); ``writer`` (``pid``, ``start``): the process doing the
+  setup, which tells a setup at work from one that was interrupted;
 - ``container_pid``, ``temp_name`` (host-side name before the move),
   ``backend`` (``kernel``/``userspace``), ``process`` (``pid`` and
   ``start``, the kernel's start time, of wireguard-go), ``moved`` (the
@@ -84,6 +87,17 @@ class NetnsId:
         return (self.dev, self.ino) == (other.dev, other.ino)
 
 
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of a live ``pid``: with the pid, it names one
+    process.  None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 @dataclass(frozen=True)
 class ProcessId:
     """One process: a pid with the kernel's start time, which tells it from
@@ -91,6 +105,14 @@ class ProcessId:
 
     pid: int
     start: int
+
+    @classmethod
+    def mine(cls) -> ProcessId:
+        pid = os.getpid()
+        return cls(pid, process_start_time(pid) or 0)
+
+    def alive(self) -> bool:
+        return process_start_time(self.pid) == self.start
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ class TunnelRecord:
     created: float
     shared_with: str | None = None
     complete: bool = False
+    writer: ProcessId | None = None  # who sets it up (hook, daemon, join) until complete
     container_pid: int | None = None
     temp_name: str | None = None
     backend: str | None = None
@@ -116,10 +139,13 @@ class TunnelRecord:
     resolv_conf_original: str | None = field(default=None, repr=False)
     public_key: str | None = None
     peer_public_keys: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    bundle: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["removed_routes"] = [dict(route) for route in self.removed_routes]
+        data["annotations"] = dict(self.annotations)
         return {"version": VERSION, **data}
 
 
@@ -148,8 +174,8 @@ def _route(item: object) -> RouteSpec:
     return dict(item)
 
 
-def _process(data: Mapping[str, Any]) -> ProcessId | None:
-    nested = data.get("process")
+def _process(data: Mapping[str, Any], key: str = "process") -> ProcessId | None:
+    nested = data.get(key)
     if isinstance(nested, dict):
         pid, start = nested.get("pid"), nested.get("start")
     else:  # version 1: flat
@@ -157,7 +183,7 @@ def _process(data: Mapping[str, Any]) -> ProcessId | None:
     if pid is None and start is None:
         return None
     if not isinstance(pid, int) or not isinstance(start, int) or pid <= 0:
-        raise ValueError("process: needs a pid and a start time")
+        raise ValueError(f"{key}: needs a pid and a start time")
     return ProcessId(pid, start)
 
 
@@ -196,6 +222,7 @@ def from_json(data: object) -> TunnelRecord:
         shared_with=_typed(data, "shared_with", str, None),
         # Version 1 wrote its record once, at the end.
         complete=bool(_typed(data, "complete", bool, version == 1)),
+        writer=_process(data, "writer") if isinstance(data.get("writer"), dict) else None,
         container_pid=_typed(data, "container_pid", int, None),
         temp_name=_typed(data, "temp_name", str, None),
         backend=_typed(data, "backend", str, None),
@@ -210,7 +237,16 @@ def from_json(data: object) -> TunnelRecord:
         resolv_conf_original=_typed(data, "resolv_conf_original", str, None),
         public_key=_typed(data, "public_key", str, None),
         peer_public_keys=tuple(peers),
+        annotations=_annotations(data),
+        bundle=_typed(data, "bundle", str, None),
     )
+
+
+def _annotations(data: Mapping[str, Any]) -> dict[str, str]:
+    annotations = _typed(data, "annotations", dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise ValueError("annotations: not a map of strings")
+    return dict(annotations)
 
 
 # ---------------------------------------------------------------------------

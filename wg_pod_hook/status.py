@@ -16,13 +16,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import records
+from . import health, records
 from ._pyroute2 import NetlinkError, WireGuard
 from .backends.userspace import uapi_request
 from .errors import SetupError, WgPodError
 from .failures import Failure
+from .health import PeerSample, Sample
 from .netlink import Netlink, entered, open_netns
 from .records import RecordError, TunnelRecord
+
+# A daemon's look at a tunnel counts as current for this long (a few ticks).
+FRESH = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,11 @@ class TunnelStatus:
     addresses: tuple[str, ...]
     peers: tuple[PeerStatus, ...]
     problem: str | None = None  # why live data is missing
+    # Health (health.py): the daemon's when it looked lately, else from this
+    # one look (which cannot tell stale from idle).
+    state: str | None = None
+    repairs: int = 0
+    last_failure: str | None = None
 
 
 def _uapi_peers(temp_name: str) -> tuple[PeerStatus, ...]:
@@ -139,10 +148,13 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
     if not record.netns.alive():
         return _with(base, problem="the container's network namespace is gone")
     if not record.complete:
+        working = record.writer is not None and record.writer.alive()
         return _with(
             base,
-            problem="its setup has not finished: the hook is at work, or was killed "
-            "(the container's next start or its removal clears it)",
+            problem="its setup is under way"
+            if working
+            else "its setup was interrupted (the process doing it was killed); the daemon, "
+            "the container's next start or its removal clears it",
         )
     try:
         with open_netns(record.netns.path) as fd, Netlink(fd, "container") as inside:
@@ -158,8 +170,25 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
     return _with(base, addresses=addresses, peers=peers)
 
 
+def sample(tunnel: TunnelStatus, now: float | None = None) -> Sample:
+    """A look at a tunnel for its health: no peers when it has no live data."""
+    peers = None
+    if tunnel.problem is None:
+        peers = tuple(
+            PeerSample(
+                public_key=p.public_key,
+                has_endpoint=p.endpoint is not None,
+                latest_handshake=p.latest_handshake,
+                rx_bytes=p.rx_bytes,
+                tx_bytes=p.tx_bytes,
+            )
+            for p in tunnel.peers
+        )
+    return Sample(time=time.time() if now is None else now, peers=peers)
+
+
 def _with(base: TunnelStatus, **changes: Any) -> TunnelStatus:
-    return TunnelStatus(**{**asdict(base), **changes})
+    return replace(base, **changes)
 
 
 def collect(
@@ -188,8 +217,53 @@ def collect(
             )
             continue
         if record is not None:
-            found.append(tunnel_status(record, names.get(container_id)))
+            found.append(with_health(tunnel_status(record, names.get(container_id))))
     return found
+
+
+def with_health(tunnel: TunnelStatus, now: float | None = None) -> TunnelStatus:
+    """``tunnel`` with its state, repairs and last failure."""
+    if tunnel.shared_with:
+        return tunnel
+    now = time.time() if now is None else now
+    kept = health.read(tunnel.container_id)
+    if kept is not None and now - kept.checked <= FRESH:
+        state = kept.state
+    else:
+        state = health.classify(sample(tunnel, now), None)
+    return _with(
+        tunnel,
+        state=state.value,
+        repairs=kept.repairs if kept else 0,
+        last_failure=kept.last_failure if kept else None,
+    )
+
+
+def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
+    """The state of each tunnel, for ``wg-pod health``: the daemon's when it
+    looked lately; else this command looks twice, SEND_WINDOW apart, at the
+    tunnels that seem idle (to tell those that are sending: stale)."""
+    now = time.time()
+    states: dict[str, health.State] = {}
+    first: dict[str, Sample] = {}
+    for tunnel in tunnels:
+        if tunnel.shared_with:
+            continue
+        kept = health.read(tunnel.container_id)
+        if kept is not None and now - kept.checked <= FRESH:
+            states[tunnel.container_id] = kept.state
+            continue
+        first[tunnel.container_id] = sample(tunnel, now)
+        states[tunnel.container_id] = health.classify(first[tunnel.container_id], None)
+    idle = [cid for cid, state in states.items() if state is health.State.IDLE and cid in first]
+    if idle:
+        time.sleep(health.SEND_WINDOW)
+        for container_id in idle:
+            record = records.read(container_id)
+            if record is not None:
+                again = sample(tunnel_status(record))
+                states[container_id] = health.classify(again, first[container_id])
+    return states
 
 
 def _age(seconds: int | None, now: float) -> str:
@@ -250,6 +324,11 @@ def render(
             continue
         lines.append(f"  interface: {t.interface} ({t.backend} backend)")
         lines.append(f"  config: {t.config}")
+        if t.state:
+            repairs = f", {t.repairs} repair{'s' if t.repairs != 1 else ''}" if t.repairs else ""
+            lines.append(f"  state: {t.state}{repairs}")
+        if t.last_failure:
+            lines.append(f"  last failure: {t.last_failure}")
         if t.problem:
             lines.append(f"  problem: {t.problem}")
         if t.addresses:

@@ -21,7 +21,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import dns, records
+from . import dns, health, records
 from .backends import userspace
 from .errors import SetupError
 from .names import is_temp_name, temp_name
@@ -63,6 +63,8 @@ def teardown(
         if not record.moved and record.temp_name:
             attempt("delete host-side interface", delete_host_link, record.temp_name)
     records.remove(record.container_id)
+    if not replacing:  # a new run goes on with its health (repairs count)
+        health.forget(record.container_id)
     log.info("container %s: tunnel taken down", record.container_id[:12])
     if errors:
         raise SetupError("take down", record.interface, "; ".join(errors))

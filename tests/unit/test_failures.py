@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,10 @@ def test_the_name_comes_from_conmon_among_the_ancestors() -> None:
         executable=sys.executable,
     )
     try:
-        for _ in range(100):
-            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"conmon\0"):
-                break
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"conmon\0"):
+            assert time.monotonic() < deadline, "the stand-in conmon did not start"
+            time.sleep(0.01)
         assert failures.container_name(code, proc.pid) == "web"
         assert failures.container_name("another-container", proc.pid) is None
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, SetupError
 from ..names import is_temp_name
-from ..records import ProcessId
+from ..records import ProcessId, process_start_time
 from . import DeviceSetup
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,6 @@ UAPI_TIMEOUT = 5.0
 
 def socket_path(ifname: str) -> Path:
     return SOCKET_DIR / f"{ifname}.sock"
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of a live ``pid``: with the pid, it names one
-    process.  None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def uapi_set(ifname: str, device: DeviceSetup) -> None:

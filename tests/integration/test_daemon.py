@@ -1,0 +1,276 @@
+"""The daemon keeps tunnels up for their container's whole life: it repairs
+a tunnel in place when its interface disappears, survives its own restart
+and death without touching a tunnel, and tells the health of each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import fetch_in, wireguard_processes, write_config
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    HookRunner,
+    Lab,
+    Peer,
+    link_names,
+    run,
+    venv_command,
+    wait_for,
+)
+from wg_pod_hook import health, notify, records
+from wg_pod_hook.names import temp_name
+
+pytestmark = pytest.mark.root
+
+WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
+REPAIR_DEADLINE = 20.0
+
+
+class Daemon:
+    """``wg-pod daemon`` in the foreground, as systemd would run it."""
+
+    def __init__(self, lab: Lab, settings: str | os.PathLike[str]) -> None:
+        self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
+        self.process = subprocess.Popen(
+            [*WG_POD, "--debug", "daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "WG_POD_SETTINGS": str(settings)},
+        )
+        lab.defer(f"stop daemon {self.process.pid}", self.stop)
+        wait_for(notify.SOCKET.exists, timeout=15, what="the daemon's socket")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
+    started: list[Daemon] = []
+
+    def start(hook: HookRunner) -> Daemon:
+        started.append(Daemon(lab, hook.settings))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.stop()
+
+
+def watched(container_id: str) -> None:
+    """The daemon has looked at the tunnel: told by the hook, at once."""
+    wait_for(lambda: health.read(container_id) is not None, timeout=2, what="the daemon's look")
+
+
+def repaired(standin: ContainerStandIn, peer: Peer, before: records.TunnelRecord) -> float:
+    """Seconds until the container fetches through its tunnel again."""
+    start = time.monotonic()
+    assert peer.page in fetch_in(standin, peer.url_v4, timeout=REPAIR_DEADLINE)
+    elapsed = time.monotonic() - start
+    after = records.load(standin.id)
+    assert after is not None and after.complete and after.created > before.created
+    kept = health.read(standin.id)
+    assert kept is not None and kept.repairs == 1
+    print(f"repaired in {elapsed:.2f} s")
+    return elapsed
+
+
+def status_of(hook: HookRunner, container_id: str) -> dict[str, object]:
+    done = run([*WG_POD, "status", "--json"], env={**os.environ, **hook.env})
+    (tunnel,) = [t for t in json.loads(done.stdout)["tunnels"] if t["container_id"] == container_id]
+    return dict(tunnel)
+
+
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
+def test_a_tunnel_whose_wireguard_go_was_killed_is_repaired_in_place(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    daemon(hook)
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    watched(standin.id)
+    before = records.load(standin.id)
+    assert before is not None and before.process is not None
+    os.kill(before.process.pid, signal.SIGKILL)
+    repaired(standin, peer, before)
+    assert len(wireguard_processes(temp_name(standin.id))) == 1
+    tunnel = status_of(hook, standin.id)
+    assert tunnel["repairs"] == 1 and tunnel["state"] in ("up", "idle")
+
+
+def test_a_tunnel_whose_link_was_deleted_is_repaired_in_place(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    daemon(hook)
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    hook.up(standin, {**annotations, "wg-pod.port-remapping": "80:8080"})
+    watched(standin.id)
+    before = records.load(standin.id)
+    assert before is not None
+    standin.run(["ip", "link", "del", "wg0"])
+    repaired(standin, peer, before)
+    # Repaired as it was asked for: the same annotations.
+    rules = standin.run(["nft", "list", "table", "inet", "wg-pod"]).stdout
+    assert "redirect to :8080" in rules
+
+
+def test_restarting_the_daemon_rebuilds_nothing(
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    first = daemon(hook)
+    standins = [make_standin() for _ in range(3)]
+    for index, standin in enumerate(standins):
+        conf = write_config(config_dir, peer.client_config(), f"wg{index}.conf")
+        hook.up(standin, {"wg-pod.config": conf, "wg-pod.interface": "wg0"})
+        watched(standin.id)
+    before = {s.id: records.load(s.id) for s in standins}
+    first.stop()
+    second = daemon(hook)
+    time.sleep(2)
+    second.kill()  # killing it takes nothing down either
+    daemon(hook)
+    time.sleep(2)
+    assert {s.id: records.load(s.id) for s in standins} == before
+    for standin in standins:
+        assert peer.page in fetch_in(standin, peer.url_v4)
+        kept = health.read(standin.id)
+        assert kept is not None and kept.repairs == 0
+
+
+@pytest.mark.parametrize("step", ["create", "move", "nftables"])
+def test_a_daemon_killed_in_the_middle_of_a_repair_leaves_nothing_the_next_does_not_converge(
+    step: str,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    crashing = daemon(hook.with_settings(fault_injection_kill_after=step))
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    watched(standin.id)
+    standin.run(["ip", "link", "del", "wg0"])
+    crashing.process.wait(timeout=REPAIR_DEADLINE)
+    assert crashing.process.returncode == -signal.SIGKILL
+    interrupted = records.load(standin.id)
+    assert interrupted is not None and not interrupted.complete
+
+    daemon(hook)
+
+    def converged() -> bool:
+        record = records.load(standin.id)
+        return record is not None and record.complete
+
+    wait_for(converged, timeout=REPAIR_DEADLINE, what="the next daemon's repair")
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    name = temp_name(standin.id)
+    assert name not in link_names()
+    assert len(wireguard_processes(name)) <= 1  # the kernel backend has none
+
+
+# Health, without the daemon: `wg-pod health` looks twice where it must.
+
+
+def wg_pod_health(hook: HookRunner, container_id: str) -> tuple[int, str]:
+    done = run([*WG_POD, "health", container_id], env={**os.environ, **hook.env}, check=False)
+    return done.returncode, done.stdout.strip()
+
+
+def test_health_states(
+    lab: Lab,
+    make_peer: Callable[..., Peer],
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    peer = make_peer()
+    quiet, busy, lonely, broken = (make_standin() for _ in range(4))
+    for index, standin in enumerate((quiet, busy, broken)):
+        conf = write_config(config_dir, peer.client_config(), f"wg{index}.conf")
+        hook.up(standin, {"wg-pod.config": conf, "wg-pod.interface": "wg0"})
+    assert peer.page in fetch_in(busy, peer.url_v4)
+
+    gone = make_peer(http=False)
+    conf = write_config(config_dir, gone.client_config(), "gone.conf")
+    gone.run(["ip", "link", "del", gone.ifname])  # the peer is gone for good
+    hook.up(lonely, {"wg-pod.config": conf, "wg-pod.interface": "wg0"})
+    sender = "import socket, sys, time\n" + (
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(120):\n"
+        "    s.sendto(b'x', (sys.argv[1], 9))\n"
+        "    time.sleep(0.5)\n"
+    )
+    lab.popen(
+        [sys.executable, "-c", sender, str(gone.tunnel_v4.ip)], netns=lonely.name, name="sender"
+    )
+    broken.run(["ip", "link", "del", "wg0"])
+
+    assert wg_pod_health(hook, quiet.id) == (0, f"{quiet.id[:12]}: idle")
+    assert wg_pod_health(hook, busy.id) == (0, f"{busy.id[:12]}: up")
+    assert wg_pod_health(hook, lonely.id) == (1, f"{lonely.id[:12]}: stale")
+    assert wg_pod_health(hook, broken.id) == (1, f"{broken.id[:12]}: down")
+
+
+def test_health_of_all_fails_when_one_is_down(
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+) -> None:
+    fine, broken = make_standin(), make_standin()
+    for index, standin in enumerate((fine, broken)):
+        conf = write_config(config_dir, peer.client_config(), f"wg{index}.conf")
+        hook.up(standin, {"wg-pod.config": conf, "wg-pod.interface": "wg0"})
+        assert peer.page in fetch_in(standin, peer.url_v4)
+    done = run([*WG_POD, "health"], env={**os.environ, **hook.env}, check=False)
+    assert done.returncode == 0, done.stdout
+    broken.run(["ip", "link", "del", "wg0"])
+    done = run([*WG_POD, "health"], env={**os.environ, **hook.env}, check=False)
+    assert done.returncode == 1
+    assert f"{broken.id[:12]}: down" in done.stdout and f"{fine.id[:12]}: up" in done.stdout
+
+
+def test_health_file_is_removed_with_the_tunnel(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    daemon(hook)
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    hook.up(standin, annotations)
+    watched(standin.id)
+    standin.stop()
+    hook.down(standin, annotations)
+    assert not health.path_for(standin.id).exists()
+    assert not Path(records.path_for(standin.id)).exists()

@@ -1,0 +1,319 @@
+"""The resident supervisor, ``wg-pod daemon``: keeps every tunnel up for
+its container's whole life.
+
+One process for the host.  It adopts every tunnel from the records when it
+starts, learns of new ones when the hook tells it (notify.py; a scan of the
+records every TICK seconds as fallback) and forgets them when their
+container's process ends.  For each tunnel it holds:
+
+- a netlink socket inside the container's namespace, subscribed to link
+  events: when the tunnel's interface disappears (wireguard-go died, the
+  link was deleted), the tunnel is set up again in place, from its record
+  and its config (lifecycle.repair), without restarting the container;
+  repeated failures back off (2, 4, ... MAX_BACKOFF seconds) and are
+  reported in its health, never spin;
+- a pidfd of the container's process: when it ends, the sockets go (a
+  socket inside a namespace would keep the namespace alive);
+- its health (health.py), looked at every TICK seconds.
+
+Everything the daemon does to a tunnel goes through the lifecycle and the
+one teardown, under the namespace's lock, so it and a hook never work on
+one namespace at once.  Stopping, restarting or killing it never takes a
+tunnel down: wireguard-go runs in its own process group, and nothing of a
+tunnel lives in the daemon.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from types import FrameType
+
+from . import health, lifecycle, notify, records, status
+from .errors import Superseded, WgPodError
+from .netlink import entered, open_netns
+from .records import TunnelRecord
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK = 10.0  # seconds between looks at every tunnel (and scans of the records)
+MAX_BACKOFF = 300.0
+
+RTMGRP_LINK = 1
+RTM_DELLINK = 17
+_NLMSGHDR = struct.Struct("=LHHLL")
+_IFINFOMSG = struct.Struct("=BxHiII")
+
+
+def deleted_links(data: bytes) -> list[int]:
+    """Interface indexes of the RTM_DELLINK messages in a netlink datagram."""
+    indexes = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            break
+        if kind == RTM_DELLINK and length >= _NLMSGHDR.size + _IFINFOMSG.size:
+            _family, _type, index, _flags2, _change = _IFINFOMSG.unpack_from(
+                data, offset + _NLMSGHDR.size
+            )
+            indexes.append(index)
+        offset += (length + 3) & ~3
+    return indexes
+
+
+@dataclass
+class Watch:
+    """What the daemon holds for one tunnel."""
+
+    record: TunnelRecord
+    link_events: socket.socket
+    container: int  # pidfd of the container's process
+    ifindex: int | None
+    failures: int = 0
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.selector = selectors.DefaultSelector()
+        self.watches: dict[str, Watch] = {}
+        self.repairs: list[tuple[float, str]] = []  # (when, container id), a heap
+        self.repairing: str | None = None
+        self.stopping = False
+        self.control = self._listen()
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        log.info("daemon: started (pid %d)", os.getpid())
+        next_tick = 0.0
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.scan()
+                    self.look_all()
+                    next_tick = now + TICK
+                self._repair_due()
+                timeout = max(0.0, min([next_tick, *(t for t, _ in self.repairs[:1])]) - now)
+                for key, _ in self.selector.select(timeout):
+                    callback: Callable[[], None] = key.data
+                    callback()
+        finally:
+            self.close()
+            log.info("daemon: stopped; the tunnels stay up")
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        for container_id in list(self.watches):
+            self.drop(container_id)
+        self.selector.unregister(self.control)
+        self.control.close()
+        notify.SOCKET.unlink(missing_ok=True)
+
+    def _listen(self) -> socket.socket:
+        records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        notify.SOCKET.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        old = os.umask(0o177)  # root only, from the moment it exists
+        try:
+            sock.bind(str(notify.SOCKET))
+        finally:
+            os.umask(old)
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, self._message)
+        return sock
+
+    def _message(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(512)
+            except BlockingIOError:
+                return
+            message = notify.parse(data)
+            if message is None:
+                log.warning("daemon: ignored a malformed message")
+                continue
+            event, container_id = message
+            if event == "up":
+                self.adopt(container_id)
+            else:
+                self.drop(container_id)
+
+    # -- knowing the tunnels -----------------------------------------------
+
+    def scan(self) -> None:
+        """Adopt every complete tunnel of a record, forget those without one."""
+        ids = set(records.all_ids())
+        for container_id in ids:
+            self.adopt(container_id)
+        for container_id in set(self.watches) - ids:
+            self.drop(container_id)
+        health.forget_all_but(ids)
+
+    def adopt(self, container_id: str) -> None:
+        record = records.read(container_id)
+        watch = self.watches.get(container_id)
+        if watch is not None and record == watch.record:
+            return
+        self.drop(container_id)
+        if record is None or record.shared_with:
+            return
+        if not record.complete and record.writer is not None and record.writer.alive():
+            return  # a hook at work: it tells when it is done
+        # Complete, or its setup was interrupted (its writer was killed): watched,
+        # and an interrupted one, whose interface may be missing, repaired.
+        pid = record.container_pid or 0
+        try:
+            container = os.pidfd_open(pid)
+        except OSError:
+            return  # its process is gone: nothing to keep up
+        try:
+            link_events, ifindex = self._link_watch(pid, record)
+        except (OSError, WgPodError) as exc:
+            os.close(container)
+            log.info("container %s: not watched: %s", container_id[:12], exc)
+            return
+        watch = Watch(record, link_events, container, ifindex)
+        self.watches[container_id] = watch
+        self.selector.register(link_events, selectors.EVENT_READ, lambda: self._links(watch))
+        self.selector.register(container, selectors.EVENT_READ, lambda: self.drop(container_id))
+        log.info("container %s: watching %s", container_id[:12], record.interface)
+        if ifindex is None or not record.complete:
+            self.schedule(container_id, 0.0)
+        else:
+            self.look(watch)
+
+    @staticmethod
+    def _link_watch(pid: int, record: TunnelRecord) -> tuple[socket.socket, int | None]:
+        """A link-event socket in the namespace of ``pid`` (if it is still
+        the record's), and the interface's index there (None: missing)."""
+        with open_netns(f"/proc/{pid}/ns/net") as fd:
+            if not record.netns.same(records.NetnsId.of(record.netns.path, fd)):
+                raise WgPodError(f"process {pid} is no longer in the tunnel's namespace")
+            with entered(fd):
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                try:
+                    ifindex: int | None = socket.if_nametoindex(record.interface)
+                except OSError:
+                    ifindex = None
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+        return sock, ifindex
+
+    def drop(self, container_id: str) -> None:
+        watch = self.watches.pop(container_id, None)
+        if watch is None:
+            return
+        for handle in (watch.link_events, watch.container):
+            self.selector.unregister(handle)
+        watch.link_events.close()
+        os.close(watch.container)
+        log.info("container %s: no longer watched", container_id[:12])
+
+    # -- repairs -------------------------------------------------------------
+
+    def _links(self, watch: Watch) -> None:
+        while True:
+            try:
+                data = watch.link_events.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. ENOBUFS: events were lost; look again
+                log.debug("link events: %s", exc)
+                self.schedule(watch.record.container_id, 0.0)
+                return
+            if watch.ifindex is not None and watch.ifindex in deleted_links(data):
+                log.warning(
+                    "container %s: %s disappeared",
+                    watch.record.container_id[:12],
+                    watch.record.interface,
+                )
+                self.schedule(watch.record.container_id, 0.0)
+
+    def schedule(self, container_id: str, delay: float) -> None:
+        if not any(cid == container_id for _, cid in self.repairs):
+            heapq.heappush(self.repairs, (time.monotonic() + delay, container_id))
+
+    def _repair_due(self) -> None:
+        while self.repairs and self.repairs[0][0] <= time.monotonic() and not self.stopping:
+            _, container_id = heapq.heappop(self.repairs)
+            watch = self.watches.get(container_id)
+            if watch is not None:
+                self.repair(watch)
+
+    def repair(self, watch: Watch) -> None:
+        container_id = watch.record.container_id
+        self.repairing = container_id
+        self.look(watch)
+        try:
+            repaired = lifecycle.repair(watch.record, self.settings)
+        except Superseded:
+            self.adopt(container_id)  # a hook set it up anew, or it is gone
+            return
+        except Exception as exc:  # never the end of the daemon
+            watch.failures += 1
+            delay = min(MAX_BACKOFF, 2.0**watch.failures)
+            if isinstance(exc, WgPodError):
+                log.error("container %s: repair failed: %s", container_id[:12], exc)
+            else:
+                log.exception("container %s: repair failed", container_id[:12])
+            self._note(container_id, last_failure=f"repair: {exc}")
+            self.schedule(container_id, delay)
+            log.info("container %s: next try in %.0f s", container_id[:12], delay)
+            return
+        finally:
+            self.repairing = None
+        self.repairs = [(t, cid) for t, cid in self.repairs if cid != container_id]
+        heapq.heapify(self.repairs)
+        previous = health.read(container_id)
+        self._note(container_id, repairs=(previous.repairs if previous else 0) + 1)
+        log.info("container %s: %s repaired", container_id[:12], repaired.interface)
+        self.adopt(container_id)
+        if container_id in self.watches:
+            self.look(self.watches[container_id])
+
+    def _note(self, container_id: str, **changes: object) -> None:
+        current = health.read(container_id)
+        if current is not None:
+            health.write(replace(current, **changes))  # type: ignore[arg-type]
+
+    # -- health ------------------------------------------------------------------
+
+    def look_all(self) -> None:
+        for watch in list(self.watches.values()):
+            self.look(watch)
+
+    def look(self, watch: Watch) -> None:
+        record = watch.record
+        sample = status.sample(status.tunnel_status(record))
+        previous = health.read(record.container_id)
+        now = health.next_health(
+            previous,
+            record.container_id,
+            sample,
+            repairing=self.repairing == record.container_id,
+        )
+        health.write(now)
+        if previous is None or previous.state is not now.state:
+            log.info("container %s: %s", record.container_id[:12], now.state.value)
+        if now.state is health.State.DOWN and self.repairing != record.container_id:
+            self.schedule(record.container_id, 0.0)
+
+
+def run(settings: Settings) -> None:
+    Daemon(settings).run()
