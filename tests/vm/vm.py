@@ -489,6 +489,11 @@ def _boot(run: VMRun, argv: list[str], *, timeout: float, probe: float | None) -
                     + run.console_tail()
                 )
             time.sleep(0.2)
+        if probe is not None and "Linux version" not in run.console:
+            # KVM that is present but makes qemu abort at once ("failed to
+            # set MSR 0x10a"): as broken as KVM that prints nothing.
+            log.info("vm: qemu exited %s before any kernel output", proc.returncode)
+            return False
         run.qemu_returncode = proc.returncode
         return True
     finally:
