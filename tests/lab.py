@@ -1099,6 +1099,14 @@ class Podman:
 HOOK_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def with_resolv_conf(path: Path) -> list[str]:
+    """An argv prefix that runs a command in a mount namespace of its own
+    whose /etc/resolv.conf is ``path``: a resolver of the test's, and
+    nothing of the host's edited (mounts made later still propagate in)."""
+    script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, "sh", str(path)]
+
+
 def venv_command(name: str, module: str) -> list[str]:
     """The console script ``name`` next to the running interpreter (the venv's), else -m;
     with ``SYSTEM_PODMAN``, the installed command."""
@@ -1124,19 +1132,25 @@ class HookRunner:
         settings: str | os.PathLike[str],
         *,
         remake: Callable[..., Path] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         """``remake(**extra)`` writes settings like ``settings`` with ``extra``
-        keys on top (see :meth:`with_settings`)."""
+        keys on top (see :meth:`with_settings`); ``prefix`` goes before the
+        hook's argv (e.g. :func:`with_resolv_conf`)."""
         self.lab = lab
         self.settings = settings
         self.remake = remake
+        self.prefix = tuple(prefix)
         self._up: dict[str, tuple[ContainerStandIn, dict[str, str]]] = {}
 
     def with_settings(self, **extra: object) -> HookRunner:
         """A runner like this one (same backend) with more settings, e.g.
         ``fault_injection_kill_after``, ``log_level`` or ``userspace_command``."""
         assert self.remake is not None, "this runner was made without a settings factory"
-        return HookRunner(self.lab, self.remake(**extra), remake=self.remake)
+        return HookRunner(self.lab, self.remake(**extra), remake=self.remake, prefix=self.prefix)
+
+    def with_prefix(self, prefix: Sequence[str]) -> HookRunner:
+        return HookRunner(self.lab, self.settings, remake=self.remake, prefix=prefix)
 
     @property
     def env(self) -> dict[str, str]:
@@ -1164,7 +1178,7 @@ class HookRunner:
         elif stage == "poststop":
             self._up.pop(standin.id, None)
         return run(
-            [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
+            [*self.prefix, *venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
             input=state,
             check=check,
             timeout=timeout,

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 
-from . import health, lifecycle, notify, records, status
+from . import endpoints, health, lifecycle, notify, records, status
 from .errors import Superseded, WgPodError
 from .netlink import entered, open_netns
 from .records import TunnelRecord
@@ -79,6 +79,7 @@ class Watch:
     link_events: socket.socket
     container: int  # pidfd of the container's process
     ifindex: int | None
+    followed: dict[str, endpoints.Followed]  # peers with host-name endpoints
     failures: int = 0
 
 
@@ -103,14 +104,13 @@ class Daemon:
             while not self.stopping:
                 now = time.monotonic()
                 if now >= next_tick:
-                    self.scan()
-                    self.look_all()
+                    _guarded(self.scan)
+                    _guarded(self.look_all)
                     next_tick = now + TICK
-                self._repair_due()
+                _guarded(self._repair_due)
                 timeout = max(0.0, min([next_tick, *(t for t, _ in self.repairs[:1])]) - now)
                 for key, _ in self.selector.select(timeout):
-                    callback: Callable[[], None] = key.data
-                    callback()
+                    _guarded(key.data)
         finally:
             self.close()
             log.info("daemon: stopped; the tunnels stay up")
@@ -188,7 +188,12 @@ class Daemon:
             os.close(container)
             log.info("container %s: not watched: %s", container_id[:12], exc)
             return
-        watch = Watch(record, link_events, container, ifindex)
+        try:
+            followed = endpoints.host_name_peers(record, self.settings)
+        except WgPodError as exc:  # the repair will say it too, if it comes to that
+            log.warning("container %s: endpoints not followed: %s", container_id[:12], exc)
+            followed = {}
+        watch = Watch(record, link_events, container, ifindex, followed)
         self.watches[container_id] = watch
         self.selector.register(link_events, selectors.EVENT_READ, lambda: self._links(watch))
         self.selector.register(container, selectors.EVENT_READ, lambda: self.drop(container_id))
@@ -300,7 +305,8 @@ class Daemon:
 
     def look(self, watch: Watch) -> None:
         record = watch.record
-        sample = status.sample(status.tunnel_status(record))
+        tunnel = status.tunnel_status(record)
+        sample = status.sample(tunnel)
         previous = health.read(record.container_id)
         now = health.next_health(
             previous,
@@ -313,6 +319,28 @@ class Daemon:
             log.info("container %s: %s", record.container_id[:12], now.state.value)
         if now.state is health.State.DOWN and self.repairing != record.container_id:
             self.schedule(record.container_id, 0.0)
+        elif watch.followed and sample.peers is not None:
+            self._follow(watch, tunnel.peers, sample.time)
+
+    def _follow(self, watch: Watch, peers: tuple[status.PeerStatus, ...], now: float) -> None:
+        try:
+            moved = endpoints.follow(
+                watch.record, watch.followed, peers, now, self.settings.endpoint_refresh_after
+            )
+        except WgPodError as exc:
+            log.warning("container %s: %s", watch.record.container_id[:12], exc)
+            return
+        for change in moved:
+            log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+
+def _guarded(work: Callable[[], object]) -> None:
+    """Run one piece of the loop's work; a bug in it is logged with its
+    traceback, and the daemon goes on keeping the other tunnels up."""
+    try:
+        work()
+    except Exception:
+        log.exception("daemon: unexpected error")
 
 
 def run(settings: Settings) -> None:

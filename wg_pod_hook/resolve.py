@@ -22,17 +22,17 @@ ATTEMPTS = 3
 RETRY_PAUSE = 0.5
 
 
-def resolve_endpoint(endpoint: Endpoint) -> tuple[IPAddress, int]:
+def resolve_endpoint(endpoint: Endpoint, attempts: int = ATTEMPTS) -> tuple[IPAddress, int]:
     if endpoint.ip is not None:
         return endpoint.ip, endpoint.port
     last = ""
-    for attempt in range(ATTEMPTS):
+    for attempt in range(attempts):
         try:
             infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
         except socket.gaierror as exc:
             last = exc.strerror or str(exc)
             # A name that does not exist will not exist on the next try either.
-            if exc.errno == socket.EAI_NONAME:
+            if exc.errno == socket.EAI_NONAME or attempt + 1 == attempts:
                 break
             time.sleep(RETRY_PAUSE * (attempt + 1))
             continue

@@ -27,6 +27,9 @@ class Settings:
     log_level: str = "info"
     kill_switch: Toggle = Toggle.AUTO
     allow_readable_configs: bool = False
+    # The daemon resolves a host-name endpoint again when its peer has had
+    # no handshake for this long (wireguard-tools' reresolve-dns: 135 s).
+    endpoint_refresh_after: int = 135
     fault_injection_kill_after: str | None = None
     source: str = field(default="(defaults)", compare=False)
 
@@ -76,6 +79,10 @@ def parse_settings(text: str, source: str) -> Settings:
         elif key == "allow_readable_configs":
             if not isinstance(value, bool):
                 raise SettingsError(source, key, "must be true or false")
+            values[key] = value
+        elif key == "endpoint_refresh_after":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 86400:
+                raise SettingsError(source, key, "must be a number of seconds, 1 to 86400")
             values[key] = value
         elif key == "fault_injection_kill_after":
             # Test only: the hook SIGKILLs itself right after this step of

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from tests.lab import (
     run,
     venv_command,
     wait_for,
+    with_resolv_conf,
 )
 from wg_pod_hook import health, notify, records
 from wg_pod_hook.names import temp_name
@@ -39,10 +40,11 @@ REPAIR_DEADLINE = 20.0
 class Daemon:
     """``wg-pod daemon`` in the foreground, as systemd would run it."""
 
-    def __init__(self, lab: Lab, settings: str | os.PathLike[str]) -> None:
+    def __init__(self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str]) -> None:
         self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
+        self.path = Path(self.log.name)
         self.process = subprocess.Popen(
-            [*WG_POD, "--debug", "daemon"],
+            [*prefix, *WG_POD, "--debug", "daemon"],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -66,7 +68,8 @@ def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
     started: list[Daemon] = []
 
     def start(hook: HookRunner) -> Daemon:
-        started.append(Daemon(lab, hook.settings))
+        """A daemon with the settings (and the argv prefix) of ``hook``."""
+        started.append(Daemon(lab, hook.settings, hook.prefix))
         return started[-1]
 
     yield start
@@ -274,3 +277,60 @@ def test_health_file_is_removed_with_the_tunnel(
     hook.down(standin, annotations)
     assert not health.path_for(standin.id).exists()
     assert not Path(records.path_for(standin.id)).exists()
+
+
+def test_a_peer_whose_host_name_moves_to_another_address_is_followed(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    """A real DNS server (dnsmasq) in a namespace of the test's names the
+    peer; the hook and the daemon resolve through it (their own
+    /etc/resolv.conf in a private mount namespace).  The peer moves to a new
+    address and the answer changes: the tunnel recovers without a restart."""
+    dns = lab.netns()
+    _, dns_link = lab.veth(dns)
+    hosts = lab.tmp / "dns-hosts"
+    hosts.write_text(f"{peer.underlay.inner_v4.ip} peer.wgpt.test\n")
+    server = lab.popen(
+        [
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            f"--addn-hosts={hosts}",
+            f"--listen-address={dns_link.inner_v4.ip}",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file",
+            "--log-facility=-",
+        ],
+        netns=dns.name,
+        name="dnsmasq",
+    )
+    resolv = lab.tmp / "resolv-for-wg-pod.conf"
+    resolv.write_text(f"nameserver {dns_link.inner_v4.ip}\noptions timeout:1 attempts:1\n")
+    resolving = hook.with_prefix(with_resolv_conf(resolv)).with_settings(endpoint_refresh_after=3)
+
+    text = peer.client_config(endpoint=f"peer.wgpt.test:{peer.listen_port}")
+    resolving.up(standin, {"wg-pod.config": write_config(config_dir, text)})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    running = daemon(resolving)
+    watched(standin.id)
+
+    # The peer moves: a new link and address; the old one goes.
+    _, moved = lab.veth(peer.ns, "eth1")
+    peer.run(["ip", "addr", "del", str(peer.underlay.inner_v4), "dev", "eth0"])
+    hosts.write_text(f"{moved.inner_v4.ip} peer.wgpt.test\n")
+    server.send_signal(signal.SIGHUP)  # dnsmasq reads its hosts file again
+
+    start = time.monotonic()
+    assert peer.page in fetch_in(standin, peer.url_v4, timeout=60)
+    print(f"followed in {time.monotonic() - start:.1f} s")
+    assert f"-> {moved.inner_v4.ip}:{peer.listen_port}" in running.path.read_text()
+    kept = health.read(standin.id)
+    assert kept is not None and kept.repairs == 0  # followed, not rebuilt

@@ -18,7 +18,8 @@ def test_empty_file_gives_defaults() -> None:
 def test_all_keys() -> None:
     settings = parse_settings(
         "config_dirs: [/srv/wg]\nbackend: userspace\nuserspace_command: [boringtun]\n"
-        "log_level: debug\nkill_switch: 'on'\nallow_readable_configs: true\n",
+        "log_level: debug\nkill_switch: 'on'\nallow_readable_configs: true\n"
+        "endpoint_refresh_after: 30\n",
         "s.yaml",
     )
     assert settings.config_dirs == (Path("/srv/wg"),)
@@ -27,6 +28,7 @@ def test_all_keys() -> None:
     assert settings.log_level == "debug"
     assert settings.kill_switch is Toggle.ON
     assert settings.allow_readable_configs is True
+    assert settings.endpoint_refresh_after == 30
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,9 @@ def test_all_keys() -> None:
         ("config_dirs: []", "non-empty list"),
         ("- a\n- b", "mapping"),
         ("backend: [", "not valid YAML"),
+        ("endpoint_refresh_after: 0", "endpoint_refresh_after: must be a number of seconds"),
+        ("endpoint_refresh_after: true", "endpoint_refresh_after: must be a number of seconds"),
+        ("fault_injection_kill_after: 3", "must be the name of a setup step"),
     ],
 )
 def test_bad_settings(text: str, message: str) -> None:

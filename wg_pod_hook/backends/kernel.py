@@ -7,11 +7,35 @@ import os
 from typing import Any
 
 from .._pyroute2 import NetlinkError, WireGuard
+from ..config import IPAddress, Key
 from ..errors import SetupError
-from ..netlink import Netlink
+from ..netlink import Netlink, entered
 from . import DeviceSetup
 
 log = logging.getLogger(__name__)
+
+
+def set_endpoint(
+    netns_fd: int, ifname: str, public_key: Key, endpoint: tuple[IPAddress, int]
+) -> None:
+    """Point an existing peer at another endpoint (the interface lives in
+    the container's namespace by now)."""
+    with entered(netns_fd):
+        wg = WireGuard()
+    try:
+        wg.set(
+            ifname,
+            peer={
+                "public_key": public_key.base64,
+                "endpoint_addr": str(endpoint[0]),
+                "endpoint_port": endpoint[1],
+                "update_only": True,
+            },
+        )
+    except NetlinkError as exc:
+        raise SetupError("set endpoint", ifname, os.strerror(exc.code)) from None
+    finally:
+        wg.close()
 
 
 class KernelBackend:

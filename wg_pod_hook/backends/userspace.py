@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..config import IPAddress, Key
 from ..errors import BackendUnavailable, SetupError
 from ..names import is_temp_name
 from ..records import ProcessId, process_start_time
@@ -53,6 +54,16 @@ def uapi_set(ifname: str, device: DeviceSetup) -> None:
     reply = uapi_request(ifname, request)
     if "errno=0" not in reply.splitlines():
         raise SetupError("configure WireGuard", ifname, f"UAPI refused: {reply.strip()}")
+
+
+def set_endpoint(ifname: str, public_key: Key, endpoint: tuple[IPAddress, int]) -> None:
+    """Point an existing peer at another endpoint."""
+    address, port = endpoint
+    host = f"[{address}]" if address.version == 6 else str(address)
+    request = f"set=1\npublic_key={public_key.hex}\nupdate_only=true\nendpoint={host}:{port}\n\n"
+    reply = uapi_request(ifname, request.encode())
+    if "errno=0" not in reply.splitlines():
+        raise SetupError("set endpoint", ifname, f"UAPI refused: {reply.strip()}")
 
 
 def accepts_connections(path: Path) -> bool:
@@ -178,14 +189,19 @@ def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool
 
 
 def running_processes() -> dict[ProcessId, str]:
-    """Every running process started the way this backend starts one
-    (``... -f <temporary name>``), with its temporary name."""
+    """Every running process of this PID namespace started the way this
+    backend starts one (``... -f <temporary name>``), with its temporary
+    name.  Those of other PID namespaces (a machine or a container running
+    its own wg-pod) are theirs, never ours to stop."""
     found = {}
+    ours = os.stat("/proc/self/ns/pid").st_ino
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            if os.stat(f"/proc/{entry}/ns/pid").st_ino != ours:
+                continue
         except OSError:
             continue
         args = argv.rstrip("\0").split("\0")

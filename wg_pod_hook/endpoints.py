@@ -1,0 +1,89 @@
+"""Following peers whose host-name endpoint moves to another address.
+
+The hook resolves a host-name endpoint once, at start.  Like
+wireguard-tools' reresolve-dns, the daemon resolves it again when the peer
+has had no handshake for ``endpoint_refresh_after`` seconds (135 by
+default), in the host namespace where the tunnel's socket lives, and points
+the peer at the new address when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .backends import kernel, userspace
+from .config import Endpoint, IPAddress, Key
+from .configfile import read_config
+from .errors import WgPodError
+from .netlink import open_netns
+from .records import TunnelRecord
+from .resolve import resolve_endpoint
+from .settings import Settings
+from .status import PeerStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Followed:
+    """A peer whose endpoint is a host name."""
+
+    public_key: Key
+    endpoint: Endpoint
+
+
+def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Followed]:
+    """The peers of the tunnel's config (read now, with the hook's checks)
+    whose endpoint is a host name, by public key."""
+    config = read_config(PurePosixPath(record.config), settings)
+    return {
+        peer.public_key.base64: Followed(peer.public_key, peer.endpoint)
+        for peer in config.peers
+        if peer.endpoint is not None and peer.endpoint.ip is None
+    }
+
+
+def _text(endpoint: tuple[IPAddress, int]) -> str:
+    address, port = endpoint
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def follow(
+    record: TunnelRecord,
+    followed: Mapping[str, Followed],
+    peers: Sequence[PeerStatus],
+    now: float,
+    after: int,
+) -> list[str]:
+    """Resolve the host names of peers without a handshake for ``after``
+    seconds; point each at its new address.  Returns what changed, as
+    ``PUBLIC-KEY: OLD -> NEW``; a name that does not resolve now is tried
+    again at the next look."""
+    changed = []
+    for peer in peers:
+        wanted = followed.get(peer.public_key)
+        if wanted is None:
+            continue
+        if peer.latest_handshake and now - peer.latest_handshake <= after:
+            continue
+        try:
+            endpoint = resolve_endpoint(wanted.endpoint, attempts=1)
+        except WgPodError as exc:
+            log.info("container %s: %s", record.container_id[:12], exc)
+            continue
+        if peer.endpoint == _text(endpoint):
+            continue
+        _set_endpoint(record, wanted.public_key, endpoint)
+        changed.append(f"{peer.public_key}: {peer.endpoint} -> {_text(endpoint)}")
+    return changed
+
+
+def _set_endpoint(record: TunnelRecord, key: Key, endpoint: tuple[IPAddress, int]) -> None:
+    if record.backend == "kernel":
+        with open_netns(record.netns.path) as fd:
+            kernel.set_endpoint(fd, record.interface, key, endpoint)
+    else:
+        userspace.set_endpoint(str(record.temp_name), key, endpoint)
