@@ -4,9 +4,9 @@ The VM emulates its CPU (TCG) on these machines, over ten times slower than
 the host, so it runs only what the host cannot, and of that a chosen set:
 test_kernel whole, and the ``backend=kernel`` variants of the scenarios
 listed in ``KERNEL_SCENARIOS`` (the core issue's, the leak tests', the
-secrets test, the daemon's repair of a deleted link). Everything else runs on the host. ``WG_POD_VM_ALL=1`` keeps
-every test (``tests/integration`` whole; expect well over ten minutes under
-TCG).
+secrets test, the daemon's repair of a deleted link). Everything else runs
+on the host. ``WG_POD_VM_ALL=1`` keeps every test (``tests/integration``
+whole; expect well over ten minutes under TCG).
 """
 
 from __future__ import annotations
