@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 
-from . import endpoints, health, lifecycle, notify, records, status
-from .errors import Superseded, WgPodError
+from . import endpoints, health, lifecycle, metrics, notify, records, status
+from .errors import SettingsError, SetupError, Superseded, WgPodError
 from .netlink import entered, open_netns
 from .records import TunnelRecord
 from .settings import Settings
@@ -92,6 +92,25 @@ class Daemon:
         self.repairing: str | None = None
         self.stopping = False
         self.control = self._listen()
+        self.metrics = self._serve_metrics()
+
+    def _serve_metrics(self) -> metrics.Metrics | None:
+        if self.settings.metrics_listen is None:
+            return None
+        try:
+            served = metrics.Metrics()
+        except ImportError:
+            raise SettingsError(
+                self.settings.source,
+                "metrics_listen",
+                "needs prometheus-client (apt install python3-prometheus-client)",
+            ) from None
+        try:
+            served.serve(*self.settings.metrics_listen)
+        except OSError as exc:
+            host, port = self.settings.metrics_listen
+            raise SetupError("serve metrics", f"{host}:{port}", str(exc)) from None
+        return served
 
     # -- the loop ----------------------------------------------------------
 
@@ -148,8 +167,10 @@ class Daemon:
             if message is None:
                 log.warning("daemon: ignored a malformed message")
                 continue
-            event, container_id = message
+            event, container_id, seconds = message
             if event == "up":
+                if seconds is not None and self.metrics is not None:
+                    self.metrics.hook_took(seconds)
                 self.adopt(container_id)
             else:
                 self.drop(container_id)

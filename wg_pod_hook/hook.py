@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,6 +19,7 @@ from . import failures, logs, notify, teardown
 from .bundle import read_bundle
 from .errors import PrivilegeError, WgPodError, describe
 from .oci import ContainerState, parse_state
+from .records import ProcessId
 from .settings import load_settings
 
 log = logging.getLogger("wg_pod_hook.hook")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "createRuntime":
             create_runtime(state)
             failures.forget(state.id)
-            notify.tell("up", state.id)
+            notify.tell("up", state.id, seconds=_age())
         else:
             teardown.down(state.id)
             notify.tell("down", state.id)
@@ -81,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return failed(container_id, stage, f"internal error {type(exc).__name__}")
     return 0
+
+
+def _age() -> float | None:
+    """Seconds since this process started, its interpreter's start included."""
+    start = ProcessId.mine().start
+    if not start:
+        return None
+    ticks = float(os.sysconf("SC_CLK_TCK"))
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start / ticks)
 
 
 def failed(container_id: str, stage: str, message: str) -> int:

@@ -21,23 +21,28 @@ EVENTS = ("up", "down")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def tell(event: str, container_id: str) -> None:
-    """Send ``EVENT CONTAINER-ID``; nothing happens when no daemon listens."""
+def tell(event: str, container_id: str, seconds: float | None = None) -> None:
+    """Send ``EVENT CONTAINER-ID [SECONDS]`` (how long the hook took, for the
+    metrics); nothing happens when no daemon listens."""
     assert event in EVENTS
+    message = f"{event} {container_id}" + (f" {seconds:.3f}" if seconds is not None else "")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            sock.sendto(f"{event} {container_id}".encode(), str(SOCKET))
+            sock.sendto(message.encode(), str(SOCKET))
     except OSError as exc:  # no daemon, or its queue is full: it will scan
         log.debug("daemon not told (%s): %s", event, exc)
 
 
-def parse(message: bytes) -> tuple[str, str] | None:
-    """(event, container id) of a datagram, or None for anything else."""
+def parse(message: bytes) -> tuple[str, str, float | None] | None:
+    """(event, container id, seconds) of a datagram, or None for anything else."""
     try:
-        event, container_id = message.decode("ascii").split(" ")
+        event, container_id, *rest = message.decode("ascii").split(" ")
+        seconds = float(rest[0]) if len(rest) == 1 else None
     except (UnicodeDecodeError, ValueError):
         return None
-    if event not in EVENTS or not _ID.fullmatch(container_id):
+    if event not in EVENTS or not _ID.fullmatch(container_id) or len(rest) > 1:
         return None
-    return event, container_id
+    if seconds is not None and not 0 <= seconds < 3600:
+        return None
+    return event, container_id, seconds

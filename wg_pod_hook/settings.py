@@ -30,6 +30,8 @@ class Settings:
     # The daemon resolves a host-name endpoint again when its peer has had
     # no handshake for this long (wireguard-tools' reresolve-dns: 135 s).
     endpoint_refresh_after: int = 135
+    # Where the daemon serves Prometheus metrics (address, port); None: not at all.
+    metrics_listen: tuple[str, int] | None = None
     fault_injection_kill_after: str | None = None
     source: str = field(default="(defaults)", compare=False)
 
@@ -84,6 +86,10 @@ def parse_settings(text: str, source: str) -> Settings:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 86400:
                 raise SettingsError(source, key, "must be a number of seconds, 1 to 86400")
             values[key] = value
+        elif key == "metrics_listen":
+            from .metrics import parse_listen
+
+            values[key] = parse_listen(source, value)
         elif key == "fault_injection_kill_after":
             # Test only: the hook SIGKILLs itself right after this step of
             # its setup; the names are those of lifecycle.STEPS, checked there.

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -334,3 +336,49 @@ def test_a_peer_whose_host_name_moves_to_another_address_is_followed(
     assert f"-> {moved.inner_v4.ip}:{peer.listen_port}" in running.path.read_text()
     kept = health.read(standin.id)
     assert kept is not None and kept.repairs == 0  # followed, not rebuilt
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for each in family.samples:
+            found.setdefault(each.name, []).append((dict(each.labels), each.value))
+    return found
+
+
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
+def test_the_metrics_endpoint_is_scraped_and_parsed(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+) -> None:
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = hook.with_settings(metrics_listen=f"127.0.0.1:{port}")
+    daemon(served)
+    served.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    short = standin.id[:12]
+
+    def counted() -> bool:  # the daemon's next look (every 10 s) has the traffic
+        received = scrape(port).get("wg_pod_peer_receive_bytes_total", [])
+        return any(labels["container"] == short and value > 0 for labels, value in received)
+
+    wait_for(counted, timeout=30, what="the peer's bytes in the metrics")
+    found = scrape(port)
+    states = {
+        labels["state"]: value
+        for labels, value in found["wg_pod_tunnel_state"]
+        if labels["container"] == short
+    }
+    assert states["up"] == 1 and sum(states.values()) == 1
+    assert ({"container": short, "interface": "wg0"}, 0.0) in found["wg_pod_tunnel_repairs_total"]
+    (hooks,) = [v for _, v in found["wg_pod_hook_duration_seconds_count"]]
+    assert hooks == 1

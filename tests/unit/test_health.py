@@ -69,9 +69,10 @@ def test_repairing_is_a_down_tunnel_the_daemon_works_on() -> None:
 
 
 def test_notify_messages() -> None:
-    assert notify.parse(b"up " + b"a" * 64) == ("up", "a" * 64)
-    assert notify.parse(b"down abc") == ("down", "abc")
-    for bad in (b"up", b"reboot abc", b"up ../../etc", b"up a b", b"\xff"):
+    assert notify.parse(b"up " + b"a" * 64) == ("up", "a" * 64, None)
+    assert notify.parse(b"up abc 0.183") == ("up", "abc", 0.183)
+    assert notify.parse(b"down abc") == ("down", "abc", None)
+    for bad in (b"up", b"reboot abc", b"up ../../etc", b"up a b", b"up a -1", b"up a 1 2", b"\xff"):
         assert notify.parse(bad) is None
 
 
