@@ -274,7 +274,19 @@ def run_inner(machine: Machine, runtime: str) -> InnerRun:
     kept.unlink(missing_ok=True)
     if proc.returncode != 0:
         LOG_DIR.mkdir(mode=0o700, exist_ok=True)
-        kept.write_text(proc.stdout + proc.stderr)
+        journal = machine.run(
+            [
+                *("journalctl", "-q", "--no-pager", "-o", "short-precise", "-n", "400"),
+                *("-t", "wg-pod", "-t", "podman", "-t", "conmon"),
+            ],
+            check=False,
+        )
+        kept.write_text(
+            proc.stdout
+            + proc.stderr
+            + "\n==== the machine's journal (wg-pod, podman, conmon)\n"
+            + journal.stdout
+        )
     if not report.exists():
         raise MachineError(
             f"inner pytest with {runtime}", f"wrote no report (exit {proc.returncode}):\n{tail}"
