@@ -26,6 +26,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -1221,3 +1222,50 @@ class HookRunner:
             standin, annotations = entry
             standin.stop()
             self("poststop", standin, annotations, check=True)
+
+
+class Daemon:
+    """``wg-pod daemon`` in the foreground, as systemd would run it."""
+
+    def __init__(
+        self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str] = ()
+    ) -> None:
+        from wg_pod_hook.notify import SOCKET
+
+        self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
+        self.path = Path(self.log.name)
+        SOCKET.unlink(missing_ok=True)  # what a killed one left: not a sign of this one
+        self.process = subprocess.Popen(
+            [*prefix, *venv_command("wg-pod", "wg_pod_hook.cli"), "--debug", "daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "WG_POD_SETTINGS": str(settings)},
+        )
+        lab.defer(f"stop daemon {self.process.pid}", self.stop)
+        wait_for(self._listening, timeout=15, what="the daemon's socket")
+
+    def _listening(self) -> bool:
+        from wg_pod_hook.notify import SOCKET
+
+        if self.process.poll() is not None:
+            code = self.process.returncode
+            raise LabError(f"wg-pod daemon exited {code}: {self.path.read_text()}")
+        return SOCKET.exists()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LabError(f"no VmRSS for {pid}")

@@ -8,11 +8,10 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.integration.support import fetch_in, wireguard_processes, write_confi
 from tests.lab import (
     ConfigDir,
     ContainerStandIn,
+    Daemon,
     HookRunner,
     Lab,
     Peer,
@@ -30,39 +30,13 @@ from tests.lab import (
     wait_for,
     with_resolv_conf,
 )
-from wg_pod_hook import health, notify, records
+from wg_pod_hook import health, records
 from wg_pod_hook.names import temp_name
 
 pytestmark = pytest.mark.root
 
 WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
 REPAIR_DEADLINE = 20.0
-
-
-class Daemon:
-    """``wg-pod daemon`` in the foreground, as systemd would run it."""
-
-    def __init__(self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str]) -> None:
-        self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
-        self.path = Path(self.log.name)
-        self.process = subprocess.Popen(
-            [*prefix, *WG_POD, "--debug", "daemon"],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "WG_POD_SETTINGS": str(settings)},
-        )
-        lab.defer(f"stop daemon {self.process.pid}", self.stop)
-        wait_for(notify.SOCKET.exists, timeout=15, what="the daemon's socket")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=20)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture

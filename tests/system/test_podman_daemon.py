@@ -1,0 +1,97 @@
+"""The daemon under real podman: a container that keeps fetching survives
+the death of its wireguard-go, and many containers come and go while it
+runs with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import (
+    SYSTEM_PODMAN,
+    ConfigDir,
+    Daemon,
+    Lab,
+    Peer,
+    Podman,
+    host_leftovers,
+    rss_kib,
+    wait_for,
+)
+from tests.system.test_podman_hook import RETRYING_WGET
+from wg_pod_hook import health, records
+
+pytestmark = pytest.mark.podman
+
+# Cycles of the soak: 200 on the host; a short one where the same scenarios
+# run again inside the Debian 13 machine, once per runtime (tests/platform).
+# WG_POD_SOAK overrides.
+SOAK = int(os.environ.get("WG_POD_SOAK", "20" if SYSTEM_PODMAN else "200"))
+
+# A loop that fetches through the tunnel every half second and reports.
+FETCH_LOOP = (
+    "while true; do if timeout 3 wget -qO- {url} >/dev/null 2>&1; "
+    "then echo ok; else echo failed; fi; sleep 0.5; done"
+)
+
+
+def test_a_container_keeps_its_tunnel_when_wireguard_go_dies(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, settings: Path, hooked_podman: Podman
+) -> None:
+    Daemon(lab, settings)
+    conf = config_dir.write("wg0.conf", peer.client_config())
+    name, _ = hooked_podman.run(
+        "sh",
+        "-c",
+        FETCH_LOOP.format(url=peer.url_v4),
+        annotations={"wg-pod.config": str(conf)},
+        detach=True,
+    )
+    container_id = hooked_podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+    def fetched_since(lines: int) -> bool:
+        log = hooked_podman("logs", name).stdout.splitlines()
+        return "ok" in log[lines:]
+
+    wait_for(lambda: fetched_since(0), timeout=20, what="the container's first fetch")
+    wait_for(lambda: health.read(container_id) is not None, timeout=5, what="the daemon's look")
+    record = records.load(container_id)
+    assert record is not None and record.process is not None
+    os.kill(record.process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    seen = len(hooked_podman("logs", name).stdout.splitlines())
+    wait_for(lambda: fetched_since(seen), timeout=20, what="a fetch after the repair")
+    print(f"fetching again {time.monotonic() - killed_at:.2f} s after the kill")
+    assert hooked_podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+    kept = health.read(container_id)
+    assert kept is not None and kept.repairs == 1
+    hooked_podman.remove(name)
+    assert host_leftovers() == ([], [], [])
+
+
+def test_soak_containers_come_and_go_while_the_daemon_runs(
+    lab: Lab, peer: Peer, config_dir: ConfigDir, settings: Path, hooked_podman: Podman
+) -> None:
+    daemon = Daemon(lab, settings)
+    conf = config_dir.write("wg0.conf", peer.client_config())
+    script = RETRYING_WGET.format(url=peer.url_v4)
+    rss_start = rss_warm = rss_kib(daemon.process.pid)
+    start = time.monotonic()
+    for cycle in range(SOAK):
+        _, done = hooked_podman.run("sh", "-c", script, annotations={"wg-pod.config": str(conf)})
+        assert peer.page in done.stdout, f"cycle {cycle}: {done.stdout} {done.stderr}"
+        if cycle == 9:
+            rss_warm = rss_kib(daemon.process.pid)
+    rss_end = rss_kib(daemon.process.pid)
+    print(
+        f"soak: {SOAK} containers in {time.monotonic() - start:.0f} s, all connected; "
+        f"daemon RSS {rss_start} KiB at start, {rss_warm} KiB after 10, {rss_end} KiB after "
+        f"{SOAK} (+{rss_end - rss_warm} KiB)"
+    )
+    assert daemon.process.poll() is None
+    assert host_leftovers() == ([], [], [])
+    assert list(health.HEALTH_DIR.glob("*.json")) == []
