@@ -27,6 +27,7 @@ BENCHES = {
     "first": "bench.b_first",
     "throughput": "bench.b_throughput",
     "scale": "bench.b_scale",
+    "daemon": "bench.b_daemon",
 }
 
 

@@ -30,6 +30,6 @@ def test_bench_small_mode_prints_the_table(tmp_path: Path) -> None:
     assert (
         "| bench | measure | unit | median | min | max | n | baseline (median) | ratio |" in table
     )
-    for bench in ("start", "hook", "first", "throughput", "scale"):
+    for bench in ("start", "hook", "first", "throughput", "scale", "daemon"):
         assert f"| {bench} |" in table, table
     assert "FAILED" not in table

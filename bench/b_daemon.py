@@ -1,0 +1,89 @@
+"""6. The daemon: how fast a tunnel is back after its wireguard-go is killed
+(until the container fetches through it again), against what a restart
+pays for the tunnel alone (one run of the hook) measured in the same lab;
+and the daemon's CPU and memory while it watches many idle tunnels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.integration.support import fetch_in
+from tests.lab import Daemon, HookRunner, Lab, rss_kib
+from wg_pod_hook import health, records
+
+from .common import Result, Row, Setup, Stats, timed
+
+DEADLINE = 30.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(lab: Lab, small: bool) -> Result:
+    setup = Setup(lab)
+    hook = HookRunner(lab, setup.settings)
+    daemon = Daemon(lab, setup.settings)
+    result = Result()
+
+    # Repair: kill wireguard-go, time until the container's fetch works again.
+    standin = lab.standin()
+    conf = str(setup.config())
+    hook.up(standin, {"wg-pod.config": conf})
+    fetch_in(standin, setup.peer.url_v4)
+    repairs: list[float] = []
+    for _ in range(3 if small else 12):
+        record = records.load(standin.id)
+        assert record is not None and record.process is not None
+        os.kill(record.process.pid, signal.SIGKILL)
+        start = time.perf_counter()
+        fetch_in(standin, setup.peer.url_v4, timeout=DEADLINE)
+        repairs.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.5)  # the daemon's look after the repair
+
+    # The baseline: one run of the hook, what a container restart pays for
+    # its tunnel (on new stand-ins, each with its own config).
+    runs = []
+    for index in range(3 if small else 8):
+        fresh = lab.standin()
+        conf_n = str(setup.config(f"b{index}.conf"))
+        runs.append(timed(lambda s=fresh, c=conf_n: hook.up(s, {"wg-pod.config": c})))
+    result.rows.append(
+        Row(
+            "daemon",
+            "wireguard-go killed -> the container fetches again",
+            "ms",
+            Stats.of(repairs),
+            baseline=Stats.of(runs),
+            baseline_what="one hook run (a restart's tunnel setup)",
+        )
+    )
+
+    # Footprint: many idle tunnels.
+    count = 5 if small else 50
+    for index in range(count):
+        idle = lab.standin()
+        hook.up(idle, {"wg-pod.config": str(setup.config(f"i{index}.conf"))})
+    wait = 5.0 if small else 30.0
+    deadline = time.monotonic() + 20
+    while len(list(health.HEALTH_DIR.glob("*.json"))) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cpu_before, started = _cpu_seconds(daemon.process.pid), time.monotonic()
+    time.sleep(wait)
+    cpu = (_cpu_seconds(daemon.process.pid) - cpu_before) / (time.monotonic() - started) * 100
+    rss = rss_kib(daemon.process.pid) / 1024
+    tunnels = len(records.all_ids())
+    result.rows.append(
+        Row("daemon", f"CPU, {tunnels} tunnels idle over {wait:.0f} s", "%", Stats.of([cpu]))
+    )
+    result.rows.append(Row("daemon", f"RSS with {tunnels} tunnels", "MiB", Stats.of([rss])))
+    result.details.append(
+        "daemon: repair is event-driven (netlink link events), so its time is the "
+        "hook's work less the interpreter start; idle CPU is one look at each tunnel "
+        "every 10 s"
+    )
+    return result
