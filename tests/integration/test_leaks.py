@@ -211,6 +211,7 @@ def tunnel_without_interface(
     standin: ContainerStandIn,
     config_dir: ConfigDir,
     hook: HookRunner,
+    outside: Outside,
     kind: str,
     switch: str,
 ) -> list[str]:
@@ -221,7 +222,8 @@ def tunnel_without_interface(
     hook.up(standin, {"wg-pod.config": conf, "wg-pod.kill-switch": switch})
     assert peer.page in fetch_in(standin, peer.url_v4)
     standin.run(["ip", "link", "del", "wg0"])
-    return [str(peer.tunnel_v4.ip), str(peer.tunnel_v6.ip)]
+    carried = [str(peer.tunnel_v4.ip), str(peer.tunnel_v6.ip)]
+    return carried + list(outside.addresses.values()) if kind == FULL else carried
 
 
 def send_everywhere(standin: ContainerStandIn, destinations: list[str]) -> dict[str, bool]:
@@ -246,9 +248,9 @@ def test_nothing_falls_back_to_eth0_while_the_interface_is_missing(
     """Unreachable routes below the tunnel's own guard every prefix it
     carried: counted on the host side of the container's eth0, nothing for
     them leaves; podman's own network still answers."""
-    destinations = tunnel_without_interface(peer, standin, config_dir, hook, kind, switch)
-    if kind == FULL:
-        destinations += list(outside.addresses.values())
+    destinations = tunnel_without_interface(
+        peer, standin, config_dir, hook, outside, kind, switch
+    )
     with Sniffer(standin.host_ifname, destinations) as sniffer:
         reached = send_everywhere(standin, destinations)
     assert sniffer.count == 0
@@ -269,9 +271,9 @@ def test_without_the_guards_the_tunnel_traffic_would_leave_through_eth0(
 ) -> None:
     """The control: remove the unreachable routes by hand and the same
     sends are seen on the host side (so the count above can fail)."""
-    destinations = tunnel_without_interface(peer, standin, config_dir, hook, kind, "off")
-    if kind == FULL:
-        destinations += list(outside.addresses.values())
+    destinations = tunnel_without_interface(
+        peer, standin, config_dir, hook, outside, kind, "off"
+    )
     for version in ("-4", "-6"):
         standin.run(["ip", version, "route", "flush", "type", "unreachable"])
     with Sniffer(standin.host_ifname, destinations) as sniffer:
