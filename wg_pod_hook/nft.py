@@ -59,8 +59,42 @@ def _reply_chains(plan: Plan) -> list[str]:
     ]
 
 
+def _dns_redirect_chain(plan: Plan) -> list[str]:
+    """A DNS query to any other server goes to the tunnel's first resolver
+    of its family instead: whatever resolv.conf says, also when something
+    writes it after the hook (podman 5 does, after createRuntime), or a
+    program asks a server of its own.  A family without a tunnel resolver
+    is left to the drop in the output chain."""
+    if plan.dns is None or not plan.dns.servers:
+        return []
+    rules = []
+    for family, version in (("ip", 4), ("ip6", 6)):
+        servers = [s for s in plan.dns.servers if s.version == version]
+        if servers:
+            target = f"[{servers[0]}]" if version == 6 else str(servers[0])
+            rules.append(
+                f"meta l4proto {{ tcp, udp }} th dport 53 {family} daddr != {_set(servers)} "
+                f"dnat {family} to {target}"
+            )
+    return [
+        "chain dns-redirect {",
+        "type nat hook output priority -100; policy accept;",
+        *rules,
+        "}",
+        # The query left with the source address of the way to the server
+        # it was meant for; through the tunnel it needs the tunnel's own,
+        # which the peer accepts from this client.
+        "chain dns-source {",
+        "type nat hook postrouting priority srcnat; policy accept;",
+        f'oifname "{plan.interface}" ct status dnat '
+        "meta l4proto { tcp, udp } th dport 53 masquerade",
+        "}",
+    ]
+
+
 def _dns_rules(plan: Plan) -> list[str]:
-    """DNS may only go to the tunnel's resolvers, whatever resolv.conf says."""
+    """DNS may only go to the tunnel's resolvers, whatever resolv.conf says
+    (what the redirect sent there passes)."""
     if plan.dns is None or not plan.dns.servers:
         return []
     rules = []
@@ -110,6 +144,7 @@ def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None
     if plan.port_remaps:
         chains += _port_remap_chain(plan)
     chains += _reply_chains(plan)
+    chains += _dns_redirect_chain(plan)
     chains += _output_chain(plan, local_networks)
     if not chains:
         return None

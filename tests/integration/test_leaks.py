@@ -183,9 +183,22 @@ def test_dns_goes_only_to_the_tunnel_servers(
     for server in tunnel:
         assert dns(standin.run, server) == "10.250.0.53"
         assert dns(standin.run, server, tcp=True) == "10.250.0.53"
+    # Any other server: the query goes to the tunnel's resolver instead, as
+    # when something rewrites resolv.conf after the hook (podman 5 does).
     for server in other:
-        assert dns(standin.run, server) is None
-        assert dns(standin.run, server, tcp=True) is None
+        assert dns(standin.run, server) == "10.250.0.53"
+        assert dns(standin.run, server, tcp=True) == "10.250.0.53"
+
+
+def test_dns_to_a_family_without_a_tunnel_resolver_is_dropped(
+    lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    tunnel, other = dns_servers(lab, peer, standin)
+    text = peer.client_config(extra_interface_lines=[f"DNS = {tunnel[0]}"])  # IPv4 only
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
+    assert dns(standin.run, other[0]) == "10.250.0.53"  # redirected to the IPv4 resolver
+    assert dns(standin.run, other[1]) is None  # IPv6: nowhere to send it
+    assert dns(standin.run, other[1], tcp=True) is None
 
 
 def test_dns_off_leaves_dns_alone(

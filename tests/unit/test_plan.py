@@ -194,6 +194,15 @@ def test_nft_kill_switch_and_dns() -> None:
         in ruleset
     )
     assert "meta nfproto ipv6 meta l4proto { tcp, udp } th dport 53 drop" in ruleset
+    # Queries to any other server go to the tunnel's (none for IPv6: dropped).
+    assert "type nat hook output priority -100; policy accept;" in ruleset
+    assert (
+        "meta l4proto { tcp, udp } th dport 53 ip daddr != { 10.250.0.1 } dnat ip to 10.250.0.1"
+        in ruleset
+    )
+    assert "dnat ip6" not in ruleset
+    masquerade = 'oifname "office" ct status dnat meta l4proto { tcp, udp } th dport 53 masquerade'
+    assert masquerade in ruleset
 
 
 @pytest.mark.parametrize("stage", hooksd.STAGES)

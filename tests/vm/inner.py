@@ -6,8 +6,9 @@ test_kernel whole, and the ``backend=kernel`` variants of the scenarios
 listed in ``KERNEL_SCENARIOS`` (the core issue's, the leak tests', the
 secrets test, the daemon's repair of a deleted link; the unreachable
 guards live in the container's routing table whatever the backend, so their
-test runs on the host). Everything else runs on the host. ``WG_POD_VM_ALL=1`` keeps every test (``tests/integration``
-whole; expect well over ten minutes under TCG).
+test runs on the host). Everything else runs on the host.
+``WG_POD_VM_ALL=1`` keeps every test (``tests/integration`` whole; expect
+well over ten minutes under TCG).
 """
 
 from __future__ import annotations
