@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -69,8 +69,6 @@ class Run:
     resolv_conf: Path | None
     record: TunnelRecord
     backend: Backend | None = None
-    # podman's default routes, read once by the routes step.
-    defaults: dict[int, list[RouteSpec]] = field(default_factory=dict)
 
     def did(self, **changes: object) -> None:
         """Note what a step just did, and save the record at once."""
@@ -128,11 +126,14 @@ def _address(run: Run) -> None:
     inside.set_up(plan.interface)
 
 
-def _routes(run: Run) -> None:
+def _guards(run: Run) -> None:
+    """Unreachable routes under every prefix the tunnel routes, first: the
+    tunnel's own routes come and go with its interface.  A rerun's config
+    may route other prefixes, or into another table: those of the run it
+    replaces that are not wanted now go."""
     plan, inside = run.plan, run.inside
-    # First the guards: the tunnel's routes come and go with its interface.
-    # A rerun's config may route other prefixes, or into another table.
-    wanted = {str(n) for n in plan.guarded} if run.record.route_table == plan.route_table else set()
+    same_table = run.record.route_table == plan.route_table
+    wanted = {str(n) for n in plan.guarded} if same_table else set()
     for stale in [g for g in run.record.guarded if g not in wanted]:
         inside.unguard(ip_network(stale), run.record.route_table)
         run.did(guarded=tuple(g for g in run.record.guarded if g != stale))
@@ -141,6 +142,11 @@ def _routes(run: Run) -> None:
         if str(network) not in run.record.guarded:
             run.did(guarded=(*run.record.guarded, str(network)))
         inside.guard(network, plan.route_table)
+
+
+def _routes(run: Run) -> None:
+    plan, inside = run.plan, run.inside
+    _guards(run)
     # Podman's default routes, read once; a rerun finds them gone already
     # and carries over what the run it replaces removed.
     defaults = {
