@@ -115,6 +115,11 @@ class Daemon:
     # -- the loop ----------------------------------------------------------
 
     def run(self) -> None:
+        # A signal wakes the loop at once: its handler only sets a flag, and
+        # select() would otherwise sleep on until its timeout.
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)
+        self.selector.register(wake_read, selectors.EVENT_READ, lambda: _drain(wake_read))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         log.info("daemon: started (pid %d)", os.getpid())
@@ -353,6 +358,15 @@ class Daemon:
             return
         for change in moved:
             log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 512):
+                return
+        except BlockingIOError:
+            return
 
 
 def _guarded(work: Callable[[], object]) -> None:
