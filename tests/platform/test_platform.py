@@ -50,7 +50,8 @@ from tests.platform.machine import (
 SELECTION = ["tests/system", "tests/platform/inside"]
 PODMAN5_DNS = (
     "podman 5 writes the container's resolv.conf after createRuntime, over what "
-    "the hook wrote there: wg-pod's DNS does not reach the container (podman 4.3: it does)"
+    "the hook wrote there: the file keeps podman's servers (queries are redirected "
+    "to the tunnel's, search domains are lost; podman 4.3 keeps the hook's file)"
 )
 # Inner tests that fail inside for a known, reported reason. They still run;
 # a failure is reported as xfail with the reason, a pass as XPASS (then the
