@@ -34,7 +34,7 @@ from tests.vm.vm import GUEST_OUT, REPO, VMError, VMRun, run_pytest_in_vm
 SELECTION = ["tests/integration", "-p", "no:cacheprovider", "-p", "tests.vm.inner"]
 INNER_ARGS = [*SELECTION, "-q", "-rs", f"--junitxml={GUEST_OUT}/junit.xml"]
 # The whole VM run, boot included; the guest interrupts pytest a minute earlier.
-VM_TIMEOUT = float(os.environ.get("WG_POD_VM_TIMEOUT", "840"))
+VM_TIMEOUT = float(os.environ.get("WG_POD_VM_TIMEOUT", "1500"))
 SUMMARY_KEY = pytest.StashKey["InnerRun"]()
 
 
