@@ -44,6 +44,30 @@ if not SYSTEM_PODMAN:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_kept_state_left() -> Iterator[None]:
+    """What the product keeps in /run/wg-pod beside the records for the
+    containers the tests make fail or watch (the hook's kept failures, the
+    daemon's health looks) goes with the session, and so do those
+    directories when the session made them."""
+    from wg_pod_hook.failures import FAILURE_DIR
+    from wg_pod_hook.health import HEALTH_DIR
+
+    dirs = (FAILURE_DIR, HEALTH_DIR)
+    existed = {d: d.exists() for d in dirs}
+    before = {p for d in dirs if d.exists() for p in d.iterdir()}
+    yield
+    if os.geteuid() != 0:
+        return
+    for directory in dirs:
+        if not directory.exists():
+            continue
+        for path in set(directory.iterdir()) - before:
+            path.unlink(missing_ok=True)
+        if not existed[directory] and not any(directory.iterdir()):
+            directory.rmdir()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     is_root = os.geteuid() == 0
     skip = pytest.mark.skip(

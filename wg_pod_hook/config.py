@@ -117,6 +117,11 @@ class Endpoint:
     host: str  # IP literal without brackets, or a DNS host name
     port: int
 
+    @classmethod
+    def of(cls, address: IPAddress, port: int) -> Endpoint:
+        """A resolved endpoint, as ``ADDRESS:PORT`` (``[V6]:PORT``) text goes."""
+        return cls(str(address), port)
+
     def __str__(self) -> str:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"

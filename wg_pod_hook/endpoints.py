@@ -46,11 +46,6 @@ def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Follo
     }
 
 
-def _text(endpoint: tuple[IPAddress, int]) -> str:
-    address, port = endpoint
-    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-
-
 def follow(
     record: TunnelRecord,
     followed: Mapping[str, Followed],
@@ -74,10 +69,11 @@ def follow(
         except WgPodError as exc:
             log.info("container %s: %s", record.container_id[:12], exc)
             continue
-        if peer.endpoint == _text(endpoint):
+        now_at = str(Endpoint.of(*endpoint))
+        if peer.endpoint == now_at:
             continue
         _set_endpoint(record, wanted.public_key, endpoint)
-        changed.append(f"{peer.public_key}: {peer.endpoint} -> {_text(endpoint)}")
+        changed.append(f"{peer.public_key}: {peer.endpoint} -> {now_at}")
     return changed
 
 

@@ -247,10 +247,11 @@ def up(
         if replacing is not None and records.read(plan.container_id) != replacing:
             raise Superseded(f"container {plan.container_id[:12]}: its record changed")
         with Netlink() as host, Netlink(netns_fd, "container") as inside:
-            shared = _shared_tunnel(plan, inside, netns)
+            others = records.read_all()  # once, under the lock, for both checks
+            shared = _shared_tunnel(plan, inside, netns, others)
             if shared is not None:
                 return shared
-            check_key_unused(plan, netns)
+            check_key_unused(plan, netns, others)
             previous = _converge(plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
             record = _new_record(plan, netns, spec.directory, previous)
@@ -358,7 +359,9 @@ def _roll_back(run: Run) -> None:
         log.warning("container %s: rollback incomplete: %s", run.plan.container_id[:12], exc)
 
 
-def check_key_unused(plan: Plan, netns: NetnsId | None = None) -> None:
+def check_key_unused(
+    plan: Plan, netns: NetnsId | None = None, others: list[TunnelRecord] | None = None
+) -> None:
     """Refuse a private key that another live tunnel already uses towards
     one of the same peers: a peer keeps one endpoint per public key, so
     both tunnels would lose packets and handshakes, without a word.
@@ -366,9 +369,10 @@ def check_key_unused(plan: Plan, netns: NetnsId | None = None) -> None:
     The same key towards other peers is fine (one provider key on two
     servers), and so is the tunnel of this container's own namespace (a
     rerun, or the pod member whose tunnel this one shares).  Keys are
-    compared by their public halves, which the records hold.
+    compared by their public halves, which the records hold (``others``:
+    the records, when the caller has just read them).
     """
-    for other in records.read_all():
+    for other in records.read_all() if others is None else others:
         common = plan.peer_public_keys & set(other.peer_public_keys)
         if (
             other.container_id == plan.container_id
@@ -412,14 +416,16 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
     return mtu
 
 
-def _shared_tunnel(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
+def _shared_tunnel(
+    plan: Plan, inside: Netlink, netns: NetnsId, others: list[TunnelRecord]
+) -> TunnelRecord | None:
     """Pod members share one namespace: the first one's tunnel serves all.
 
     One wg-pod tunnel per namespace (its nftables table is the namespace's).
     Returns this container's record when another container's tunnel with the
     same config and name already lives there; refuses a different one.
     """
-    for owner in records.read_all():
+    for owner in others:
         if (
             owner.container_id == plan.container_id
             or owner.shared_with

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..config import IPAddress, Key
+from ..config import Endpoint, IPAddress, Key
 from ..errors import BackendUnavailable, SetupError
 from ..names import is_temp_name
 from ..records import ProcessId, process_start_time
@@ -44,9 +44,7 @@ def uapi_set(ifname: str, device: DeviceSetup) -> None:
         if peer.preshared_key is not None:
             lines.append(f"preshared_key={peer.preshared_key.hex}")
         if setup.endpoint is not None:
-            address, port = setup.endpoint
-            host = f"[{address}]" if address.version == 6 else str(address)
-            lines.append(f"endpoint={host}:{port}")
+            lines.append(f"endpoint={Endpoint.of(*setup.endpoint)}")
         lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
         lines.append("replace_allowed_ips=true")
         lines.extend(f"allowed_ip={network}" for network in peer.allowed_ips)
@@ -58,9 +56,8 @@ def uapi_set(ifname: str, device: DeviceSetup) -> None:
 
 def set_endpoint(ifname: str, public_key: Key, endpoint: tuple[IPAddress, int]) -> None:
     """Point an existing peer at another endpoint."""
-    address, port = endpoint
-    host = f"[{address}]" if address.version == 6 else str(address)
-    request = f"set=1\npublic_key={public_key.hex}\nupdate_only=true\nendpoint={host}:{port}\n\n"
+    at = Endpoint.of(*endpoint)
+    request = f"set=1\npublic_key={public_key.hex}\nupdate_only=true\nendpoint={at}\n\n"
     reply = uapi_request(ifname, request.encode())
     if "errno=0" not in reply.splitlines():
         raise SetupError("set endpoint", ifname, f"UAPI refused: {reply.strip()}")
