@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 log = logging.getLogger("wgpt.lab")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def _containers_conf() -> Path:
