@@ -1,5 +1,5 @@
 """What every benchmark shares: timing, statistics, the result table, and a
-lab (tests/lab.py) with a WireGuard peer, a config dir, settings and hooks.
+lab (tests/lab) with a WireGuard peer, a config dir, settings and hooks.
 
 Machines are noisy: each benchmark measures its baseline in the same run,
 interleaved with the measured case, and reports medians and ratios.

@@ -1,4 +1,4 @@
-"""Shared fixtures: the network lab (tests/lab.py), config dirs, settings, podman.
+"""Shared fixtures: the network lab (tests/lab), config dirs, settings, podman.
 
 Integration and system tests need root (network namespaces, netlink,
 rootful podman); they are skipped, saying so, only when not run as root.
@@ -38,7 +38,7 @@ _ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root", "platform
 
 # Everything started from the tests (podman, the hook via podman) uses the
 # test-only podman configuration; nothing under /etc is edited. Inside the
-# platform machine (SYSTEM_PODMAN, see tests/lab.py) podman runs as
+# platform machine (SYSTEM_PODMAN, see tests/lab/base.py) podman runs as
 # configured there.
 if not SYSTEM_PODMAN:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))

@@ -1,4 +1,4 @@
-"""Sanity tests of the network lab itself (tests/lab.py), independent of wg-pod.
+"""Sanity tests of the network lab itself (tests/lab), independent of wg-pod.
 
 They prove the peer, the stand-in and a hand-made userspace WireGuard client
 work, and that nothing is left behind, before the hook is tested with them.

@@ -1,0 +1,235 @@
+"""The lab's basics: one funnel for external commands, waits, keys, names.
+
+:func:`run` runs every command of the lab, :func:`wait_for` bounds every
+wait; WireGuard keys come from ``wg``; every object is named ``wgpt...``
+(:data:`PREFIX` + :func:`token`); :func:`host_leftovers` lists what wg-pod
+left in the host namespace; :func:`allocate_underlay` picks the addresses of
+a veth link. Also the switch between this tree and the installed system
+(:data:`SYSTEM_PODMAN`) that the rest of the lab reads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("wgpt.lab")
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+# Which podman the podman scenarios (tests/system) drive. Unset: this
+# machine's podman with tests/system/containers.conf and this tree's hook
+# through a hooks dir of each test. "system" (tests/platform, inside the
+# Debian 13 machine): the machine's own podman configuration and runtime,
+# the hook definitions the package installed, configs under /etc/wg (which
+# the installed default settings allow) and the installed wg-pod command.
+PODMAN_MODE_ENV = "WG_POD_TEST_PODMAN"
+SYSTEM_PODMAN = os.environ.get(PODMAN_MODE_ENV) == "system"
+SYSTEM_CONFIG_ROOT = Path("/etc/wg")
+INSTALLED_HOOKS_DIR = Path("/usr/share/containers/oci/hooks.d")
+
+PREFIX = "wgpt"
+WG_RUN_DIR = Path("/var/run/wireguard")
+
+_UNDERLAY_V4 = ipaddress.IPv4Network("198.18.0.0/15")
+_UNDERLAY_SLOTS = _UNDERLAY_V4.num_addresses // 4  # /30s
+_FORBIDDEN_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "fd00::/64", "10.88.0.0/16")
+)
+_allocated_underlays: set[int] = set()
+
+
+class LabError(RuntimeError):
+    """A lab command or wait failed; the message names the command and its stderr."""
+
+
+def token(nbytes: int = 4) -> str:
+    """Random hex string: 8 characters by default, so ``wgpt`` + token + 1 fits IFNAMSIZ."""
+    return secrets.token_hex(nbytes)
+
+
+def _clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    base = dict(os.environ if env is None else env)
+    for key in list(base):
+        if key.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            del base[key]
+    base.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return base
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    netns: str | None = None,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command (inside ``netns`` when given) and capture its text output.
+
+    The one funnel for every external command of the lab. A missing program
+    is a failure that points at scripts/setup, never a skip.
+    """
+    full = [str(a) for a in argv]
+    if netns is not None:
+        full = ["ip", "netns", "exec", netns, *full]
+    log.debug("run: %s", shlex.join(full))
+    try:
+        proc = subprocess.run(
+            full,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_clean_env(env),
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise LabError(f"{full[0]} is not installed: run scripts/setup") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{shlex.join(full)} did not finish within {timeout}s") from exc
+    if check and proc.returncode != 0:
+        raise LabError(
+            f"{shlex.join(full)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
+        )
+    return proc
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def require_root() -> bool:
+    return os.geteuid() == 0
+
+
+def genkey() -> str:
+    return run(["wg", "genkey"]).stdout.strip()
+
+
+def pubkey(private_key: str) -> str:
+    return run(["wg", "pubkey"], input=private_key + "\n").stdout.strip()
+
+
+def genpsk() -> str:
+    return run(["wg", "genpsk"]).stdout.strip()
+
+
+def host_addresses() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Every address configured in the host namespace."""
+    out = json.loads(run(["ip", "-j", "addr", "show"]).stdout or "[]")
+    result: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    for link in out:
+        for info in link.get("addr_info", []):
+            result.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
+    return result
+
+
+def netns_names() -> list[str]:
+    out = run(["ip", "-j", "netns", "list"]).stdout.strip()
+    return [entry["name"] for entry in json.loads(out or "[]")]
+
+
+def link_names(netns: str | None = None) -> list[str]:
+    out = run(["ip", "-j", "link", "show"], netns=netns).stdout.strip()
+    return [entry["ifname"] for entry in json.loads(out or "[]")]
+
+
+def wg_pod_processes() -> dict[str, str]:
+    """pid -> temporary interface name of every userspace process the hook
+    started, whoever's test it belongs to."""
+    from wg_pod_hook.backends.userspace import running_processes
+
+    return {str(process.pid): name for process, name in running_processes().items()}
+
+
+def host_leftovers() -> tuple[list[str], list[str], list[str]]:
+    """wg-pod's host-side interfaces, userspace processes and records."""
+    from wg_pod_hook.names import is_temp_name
+    from wg_pod_hook.records import RECORD_DIR
+
+    links = [name for name in link_names() if is_temp_name(name)]
+    records = sorted(p.name for p in RECORD_DIR.glob("*.json")) if RECORD_DIR.exists() else []
+    return links, sorted(wg_pod_processes()), records
+
+
+@dataclass(frozen=True)
+class Underlay:
+    """Addresses of one veth link between the host namespace and a lab namespace."""
+
+    index: int
+    host_v4: IPv4Interface
+    inner_v4: IPv4Interface
+    host_v6: IPv6Interface
+    inner_v6: IPv6Interface
+
+    @classmethod
+    def from_index(cls, index: int) -> Underlay:
+        base = int(_UNDERLAY_V4.network_address) + 4 * index
+        v6 = f"fd77:ff:{index:x}::"
+        return cls(
+            index=index,
+            host_v4=IPv4Interface(f"{ipaddress.IPv4Address(base + 1)}/30"),
+            inner_v4=IPv4Interface(f"{ipaddress.IPv4Address(base + 2)}/30"),
+            host_v6=IPv6Interface(f"{v6}1/64"),
+            inner_v6=IPv6Interface(f"{v6}2/64"),
+        )
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
+        return self.host_v4.network, self.host_v6.network
+
+
+def _overlaps(
+    a: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    b: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    return a.version == b.version and a.overlaps(b)
+
+
+def allocate_underlay() -> Underlay:
+    """A random /30 + /64 that no address in the host namespace already uses."""
+    in_use = host_addresses()
+    for _ in range(100):
+        index = secrets.randbelow(_UNDERLAY_SLOTS)
+        if index in _allocated_underlays:
+            continue
+        candidate = Underlay.from_index(index)
+        nets = candidate.networks
+        if any(_overlaps(addr.network, net) for addr in in_use for net in nets):
+            continue
+        assert not any(_overlaps(n, f) for n in nets for f in _FORBIDDEN_NETWORKS)
+        _allocated_underlays.add(index)
+        return candidate
+    raise LabError("no free underlay subnet in 198.18.0.0/15")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Terminate a process we started; ``already gone`` is success."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

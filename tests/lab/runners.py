@@ -1,0 +1,317 @@
+"""The programs the tests drive: podman, the hook, the daemon.
+
+:class:`Podman` runs podman with the test configuration (or, with
+``SYSTEM_PODMAN``, the machine's own); :class:`HookRunner` runs
+``wg-pod-hook`` the way an OCI runtime does, against a stand-in;
+:class:`Daemon` runs ``wg-pod daemon`` as systemd would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.lab.base import PREFIX, REPO, SYSTEM_PODMAN, LabError, run, token, wait_for
+from tests.lab.namespaces import Lab
+from tests.lab.standin import ContainerStandIn
+
+
+def _containers_conf() -> Path:
+    """The test-only podman configuration: containers.conf for Debian 12's
+    podman 4.3 (CNI), containers-podman5.conf on a Debian 13 host (podman 5
+    has no CNI). scripts/setup and scripts/test choose the same way."""
+    try:
+        major = Path("/etc/debian_version").read_text().split(".")[0].strip()
+    except OSError:
+        major = ""
+    name = "containers-podman5.conf" if major == "13" else "containers.conf"
+    return REPO / "tests" / "system" / name
+
+
+CONTAINERS_CONF = _containers_conf()
+TEST_IMAGE = "localhost/wg-pod-test"
+
+
+class Podman:
+    """podman with the test containers.conf (and optionally a hooks dir), or
+    with ``SYSTEM_PODMAN`` the machine's own configuration.
+
+    Containers started through :meth:`run` get a ``wgpt-...`` name and are
+    removed (``podman rm -f``) when the lab closes.
+    """
+
+    def __init__(self, lab: Lab, hooks_dir: str | os.PathLike[str] | None = None) -> None:
+        """``hooks_dir`` goes into a containers.conf of this instance rather
+        than ``--hooks-dir``: podman's cleanup and restart-policy processes,
+        started by conmon, do not get the flag but do read CONTAINERS_CONF
+        (with ``SYSTEM_PODMAN``: CONTAINERS_CONF_OVERRIDE, on top of the
+        machine's own files)."""
+        self.lab = lab
+        self.hooks_dir = hooks_dir
+        self._runtime: str | None = None
+        if SYSTEM_PODMAN:
+            self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERS_CONF")}
+            if hooks_dir is not None:
+                override = lab.tmp / f"containers-{token()}.conf"
+                override.write_text(f"[engine]\nhooks_dir = [{json.dumps(str(hooks_dir))}]\n")
+                self.env["CONTAINERS_CONF_OVERRIDE"] = str(override)
+            return
+        conf = CONTAINERS_CONF
+        if hooks_dir is not None:
+            conf = lab.tmp / f"containers-{token()}.conf"
+            text = CONTAINERS_CONF.read_text()
+            assert "\n[engine]\n" in text
+            conf.write_text(
+                text.replace(
+                    "\n[engine]\n", f"\n[engine]\nhooks_dir = [{json.dumps(str(hooks_dir))}]\n"
+                )
+            )
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    @property
+    def runtime(self) -> str:
+        """The OCI runtime podman uses here (``runc``, ``crun``)."""
+        if self._runtime is None:
+            self._runtime = self("info", "--format", "{{.Host.OCIRuntime.Name}}").stdout.strip()
+        return self._runtime
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        """podman's version, e.g. (4, 3, 1)."""
+        text = self("version", "--format", "{{.Client.Version}}").stdout.strip()
+        return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+    def hook_error(self, name: str, done: subprocess.CompletedProcess[str]) -> str:
+        """What a user learns of why the hook stopped container ``name``:
+        podman's stderr, where runc passes the hook's line on; with crun,
+        which throws it away, the failure the hook kept for ``wg-pod status``
+        (in the hook's own stderr format)."""
+        if self.runtime != "crun":
+            return done.stderr
+        from wg_pod_hook.failures import recent
+
+        return "\n".join(
+            f"wg-pod: container {f.container_id[:12]}: {f.message}"
+            for f in recent()
+            if f.name == name
+        )
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        return run(["podman", *args], check=check, timeout=timeout, env=self.env)
+
+    def run(
+        self,
+        *args: str,
+        annotations: Mapping[str, str] | None = None,
+        image: str = TEST_IMAGE,
+        rm: bool = True,
+        detach: bool = False,
+        check: bool = True,
+        timeout: float = 120.0,
+        options: Sequence[str] = (),
+    ) -> tuple[str, subprocess.CompletedProcess[str]]:
+        """``podman run [--rm|-d] --name wgpt-... [--annotation K=V]... IMAGE ARGS``.
+
+        Returns the container name and the completed process.
+        """
+        name = f"{PREFIX}-{token()}"
+        argv = ["run", "--name", name]
+        if detach:
+            argv.append("-d")
+        elif rm:
+            argv.append("--rm")
+        for key, value in (annotations or {}).items():
+            argv += ["--annotation", f"{key}={value}"]
+        argv += options
+        self.lab.defer(f"podman rm -f {name}", lambda: self.remove(name))
+        return name, self(*argv, image, *args, check=check, timeout=timeout)
+
+    def remove(self, name: str) -> None:
+        self("rm", "-f", "--time", "0", name, check=False, timeout=60)
+
+    def image_exists(self, image: str = TEST_IMAGE) -> bool:
+        return self("image", "exists", image, check=False).returncode == 0
+
+
+HOOK_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def with_resolv_conf(path: Path) -> list[str]:
+    """An argv prefix that runs a command in a mount namespace of its own
+    whose /etc/resolv.conf is ``path``: a resolver of the test's, and
+    nothing of the host's edited (mounts made later still propagate in)."""
+    script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, "sh", str(path)]
+
+
+def venv_command(name: str, module: str) -> list[str]:
+    """The console script ``name`` next to the running interpreter (the venv's), else -m;
+    with ``SYSTEM_PODMAN``, the installed command."""
+    installed = shutil.which(name) if SYSTEM_PODMAN else None
+    if installed:
+        return [installed]
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+class HookRunner:
+    """Runs ``wg-pod-hook STAGE`` the way the runtime does, against a stand-in.
+
+    The environment is only what the hooks.d definition sets (PATH and
+    WG_POD_SETTINGS); the OCI state goes to stdin. Every stand-in that got a
+    ``createRuntime`` gets a ``poststop`` when the lab closes (before the
+    stand-in's namespace goes), unless the test already ran it.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        settings: str | os.PathLike[str],
+        *,
+        remake: Callable[..., Path] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``remake(**extra)`` writes settings like ``settings`` with ``extra``
+        keys on top (see :meth:`with_settings`); ``prefix`` goes before the
+        hook's argv (e.g. :func:`with_resolv_conf`)."""
+        self.lab = lab
+        self.settings = settings
+        self.remake = remake
+        self.prefix = tuple(prefix)
+        self._up: dict[str, tuple[ContainerStandIn, dict[str, str]]] = {}
+
+    def with_settings(self, **extra: object) -> HookRunner:
+        """A runner like this one (same backend) with more settings, e.g.
+        ``fault_injection_kill_after``, ``log_level`` or ``userspace_command``."""
+        assert self.remake is not None, "this runner was made without a settings factory"
+        return HookRunner(self.lab, self.remake(**extra), remake=self.remake, prefix=self.prefix)
+
+    def with_prefix(self, prefix: Sequence[str]) -> HookRunner:
+        return HookRunner(self.lab, self.settings, remake=self.remake, prefix=prefix)
+
+    @property
+    def env(self) -> dict[str, str]:
+        path = HOOK_PATH_ENV.partition("=")[2]
+        return {"PATH": path, "WG_POD_SETTINGS": str(self.settings)}
+
+    def __call__(
+        self,
+        stage: str,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        check: bool = False,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        bundle: str | os.PathLike[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``env`` adds to (or replaces part of) the hook's environment;
+        ``bundle`` replaces the stand-in's own bundle in the state."""
+        status = "creating" if stage == "createRuntime" else "stopped"
+        state = standin.oci_state(annotations, bundle, status=status)
+        if stage == "createRuntime" and standin.id not in self._up:
+            self._up[standin.id] = (standin, dict(annotations))
+            self.lab.defer(f"poststop {standin.name}", lambda: self._final_down(standin.id))
+        elif stage == "poststop":
+            self._up.pop(standin.id, None)
+        return run(
+            [*self.prefix, *venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
+            input=state,
+            check=check,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+        )
+
+    def up(
+        self,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        ok: bool = True,
+        **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:
+        """createRuntime; asserts that it succeeded, silently, unless ``ok=False``
+        (then the caller looks at the result)."""
+        done = self("createRuntime", standin, annotations, **kw)
+        if ok:
+            assert done.returncode == 0, f"createRuntime exited {done.returncode}: {done.stderr}"
+            assert done.stderr == "", done.stderr
+        return done
+
+    def down(
+        self,
+        standin: ContainerStandIn,
+        annotations: Mapping[str, str],
+        *,
+        ok: bool = True,
+        **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:
+        """poststop; asserts exit status 0 (poststop never fails) unless ``ok=False``."""
+        done = self("poststop", standin, annotations, **kw)
+        if ok:
+            assert done.returncode == 0, f"poststop exited {done.returncode}: {done.stderr}"
+        return done
+
+    def _final_down(self, container_id: str) -> None:
+        entry = self._up.pop(container_id, None)
+        if entry is not None:
+            standin, annotations = entry
+            standin.stop()
+            self("poststop", standin, annotations, check=True)
+
+
+class Daemon:
+    """``wg-pod daemon`` in the foreground, as systemd would run it."""
+
+    def __init__(
+        self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str] = ()
+    ) -> None:
+        from wg_pod_hook.notify import SOCKET
+
+        self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
+        self.path = Path(self.log.name)
+        SOCKET.unlink(missing_ok=True)  # what a killed one left: not a sign of this one
+        self.process = subprocess.Popen(
+            [*prefix, *venv_command("wg-pod", "wg_pod_hook.cli"), "--debug", "daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "WG_POD_SETTINGS": str(settings)},
+        )
+        lab.defer(f"stop daemon {self.process.pid}", self.stop)
+        wait_for(self._listening, timeout=15, what="the daemon's socket")
+
+    def _listening(self) -> bool:
+        from wg_pod_hook.notify import SOCKET
+
+        if self.process.poll() is not None:
+            code = self.process.returncode
+            raise LabError(f"wg-pod daemon exited {code}: {self.path.read_text()}")
+        return SOCKET.exists()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LabError(f"no VmRSS for {pid}")
