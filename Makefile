@@ -9,7 +9,8 @@
 # Layout (PREFIX=/usr shown): /usr/bin/wg-pod, /usr/libexec/wg-pod/wg-pod-hook,
 # /usr/lib/wg-pod (wg_pod_hook + the pyroute2 it needs, see
 # packaging/vendor.txt), hook definitions in HOOKSDIR (podman's own
-# directory whatever the PREFIX), /etc/wg-pod/wg-pod.yaml (all commented;
+# directory whatever the PREFIX), the daemon's wg-pod.service in UNITDIR
+# (not enabled: packages enable it), /etc/wg-pod/wg-pod.yaml (all commented;
 # never overwritten), man pages, examples under DOCDIR.
 
 PREFIX      ?= /usr/local
@@ -20,6 +21,7 @@ MANDIR      ?= $(PREFIX)/share/man
 DOCDIR      ?= $(PREFIX)/share/doc/wg-pod
 SYSCONFDIR  ?= /etc
 HOOKSDIR    ?= /usr/share/containers/oci/hooks.d
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
 PYTHON      ?= /usr/bin/python3
 SCDOC       ?= scdoc
 DESTDIR     ?=
@@ -75,6 +77,9 @@ install-data: man
 	for s in $(STAGES); do \
 	    sed 's|@HOOK@|$(HOOK)|' hooks.d/wg-pod-$$s.json > "$(DESTDIR)$(HOOKSDIR)/wg-pod-$$s.json" \
 	    && chmod 0644 "$(DESTDIR)$(HOOKSDIR)/wg-pod-$$s.json" || exit 1; done
+	install -d -m 0755 "$(DESTDIR)$(UNITDIR)"
+	PYTHONPATH=. $(PYTHON) -m wg_pod_hook.units "$(BINDIR)/wg-pod" > "$(DESTDIR)$(UNITDIR)/wg-pod.service"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/wg-pod.service"
 	install -D -m 0644 build/man/wg-pod.8 "$(DESTDIR)$(MANDIR)/man8/wg-pod.8"
 	install -D -m 0644 build/man/wg-pod.yaml.5 "$(DESTDIR)$(MANDIR)/man5/wg-pod.yaml.5"
 	test -e "$(DESTDIR)$(SYSCONFDIR)/wg-pod/wg-pod.yaml" || \
@@ -90,6 +95,7 @@ uninstall:
 	for s in $(STAGES); do rm -f "$(DESTDIR)$(HOOKSDIR)/wg-pod-$$s.json"; done
 	-rmdir --ignore-fail-on-non-empty "$(DESTDIR)$(HOOKSDIR)" \
 	    "$(DESTDIR)$(dir $(HOOKSDIR))" "$(DESTDIR)$(dir $(patsubst %/,%,$(dir $(HOOKSDIR))))"
+	rm -f "$(DESTDIR)$(UNITDIR)/wg-pod.service"
 	rm -rf "$(DESTDIR)$(PKGLIBDIR)" "$(DESTDIR)$(DOCDIR)"
 	rm -f "$(DESTDIR)$(MANDIR)/man8/wg-pod.8" "$(DESTDIR)$(MANDIR)/man5/wg-pod.yaml.5"
 	if cmp -s packaging/wg-pod.yaml "$(DESTDIR)$(SYSCONFDIR)/wg-pod/wg-pod.yaml"; then \

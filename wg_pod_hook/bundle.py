@@ -70,8 +70,7 @@ def made_by_podman(spec: Bundle, path: Path, container_id: str) -> bool:
         return False
     owner = found[1]
     return owner == container_id or any(
-        (directory / owner / USERDATA / "config.json").is_file()
-        for directory in spec.storage_dirs
+        (directory / owner / USERDATA / "config.json").is_file() for directory in spec.storage_dirs
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, failures, hooksd, logs, nft, notify, oci, podman, records, status
+from . import __version__, failures, hooksd, logs, nft, notify, oci, podman, records, status, units
 from .backends import PeerSetup
 from .bundle import read_bundle
 from .errors import AnnotationError, WgPodError, describe
@@ -27,8 +27,8 @@ EXAMPLES = {
     "leave": "example: wg-pod leave web",
     "status": "example: wg-pod status web --json",
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
-    "install": "example: wg-pod install --hooks-dir /usr/share/containers/oci/hooks.d",
-    "uninstall": "example: wg-pod uninstall --hooks-dir /usr/share/containers/oci/hooks.d",
+    "install": "example: wg-pod install --daemon",
+    "uninstall": "example: wg-pod uninstall --daemon",
     "gc": "example: wg-pod gc",
     "daemon": "example: wg-pod daemon   (systemd: wg-pod.service; stop it with SIGTERM)",
     "health": "example: wg-pod health web && echo healthy",
@@ -246,15 +246,22 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    hook = args.hook or hooksd.installed_hook()
+    hook = args.hook or hooksd.installed()
     for path in hooksd.install(Path(args.hooks_dir), hook, args.settings):
         print(f"wrote {path}")
+    if args.daemon:
+        unit = units.install(Path(args.systemd_dir), hooksd.installed("wg-pod"))
+        print(f"wrote {unit}")
     return 0
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     for path in hooksd.uninstall(Path(args.hooks_dir)):
         print(f"removed {path}")
+    if args.daemon:
+        removed = units.uninstall(Path(args.systemd_dir))
+        if removed is not None:
+            print(f"removed {removed}")
     return 0
 
 
@@ -358,6 +365,17 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=helptext, epilog=EXAMPLES[name])
         cmd.add_argument(
             "--hooks-dir", default=str(hooksd.DEFAULT_DIR), help=f"default: {hooksd.DEFAULT_DIR}"
+        )
+        cmd.add_argument(
+            "--daemon",
+            action="store_true",
+            help=f"also the daemon's {units.NAME} (in {units.ADMIN_DIR}, with systemd "
+            "running: enabled and started)"
+            if name == "install"
+            else f"also stop, disable and remove the daemon's {units.NAME}",
+        )
+        cmd.add_argument(
+            "--systemd-dir", default=str(units.ADMIN_DIR), help=f"default: {units.ADMIN_DIR}"
         )
         if name == "install":
             cmd.add_argument("--hook", help="absolute path of wg-pod-hook (default: this one)")

@@ -19,12 +19,15 @@ container's process ends.  For each tunnel it holds:
 Everything the daemon does to a tunnel goes through the lifecycle and the
 one teardown, under the namespace's lock, so it and a hook never work on
 one namespace at once.  Stopping, restarting or killing it never takes a
-tunnel down: wireguard-go runs in its own process group, and nothing of a
-tunnel lives in the daemon.
+tunnel down: nothing of a tunnel lives in the daemon, and a wireguard-go
+it starts runs in its own process group, in its container's cgroups
+(cgroups.py), not the daemon's service.  One daemon runs per host (a lock
+on the records' directory); under systemd it is wg-pod.service (units.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import logging
 import os
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 
-from . import endpoints, health, lifecycle, metrics, notify, records, status
+from . import endpoints, health, lifecycle, metrics, notify, records, status, units
 from .errors import SettingsError, SetupError, Superseded, WgPodError
 from .netlink import entered, open_netns
 from .records import TunnelRecord
@@ -91,6 +94,7 @@ class Daemon:
         self.repairs: list[tuple[float, str]] = []  # (when, container id), a heap
         self.repairing: str | None = None
         self.stopping = False
+        self.claim = _claim()
         self.control = self._listen()
         self.metrics = self._serve_metrics()
 
@@ -123,6 +127,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         log.info("daemon: started (pid %d)", os.getpid())
+        units.ready()
         next_tick = 0.0
         try:
             while not self.stopping:
@@ -148,9 +153,9 @@ class Daemon:
         self.selector.unregister(self.control)
         self.control.close()
         notify.SOCKET.unlink(missing_ok=True)
+        os.close(self.claim)
 
     def _listen(self) -> socket.socket:
-        records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         notify.SOCKET.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         old = os.umask(0o177)  # root only, from the moment it exists
@@ -358,6 +363,21 @@ class Daemon:
             return
         for change in moved:
             log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+
+def _claim() -> int:
+    """One daemon per host: it holds a lock on the records' directory
+    while it runs (released by the kernel however it ends)."""
+    records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(records.RECORD_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SetupError(
+            "start daemon", str(records.RECORD_DIR), "another wg-pod daemon is running"
+        ) from None
+    return fd
 
 
 def _drain(fd: int) -> None:

@@ -49,15 +49,15 @@ def definition(stage: str, hook: str, settings: str | None = None) -> dict[str, 
     }
 
 
-def installed_hook() -> str:
-    """The wg-pod-hook of this installation: beside this Python, else on PATH."""
-    beside = Path(sys.executable).parent / "wg-pod-hook"
+def installed(command: str = "wg-pod-hook") -> str:
+    """The ``command`` of this installation: beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / command
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    found = shutil.which("wg-pod-hook")
+    found = shutil.which(command)
     if found:
         return str(Path(found).resolve())
-    raise SetupError("install", "wg-pod-hook", "executable not found beside python or on PATH")
+    raise SetupError("install", command, "executable not found beside python or on PATH")
 
 
 def install(directory: Path, hook: str, settings: str | None = None) -> list[Path]:

@@ -21,7 +21,7 @@ from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import dns, nft, records
+from . import cgroups, dns, nft, records
 from .backends import Backend, DeviceSetup
 from .backends import userspace as userspace_backend
 from .backends.kernel import KernelBackend
@@ -96,7 +96,7 @@ def _create(run: Run) -> None:
 
 
 def _backends(plan: Plan) -> list[Backend]:
-    userspace = UserspaceBackend(plan.userspace_command)
+    userspace = UserspaceBackend(plan.userspace_command, home=cgroups.container_home(plan.pid))
     if plan.backend == "kernel":
         return [KernelBackend()]
     if plan.backend == "userspace":
@@ -150,8 +150,7 @@ def _routes(run: Run) -> None:
     # Podman's default routes, read once; a rerun finds them gone already
     # and carries over what the run it replaces removed.
     defaults = {
-        version: inside.default_routes(version)
-        for version in plan.delete_default | plan.reply_path
+        version: inside.default_routes(version) for version in plan.delete_default | plan.reply_path
     }
     for route in run.record.removed_routes:  # carried over, no longer to be removed
         if _version(route) not in plan.delete_default:

@@ -145,9 +145,7 @@ def _guarded(
 
 
 def _longest_first(networks: set[IPNetwork]) -> tuple[IPNetwork, ...]:
-    return tuple(
-        sorted(networks, key=lambda n: (-n.prefixlen, n.version, int(n.network_address)))
-    )
+    return tuple(sorted(networks, key=lambda n: (-n.prefixlen, n.version, int(n.network_address))))
 
 
 def _dns(choice: DnsChoice, config: WgConfig) -> DnsPlan | None:

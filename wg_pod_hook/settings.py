@@ -19,6 +19,8 @@ DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
 ENV_VAR = "WG_POD_SETTINGS"
 BACKENDS = ("auto", "kernel", "userspace")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 @dataclass(frozen=True)
 class Settings:
     config_dirs: tuple[Path, ...] = (Path("/etc/wireguard"), Path("/etc/wg"), Path("/etc/wg-pod"))

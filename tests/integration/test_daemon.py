@@ -23,14 +23,16 @@ from tests.lab import (
     Daemon,
     HookRunner,
     Lab,
+    LabError,
     Peer,
     link_names,
     run,
+    token,
     venv_command,
     wait_for,
     with_resolv_conf,
 )
-from wg_pod_hook import health, records
+from wg_pod_hook import cgroups, health, records
 from wg_pod_hook.names import temp_name
 
 pytestmark = pytest.mark.root
@@ -96,6 +98,65 @@ def test_a_tunnel_whose_wireguard_go_was_killed_is_repaired_in_place(
     assert len(wireguard_processes(temp_name(standin.id))) == 1
     tunnel = status_of(hook, standin.id)
     assert tunnel["repairs"] == 1 and tunnel["state"] in ("up", "idle")
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    """A throwaway cgroup (v2 hierarchy); what is left in it goes back to
+    its parent before it is removed."""
+    mount = cgroups.mount_point(frozenset())
+    if mount is None:
+        pytest.skip("this machine mounts no cgroup v2 hierarchy")
+    path = mount / f"wgpt-{token()}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            (mount / "cgroup.procs").write_text(pid)
+        path.rmdir()
+
+
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
+def test_a_repaired_wireguard_go_lives_in_its_containers_cgroups_not_the_daemons(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Callable[[HookRunner], Daemon],
+    cgroup: Path,
+) -> None:
+    """As under systemd, where the daemon has a service cgroup of its own:
+    the wireguard-go it starts joins the cgroups of the container's parent
+    (here the test; under podman conmon), so stopping the daemon's service
+    leaves it running."""
+    running = daemon(hook)
+    (cgroup / "cgroup.procs").write_text(str(running.process.pid))
+    daemon_cgroup = "/" + cgroup.name
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    watched(standin.id)
+    before = records.load(standin.id)
+    assert before is not None and before.process is not None
+    os.kill(before.process.pid, signal.SIGKILL)
+    repaired(standin, peer, before)
+    after = records.load(standin.id)
+    assert after is not None and after.process is not None
+    home = cgroups.container_home(standin.pid)
+    assert home is not None
+    expected = cgroups.membership(home)[frozenset()]
+    assert expected != daemon_cgroup
+    assert cgroups.membership(after.process.pid)[frozenset()] == expected
+    running.stop()
+    assert after.process.alive(), "stopping the daemon stopped the tunnel's wireguard-go"
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+
+def test_a_second_daemon_refuses_to_start(
+    hook: HookRunner, daemon: Callable[[HookRunner], Daemon]
+) -> None:
+    daemon(hook)
+    with pytest.raises(LabError, match="another wg-pod daemon is running"):
+        daemon(hook)
 
 
 def test_a_tunnel_whose_link_was_deleted_is_repaired_in_place(

@@ -33,6 +33,8 @@ OWNED = (
     Path("/usr/lib/wg-pod"),
     Path("/usr/libexec/wg-pod"),
     Path("/usr/bin/wg-pod"),
+    Path("/lib/systemd/system/wg-pod.service"),
+    Path("/etc/systemd/system/multi-user.target.wants/wg-pod.service"),
     *(INSTALLED_HOOKS_DIR / f"wg-pod-{stage}.json" for stage in STAGES),
 )
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

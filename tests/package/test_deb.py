@@ -5,6 +5,7 @@ definitions from /usr/share/containers/oci/hooks.d, see conftest.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ from tests.system.test_podman_restarts import (  # noqa: F401
 pytestmark = [pytest.mark.root, pytest.mark.podman]
 
 PRIVATE = "/usr/lib/wg-pod"
+UNIT = "/lib/systemd/system/wg-pod.service"
 
 
 def installed_python(code: str) -> str:
@@ -58,6 +60,7 @@ def test_installed_files(installed: Deb) -> None:
         "/usr/share/doc/wg-pod/examples/wg-pod-example.container",
         "/usr/share/doc/wg-pod/examples/wg-pod-example.service",
         "/etc/wg-pod/wg-pod.yaml",
+        UNIT,
         *(str(INSTALLED_HOOKS_DIR / f"wg-pod-{stage}.json") for stage in STAGES),
     ):
         assert path in listed, path
@@ -107,3 +110,14 @@ def test_installed_commands_run(installed: Deb) -> None:
     assert run(["/usr/bin/wg-pod", "--version"]).stdout.strip() == f"wg-pod {__version__}"
     usage = run([HOOK], check=False, env={"PATH": "/usr/bin:/bin"})
     assert usage.returncode == 2 and "usage: wg-pod-hook" in usage.stderr
+
+
+def test_installed_daemon_unit_is_enabled(installed: Deb) -> None:
+    """The package enables the daemon's unit (it starts it, too, where
+    systemd runs: tests/platform checks that on Debian 13)."""
+    from wg_pod_hook import units
+
+    assert Path(UNIT).read_text() == units.service("/usr/bin/wg-pod")
+    wants = Path("/etc/systemd/system/multi-user.target.wants") / units.NAME
+    assert wants.is_symlink(), "postinst did not enable wg-pod.service"
+    assert str(wants.readlink()) == UNIT

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .. import cgroups
 from ..config import Endpoint, IPAddress, Key
 from ..errors import BackendUnavailable, SetupError
 from ..names import is_temp_name
@@ -99,8 +100,12 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(self, command: tuple[str, ...] = ("wireguard-go",)) -> None:
+    def __init__(
+        self, command: tuple[str, ...] = ("wireguard-go",), home: int | None = None
+    ) -> None:
+        """``home``: the process whose cgroups wireguard-go joins (see cgroups.py)."""
         self.command = command
+        self.home = home
         self.process: subprocess.Popen[bytes] | None = None
 
     def create(self, ifname: str) -> ProcessId:
@@ -129,6 +134,9 @@ class UserspaceBackend:
             )
         except OSError as exc:
             raise SetupError("start", argv[0], exc.strerror or str(exc)) from None
+        if self.home is not None:
+            for failure in cgroups.move_like(self.process.pid, self.home):
+                log.warning("wireguard-go stays outside its container's cgroup: %s", failure)
         start = process_start_time(self.process.pid)
         # A child that has not been waited for stays a zombie, with a start time.
         assert start is not None or self.process.poll() is not None

@@ -1,0 +1,119 @@
+"""The daemon's systemd unit, and telling systemd the daemon is ready.
+
+The unit text is made here only: the Makefile (and with it the Debian and
+RPM packages) writes it with ``python3 -m wg_pod_hook.units BINDIR/wg-pod``,
+and ``wg-pod install`` writes the same for a virtualenv.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import SetupError
+
+log = logging.getLogger(__name__)
+
+NAME = "wg-pod.service"
+ADMIN_DIR = Path("/etc/systemd/system")  # where ``wg-pod install`` writes it
+
+
+def service(wg_pod: str) -> str:
+    """The unit that runs ``wg_pod daemon``.
+
+    KillMode=process: the wireguard-go processes of the daemon's repairs
+    are moved into their containers' cgroups when they start (cgroups.py);
+    should one stay behind, stopping or restarting the daemon still leaves
+    it running.  Restart: a crash costs the tunnels nothing, but their
+    repairs wait for the next daemon.
+    """
+    return f"""\
+[Unit]
+Description=wg-pod daemon: keeps containers' WireGuard tunnels up
+Documentation=man:wg-pod(8)
+
+[Service]
+Type=notify
+ExecStart={wg_pod} daemon
+Restart=on-failure
+RestartSec=2
+KillMode=process
+SyslogIdentifier=wg-pod
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def install(directory: Path, wg_pod: str) -> Path:
+    """Write the unit into ``directory``; with systemd running there,
+    enable and start it, as the packages do."""
+    if not Path(wg_pod).is_absolute():
+        raise SetupError("install", wg_pod, "the wg-pod path must be absolute")
+    target = directory / NAME
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        target.write_text(service(wg_pod))
+    except OSError as exc:
+        raise SetupError("install", str(target), exc.strerror or str(exc)) from None
+    if directory == ADMIN_DIR and systemd_runs():
+        _systemctl("daemon-reload")
+        _systemctl("enable", "--now", NAME)
+    return target
+
+
+def uninstall(directory: Path) -> Path | None:
+    """Stop, disable and remove the unit that install() wrote, if any."""
+    target = directory / NAME
+    if not target.exists():
+        return None
+    if directory == ADMIN_DIR and systemd_runs():
+        _systemctl("disable", "--now", NAME)
+    target.unlink()
+    if directory == ADMIN_DIR and systemd_runs():
+        _systemctl("daemon-reload")
+    return target
+
+
+def systemd_runs() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def _systemctl(*args: str) -> None:
+    done = subprocess.run(
+        ["systemctl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split())[:300] or f"exit status {done.returncode}"
+        raise SetupError("systemctl " + " ".join(args), NAME, detail)
+
+
+def ready() -> None:
+    """sd_notify(READY=1) when systemd started us with Type=notify."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(b"READY=1", address)
+    except OSError as exc:
+        log.warning("could not tell systemd the daemon is ready: %s", exc)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not argv[0].startswith("/"):
+        print("usage: python3 -m wg_pod_hook.units /ABSOLUTE/PATH/TO/wg-pod", file=sys.stderr)
+        return 2
+    sys.stdout.write(service(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
