@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -226,7 +227,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from . import daemon  # the loop, and with it netlink: only here
 
     settings = load_settings()
-    logs.setup("debug" if args.debug else settings.log_level, stderr=True)
+    # Under systemd, stderr is the journal already: the syslog lines suffice.
+    to_stderr = "JOURNAL_STREAM" not in os.environ
+    logs.setup("debug" if args.debug else settings.log_level, stderr=to_stderr)
     daemon.run(settings)
     return 0
 

@@ -213,6 +213,14 @@ def install(machine: Machine) -> None:
         timeout=300,
         step="install the .deb inside (apt-get install)",
     )
+    # The package enables and starts the daemon (Type=notify: started means
+    # ready). The podman scenarios start daemons of their own, so the inner
+    # runs begin with it stopped; inside/test_daemon_unit.py starts it.
+    for check, wanted in (("is-enabled", "enabled"), ("is-active", "active")):
+        said = machine.run(["systemctl", check, "wg-pod.service"], check=False).stdout.strip()
+        if said != wanted:
+            raise MachineError("the package's wg-pod.service", f"{check} says {said!r}")
+    machine.run(["systemctl", "stop", "wg-pod.service"], step="stop wg-pod.service")
     machine.run(["sh", "-c", IMAGE_SCRIPT], timeout=120, step="import the busybox test image")
 
 
