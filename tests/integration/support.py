@@ -4,6 +4,7 @@ tunnel, serve from a stand-in, and check that nothing is left behind."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import sys
 import threading
@@ -12,7 +13,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, run, token, wg_pod_processes
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    HookRunner,
+    Lab,
+    Peer,
+    run,
+    token,
+    wg_pod_processes,
+)
 from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import path_for
 
@@ -136,3 +146,55 @@ class Sniffer:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
+
+
+PEER_NAME = "peer.wgpt.test"
+
+
+class DnsServer:
+    """A real DNS server (Debian's dnsmasq) in a namespace of the lab that
+    answers PEER_NAME with the peer's underlay address; ``resolv_conf``
+    names it, for a private mount namespace (with_resolv_conf): nothing on
+    the host is edited."""
+
+    def __init__(self, lab: Lab, peer: Peer) -> None:
+        self.lab, self.peer = lab, peer
+        ns = lab.netns()
+        _, link = lab.veth(ns)
+        self.hosts = lab.tmp / f"dns-hosts-{token()}"
+        self.hosts.write_text(f"{peer.underlay.inner_v4.ip} {PEER_NAME}\n")
+        self.process = lab.popen(
+            [
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                f"--addn-hosts={self.hosts}",
+                f"--listen-address={link.inner_v4.ip}",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file",
+                "--log-facility=-",
+            ],
+            netns=ns.name,
+            name="dnsmasq",
+        )
+        self.resolv_conf = lab.tmp / f"resolv-{token()}.conf"
+        self.resolv_conf.write_text(
+            f"nameserver {link.inner_v4.ip}\noptions timeout:1 attempts:1\n"
+        )
+        self.moves = 0
+        self.current = f"{peer.underlay.inner_v4}"
+
+    def move_peer(self) -> str:
+        """The peer moves to a new underlay address (a new link; the old
+        address goes) and the DNS answer changes; returns the new address."""
+        self.moves += 1
+        _, moved = self.lab.veth(self.peer.ns, f"eth{self.moves}")
+        device = "eth0" if self.moves == 1 else f"eth{self.moves - 1}"
+        self.peer.run(["ip", "addr", "del", self.current, "dev", device])
+        self.current = str(moved.inner_v4)
+        self.hosts.write_text(f"{moved.inner_v4.ip} {PEER_NAME}\n")
+        self.process.send_signal(signal.SIGHUP)  # dnsmasq reads its hosts file again
+        return str(moved.inner_v4.ip)

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, wireguard_processes, write_config
+from tests.integration.support import (
+    PEER_NAME,
+    DnsServer,
+    fetch_in,
+    wireguard_processes,
+    write_config,
+)
 from tests.lab import (
     ConfigDir,
     ContainerStandIn,
@@ -328,47 +334,21 @@ def test_a_peer_whose_host_name_moves_to_another_address_is_followed(
     peer; the hook and the daemon resolve through it (their own
     /etc/resolv.conf in a private mount namespace).  The peer moves to a new
     address and the answer changes: the tunnel recovers without a restart."""
-    dns = lab.netns()
-    _, dns_link = lab.veth(dns)
-    hosts = lab.tmp / "dns-hosts"
-    hosts.write_text(f"{peer.underlay.inner_v4.ip} peer.wgpt.test\n")
-    server = lab.popen(
-        [
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            f"--addn-hosts={hosts}",
-            f"--listen-address={dns_link.inner_v4.ip}",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file",
-            "--log-facility=-",
-        ],
-        netns=dns.name,
-        name="dnsmasq",
+    dns = DnsServer(lab, peer)
+    resolving = hook.with_prefix(with_resolv_conf(dns.resolv_conf)).with_settings(
+        endpoint_refresh_after=3
     )
-    resolv = lab.tmp / "resolv-for-wg-pod.conf"
-    resolv.write_text(f"nameserver {dns_link.inner_v4.ip}\noptions timeout:1 attempts:1\n")
-    resolving = hook.with_prefix(with_resolv_conf(resolv)).with_settings(endpoint_refresh_after=3)
-
-    text = peer.client_config(endpoint=f"peer.wgpt.test:{peer.listen_port}")
+    text = peer.client_config(endpoint=f"{PEER_NAME}:{peer.listen_port}")
     resolving.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     assert peer.page in fetch_in(standin, peer.url_v4)
     running = daemon(resolving)
     watched(standin.id)
 
-    # The peer moves: a new link and address; the old one goes.
-    _, moved = lab.veth(peer.ns, "eth1")
-    peer.run(["ip", "addr", "del", str(peer.underlay.inner_v4), "dev", "eth0"])
-    hosts.write_text(f"{moved.inner_v4.ip} peer.wgpt.test\n")
-    server.send_signal(signal.SIGHUP)  # dnsmasq reads its hosts file again
-
+    moved = dns.move_peer()
     start = time.monotonic()
     assert peer.page in fetch_in(standin, peer.url_v4, timeout=60)
     print(f"followed in {time.monotonic() - start:.1f} s")
-    assert f"-> {moved.inner_v4.ip}:{peer.listen_port}" in running.path.read_text()
+    assert f"-> {moved}:{peer.listen_port}" in running.path.read_text()
     kept = health.read(standin.id)
     assert kept is not None and kept.repairs == 0  # followed, not rebuilt
 
