@@ -200,7 +200,7 @@ def _breakdown(
 _PROFILED = (
     ("backend start (wireguard-go, UAPI socket)", "lifecycle.py", "_create"),
     ("backend configure (UAPI set)", "userspace.py", "configure"),
-    ("nft (nsenter nft -f -)", "nft.py", "apply"),
+    ("nft (libnftables in-process)", "nft.py", "apply"),
     ("records, stale-record prune", "teardown.py", "prune_stale"),
     ("validate (annotations, config, plan)", "lifecycle.py", "prepare"),
 )

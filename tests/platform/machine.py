@@ -76,6 +76,7 @@ PACKAGES = (
     "python3-yaml",
     "python3-requests",
     "python3-urllib3",
+    "python3-nftables",
 )
 CACHE = Path(os.environ.get("WG_POD_PLATFORM_CACHE", "/var/cache/wg-pod-platform"))
 INNER_VENV = "/opt/wgpt-venv"

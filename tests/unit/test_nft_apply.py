@@ -1,0 +1,72 @@
+"""How nft.apply picks its way and words a failure, without root: the
+in-process path (libnftables) when its binding and library load, else
+nsenter + nft; nft's error text as one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import nft
+from wg_pod_hook.errors import SetupError
+
+NFT_ERROR = (
+    "/dev/stdin:28:51-54: Error: syntax error, unexpected string, expecting accept or drop\n"
+    "\t\ttype filter hook output priority filter; policy dorp;\n"
+    "\t\t                                                ^^^^\n"
+)
+
+
+def test_an_nft_error_becomes_one_line() -> None:
+    assert nft.one_line(NFT_ERROR) == (
+        "/dev/stdin:28:51-54: Error: syntax error, unexpected string, expecting accept or drop "
+        "type filter hook output priority filter; policy dorp; ^^^^"
+    )
+
+
+def test_a_long_nft_error_is_cut_at_300_characters() -> None:
+    assert len(nft.one_line(NFT_ERROR * 10)) == nft.ERROR_MAX == 300
+    assert nft.one_line("\n \t\n") == ""
+
+
+def test_without_the_python_module_nft_is_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "nftables", None)  # `import nftables` raises ImportError
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
+    assert nft._libnftables() is None
+    assert "apply nftables with nsenter and nft: no Python module nftables" in caplog.text
+
+
+def test_without_the_library_nft_is_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    binding_is_there()
+    monkeypatch.setattr(nft, "LIBNFTABLES", "libwg-pod-no-such.so.1")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
+    assert nft._libnftables() is None
+    assert "apply nftables with nsenter and nft: cannot load libwg-pod-no-such.so.1" in caplog.text
+
+
+def test_with_binding_and_library_the_work_stays_in_process() -> None:
+    binding_is_there()
+    assert nft._libnftables() is not None
+
+
+def test_a_namespace_that_is_gone_is_named(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(SetupError) as info:
+        nft.in_netns(str(gone), lambda report: report(1), 5.0)
+    assert str(info.value) == (
+        f"apply nftables {gone}: open network namespace: No such file or directory"
+    )
+
+
+def binding_is_there() -> None:
+    try:
+        import nftables  # noqa: F401
+    except ImportError:
+        pytest.fail("python3-nftables is not visible to this Python: run scripts/setup")
