@@ -31,6 +31,7 @@ import fcntl
 import heapq
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -38,18 +39,26 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
-from . import endpoints, health, lifecycle, metrics, notify, records, status, units
+from . import endpoints, handoff, health, lifecycle, metrics, notify, records, stages, status, units
 from .errors import SettingsError, SetupError, Superseded, WgPodError
 from .netlink import entered, open_netns
 from .records import TunnelRecord
-from .settings import Settings
+from .settings import ENV_VAR, Settings
 
 log = logging.getLogger(__name__)
 
 TICK = 10.0  # seconds between looks at every tunnel (and scans of the records)
 MAX_BACKOFF = 300.0
+# Hooks' requests: at most this many at once (more: the hook does its own
+# work), each in a worker killed after WORKER_DEADLINE (its hook has done
+# the work itself long before: handoff.DEADLINE).
+MAX_WORKERS = 64
+WORKER_DEADLINE = 60.0
+REQUEST_TIMEOUT = 5.0  # a connection that sends no request in time is dropped
 
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
@@ -88,14 +97,16 @@ class Watch:
 
 class Daemon:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        self.settings = settings.in_daemon(True)
         self.selector = selectors.DefaultSelector()
         self.watches: dict[str, Watch] = {}
         self.repairs: list[tuple[float, str]] = []  # (when, container id), a heap
         self.repairing: str | None = None
+        self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
         self.stopping = False
         self.claim = _claim()
         self.control = self._listen()
+        self.hooks = self._listen_for_hooks()
         self.metrics = self._serve_metrics()
 
     def _serve_metrics(self) -> metrics.Metrics | None:
@@ -135,6 +146,7 @@ class Daemon:
                 if now >= next_tick:
                     _guarded(self.scan)
                     _guarded(self.look_all)
+                    _guarded(self._end_overdue_workers)
                     next_tick = now + TICK
                 _guarded(self._repair_due)
                 timeout = max(0.0, min([next_tick, *(t for t, _ in self.repairs[:1])]) - now)
@@ -150,9 +162,11 @@ class Daemon:
     def close(self) -> None:
         for container_id in list(self.watches):
             self.drop(container_id)
-        self.selector.unregister(self.control)
-        self.control.close()
-        notify.SOCKET.unlink(missing_ok=True)
+        for sock, path in ((self.control, notify.SOCKET), (self.hooks, Path(handoff.SOCKET))):
+            self.selector.unregister(sock)
+            sock.close()
+            path.unlink(missing_ok=True)
+        # Workers still at work finish their requests: their hooks wait for them.
         os.close(self.claim)
 
     def _listen(self) -> socket.socket:
@@ -166,6 +180,74 @@ class Daemon:
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, self._message)
         return sock
+
+    # -- hooks' requests -------------------------------------------------------
+
+    def _listen_for_hooks(self) -> socket.socket:
+        path = Path(handoff.SOCKET)
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)  # root only, from the moment it exists
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.listen(128)
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        return sock
+
+    def _accept(self) -> None:
+        """Each request in a worker of its own: a fork of this warm process,
+        so the work costs no interpreter start and no imports, requests run
+        side by side, and a worker that dies takes only its request along
+        (its hook then does the work itself)."""
+        while True:
+            try:
+                conn, _ = self.hooks.accept()
+            except BlockingIOError:
+                return
+            if len(self.workers) >= MAX_WORKERS:
+                conn.close()  # the hook does its own work
+                continue
+            pid = os.fork()
+            if pid == 0:
+                self._work(conn)  # never returns
+            conn.close()
+            pidfd = os.pidfd_open(pid)
+            self.workers[pid] = (pidfd, time.monotonic())
+            self.selector.register(pidfd, selectors.EVENT_READ, lambda p=pid: self._reap(p))
+
+    def _work(self, conn: socket.socket) -> NoReturn:
+        """In the worker: answer one request, then exit."""
+        code = 1
+        try:
+            # Not the daemon: the default signals, and no hold on its lock.
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(self.claim)
+            conn.setblocking(True)
+            code, line = serve(conn)
+            conn.sendall(handoff.encode_answer(code, line))
+            code = 0
+        except BaseException:
+            log.exception("daemon: a hook's request failed")
+        finally:
+            os._exit(code)
+
+    def _reap(self, pid: int) -> None:
+        pidfd, _ = self.workers.pop(pid)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        os.waitpid(pid, 0)
+
+    def _end_overdue_workers(self) -> None:
+        now = time.monotonic()
+        for pid, (pidfd, started) in list(self.workers.items()):
+            if now - started > WORKER_DEADLINE:
+                log.error("daemon: worker %d overdue, killed", pid)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
     def _message(self) -> None:
         while True:
@@ -363,6 +445,44 @@ class Daemon:
             return
         for change in moved:
             log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+
+def serve(conn: socket.socket) -> handoff.Answer:
+    """One hook's request, in a worker: who asks, what, and the answer the
+    hook would give itself.  Refused, with the hook's own message, unless
+    root asks; a malformed request is refused too."""
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    conn.settimeout(REQUEST_TIMEOUT)
+    try:
+        stage, settings, started, state = handoff.decode_request(conn.recv(handoff.MAX_MESSAGE))
+    except (OSError, ValueError) as exc:
+        log.warning("daemon: refused a malformed request (pid %d): %s", pid, exc)
+        return 1, "wg-pod: the daemon got a malformed request"
+    if stage not in stages.STAGES:
+        return 1, f"wg-pod: unknown stage {stage[:40]!r}"
+    if uid != 0:  # nothing done for it: what the hook could not do, it may not ask
+        log.warning("daemon: refused the %s of uid %d (pid %d): not root", stage, uid, pid)
+        if stage == "poststop":
+            return 0, None
+        return 1, f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
+    conn.settimeout(None)
+    # The worker is this request's alone: its environment is the hook's.
+    if settings is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = settings
+    outcome = stages.run_stage(
+        stage, state, in_daemon=True, started=started, wanted=lambda: _waiting(conn)
+    )
+    return outcome.code, outcome.line
+
+
+def _waiting(conn: socket.socket) -> bool:
+    """Whether the hook still waits for the answer: it sends nothing after
+    its request, so anything to read on the connection is its hangup."""
+    poll = select.poll()
+    poll.register(conn, select.POLLIN | select.POLLHUP | select.POLLRDHUP)
+    return not poll.poll(0)
 
 
 def _claim() -> int:

@@ -65,7 +65,8 @@ class BackendUnavailable(WgPodError):
 
 
 class Superseded(WgPodError):
-    """A repair found the tunnel set up anew (or gone) by someone else."""
+    """A repair found the tunnel set up anew (or gone) by someone else, or
+    a daemon's worker found that its hook no longer waits for it."""
 
 
 _FAMILY = {

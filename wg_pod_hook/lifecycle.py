@@ -223,12 +223,19 @@ STEP_NAMES = tuple(name for name, _ in STEPS)
 
 
 def up(
-    plan: Plan, spec: Bundle, settings: Settings, *, replacing: TunnelRecord | None = None
+    plan: Plan,
+    spec: Bundle,
+    settings: Settings,
+    *,
+    replacing: TunnelRecord | None = None,
+    wanted: Callable[[], bool] | None = None,
 ) -> TunnelRecord:
     """Set up the tunnel of ``plan``; on any failure take down what was done
     and raise.  ``replacing`` (a repair): the record this run is to replace;
     if, under the namespace's lock, the record is another one (a hook set
-    the tunnel up anew meanwhile) or gone, raise Superseded and do nothing."""
+    the tunnel up anew meanwhile) or gone, raise Superseded and do nothing.
+    ``wanted`` (a daemon's worker): whether its hook still waits, asked
+    under the lock; if not, the hook does the work itself: Superseded."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     fault = settings.fault_injection_kill_after
@@ -245,6 +252,8 @@ def up(
         netns = NetnsId.of(spec.netns_path or plan.netns_path, netns_fd)
         if replacing is not None and records.read(plan.container_id) != replacing:
             raise Superseded(f"container {plan.container_id[:12]}: its record changed")
+        if wanted is not None and not wanted():
+            raise Superseded(f"container {plan.container_id[:12]}: its hook gave up waiting")
         with Netlink() as host, Netlink(netns_fd, "container") as inside:
             others = records.read_all()  # once, under the lock, for both checks
             shared = _shared_tunnel(plan, inside, netns, others)

@@ -8,7 +8,7 @@ value's type against what the key needs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
 ENV_VAR = "WG_POD_SETTINGS"
 BACKENDS = ("auto", "kernel", "userspace")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DAEMON_ONLY = "daemon:"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class Settings:
     metrics_listen: tuple[str, int] | None = None
     fault_injection_kill_after: str | None = None
     source: str = field(default="(defaults)", compare=False)
+
+    def in_daemon(self, daemon: bool) -> Settings:
+        """These settings for work in the daemon (its repairs, its workers)
+        or in a hook's own process.  ``fault_injection_kill_after: STEP``
+        kills either after STEP; ``daemon:STEP`` only the daemon, so that a
+        hook that then does the work itself runs to the end."""
+        fault = self.fault_injection_kill_after
+        if fault is None or not fault.startswith(DAEMON_ONLY):
+            return self
+        return replace(
+            self, fault_injection_kill_after=fault[len(DAEMON_ONLY) :] if daemon else None
+        )
 
 
 def _str_list(source: str, key: str, value: Any) -> tuple[str, ...]:

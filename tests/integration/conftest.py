@@ -8,13 +8,15 @@ backend only overrides the ``backend`` fixture.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.support import kernel_has_wireguard
-from tests.lab import HookRunner, Lab
+from tests.lab import HookRunner, Lab, token
+from wg_pod_hook import cgroups
 
 
 @pytest.fixture(params=["userspace", "kernel"])
@@ -30,3 +32,21 @@ def hook(lab: Lab, make_settings: Callable[..., Path], backend: str) -> HookRunn
         return make_settings(**{"backend": backend, **extra})
 
     return HookRunner(lab, remake(), remake=remake)
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    """A throwaway cgroup (v2 hierarchy); what is left in it goes back to
+    its parent before it is removed."""
+    mount = cgroups.mount_point(frozenset())
+    if mount is None:
+        pytest.skip("this machine mounts no cgroup v2 hierarchy")
+    path = mount / f"wgpt-{token()}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                (mount / "cgroup.procs").write_text(pid)
+        path.rmdir()

@@ -33,7 +33,6 @@ from tests.lab import (
     Peer,
     link_names,
     run,
-    token,
     venv_command,
     wait_for,
     with_resolv_conf,
@@ -104,23 +103,6 @@ def test_a_tunnel_whose_wireguard_go_was_killed_is_repaired_in_place(
     assert len(wireguard_processes(temp_name(standin.id))) == 1
     tunnel = status_of(hook, standin.id)
     assert tunnel["repairs"] == 1 and tunnel["state"] in ("up", "idle")
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    """A throwaway cgroup (v2 hierarchy); what is left in it goes back to
-    its parent before it is removed."""
-    mount = cgroups.mount_point(frozenset())
-    if mount is None:
-        pytest.skip("this machine mounts no cgroup v2 hierarchy")
-    path = mount / f"wgpt-{token()}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        for pid in (path / "cgroup.procs").read_text().split():
-            (mount / "cgroup.procs").write_text(pid)
-        path.rmdir()
 
 
 @pytest.mark.parametrize("backend", ["userspace"], indirect=True)

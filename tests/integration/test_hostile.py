@@ -1,7 +1,9 @@
 """Hostile input: each refused with one clear line, nothing left behind.
 
 The hook runs as root on input that whoever creates containers controls:
-config paths, annotation values and the OCI state.
+config paths, annotation values and the OCI state.  Every case runs twice:
+the hook alone, and with a daemon running, which the hook hands the state
+to; its answer must be the hook's own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import os
 import pytest
 
 from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    Daemon,
+    HookRunner,
+    Lab,
+    Peer,
+    run,
+    venv_command,
+)
 
 pytestmark = pytest.mark.root
 
@@ -21,6 +32,13 @@ pytestmark = pytest.mark.root
 def backend() -> str:
     """Validation comes before any backend work: one backend is enough."""
     return "userspace"
+
+
+@pytest.fixture(params=["hook alone", "through the daemon"], autouse=True)
+def way(request: pytest.FixtureRequest, lab: Lab, hook: HookRunner) -> str:
+    if request.param == "through the daemon":
+        Daemon(lab, hook.settings, hook.prefix)
+    return str(request.param)
 
 
 def place_config(case: str, lab: Lab, config_dir: ConfigDir, text: str) -> str:

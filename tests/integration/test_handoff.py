@@ -1,0 +1,213 @@
+"""The thin hook and the warm daemon (issue 14): with a daemon running, the
+hook hands its stage over (handoff.py) and imports next to nothing; the
+daemon's worker does exactly the hook's work.  Without an answer (a worker
+killed at any step, a stuck daemon) the hook does the work itself and
+nothing is left over; a request the hook could not make is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    assert_nothing_left,
+    fetch_in,
+    wireguard_processes,
+    write_config,
+)
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    Daemon,
+    HookRunner,
+    Lab,
+    Peer,
+    link_names,
+    run,
+    wait_for,
+)
+from wg_pod_hook import cgroups, handoff, health, records
+from wg_pod_hook.lifecycle import STEP_NAMES
+from wg_pod_hook.names import temp_name
+
+pytestmark = pytest.mark.root
+
+# What the thin hook must not import: the work's modules and what they pull in.
+HEAVY = ("pyroute2", "asyncio", "yaml", "wg_pod_hook.lifecycle", "wg_pod_hook.teardown")
+
+
+@pytest.fixture
+def daemon(lab: Lab, hook: HookRunner) -> Daemon:
+    return Daemon(lab, hook.settings, hook.prefix)
+
+
+def imports(stderr: str) -> set[str]:
+    """The modules of a ``PYTHONPROFILEIMPORTTIME=1`` run's report."""
+    found = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            found.add(line.rsplit("|", 1)[1].strip())
+    return found
+
+
+def handled_by_the_daemon(daemon: Daemon, container_id: str, what: str) -> bool:
+    lines = daemon.path.read_text().splitlines()
+    return any(container_id[:12] in line and what in line for line in lines)
+
+
+def test_the_hook_hands_both_stages_to_the_daemon_and_imports_no_netlink(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, daemon: Daemon
+) -> None:
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    profiled = {"PYTHONPROFILEIMPORTTIME": "1"}
+    done = hook("createRuntime", standin, annotations, env=profiled)
+    assert done.returncode == 0, done.stderr
+    loaded = imports(done.stderr)
+    assert "wg_pod_hook.handoff" in loaded
+    assert not [m for m in loaded if m.startswith(HEAVY)], sorted(loaded)
+    assert handled_by_the_daemon(daemon, standin.id, "wg0 up")
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    record = records.load(standin.id)
+    assert record is not None and record.complete
+    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's look")
+
+    standin.stop()
+    done = hook("poststop", standin, annotations, env=profiled)
+    assert done.returncode == 0, done.stderr
+    assert not [m for m in imports(done.stderr) if m.startswith(HEAVY)]
+    assert not records.path_for(standin.id).exists()
+    assert wireguard_processes(temp_name(standin.id)) == []
+
+
+@pytest.mark.parametrize("backend", ["userspace"], indirect=True)
+def test_a_wireguard_go_the_daemon_starts_for_a_hook_lives_where_the_hooks_would(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Daemon,
+    cgroup: Path,
+) -> None:
+    """In the cgroups of the container's parent (under podman, the runtime
+    in conmon's cgroup), not the daemon's."""
+    (cgroup / "cgroup.procs").write_text(str(daemon.process.pid))
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    record = records.load(standin.id)
+    assert record is not None and record.process is not None
+    home = cgroups.container_home(standin.pid)
+    assert home is not None
+    assert (
+        cgroups.membership(record.process.pid)[frozenset()] == cgroups.membership(home)[frozenset()]
+    )
+    assert cgroups.membership(record.process.pid)[frozenset()] != "/" + cgroup.name
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+def test_a_worker_killed_at_any_step_leaves_the_hook_to_do_the_work(
+    step: str,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Daemon,
+) -> None:
+    """The daemon's worker dies right after ``step``; the hook gets no
+    answer, clears what the worker left and sets the tunnel up itself."""
+    dying = hook.with_settings(fault_injection_kill_after=f"daemon:{step}")
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    dying.up(standin, annotations)
+    assert "fault injection: killing the hook after " + step in daemon.path.read_text()
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    record = records.load(standin.id)
+    assert record is not None and record.complete and record.writer is None
+    assert len(wireguard_processes(temp_name(standin.id))) <= 1
+    assert daemon.process.poll() is None, "the daemon died with its worker"
+    standin.stop()
+    dying.down(standin, annotations)
+    assert wireguard_processes(temp_name(standin.id)) == []
+    assert temp_name(standin.id) not in link_names()
+    assert not records.path_for(standin.id).exists()
+
+
+def test_a_stuck_daemon_holds_no_start_past_the_deadline(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, daemon: Daemon
+) -> None:
+    """A stopped daemon: the hook waits handoff.DEADLINE, then does the work
+    itself; the daemon, when it goes on, finds the hook gone and does
+    nothing to the tunnel."""
+    os.kill(daemon.process.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+        waited = time.monotonic() - start
+    finally:
+        os.kill(daemon.process.pid, signal.SIGCONT)
+    assert handoff.DEADLINE <= waited < handoff.DEADLINE + 20, waited
+    before = records.load(standin.id)
+    assert before is not None and before.complete
+    wait_for(
+        lambda: "its hook gave up waiting" in daemon.path.read_text(),
+        timeout=10,
+        what="the daemon's worker to find its hook gone",
+    )
+    assert records.load(standin.id) == before
+    assert len(wireguard_processes(temp_name(standin.id))) == 1
+    assert peer.page in fetch_in(standin, peer.url_v4)
+
+
+def ask_raw(data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.connect(handoff.SOCKET)
+        sock.sendall(data)
+        return sock.recv(handoff.MAX_MESSAGE)
+
+
+def test_a_malformed_request_is_refused(daemon: Daemon) -> None:
+    for data in (b"hello", b"wg-pod-hook/2\0createRuntime\0\x000.0\0{}", b"\xff" * 100):
+        assert handoff.decode_answer(ask_raw(data)) == (
+            1,
+            "wg-pod: the daemon got a malformed request",
+        )
+    code, line = handoff.decode_answer(
+        ask_raw(handoff.encode_request("prestart", None, None, "{}"))
+    )
+    assert code == 1 and line is not None and "unknown stage" in line
+    assert daemon.process.poll() is None
+
+
+def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, daemon: Daemon
+) -> None:
+    """The socket is root's alone; opened to everyone for this test, the
+    daemon still refuses anyone but root with the hook's own words."""
+    state = standin.oci_state({"wg-pod.config": write_config(config_dir, peer.client_config())})
+    assert os.stat(handoff.SOCKET).st_mode & 0o777 == 0o600
+    os.chmod(handoff.SOCKET, 0o666)
+    try:
+        asking = (
+            "import sys; from wg_pod_hook import handoff; "
+            "print(handoff.ask(sys.argv[1], sys.stdin.read()))"
+        )
+        refused = f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
+        for stage, expected in (("createRuntime", (1, refused)), ("poststop", (0, None))):
+            done = run(
+                [
+                    *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+                    *(sys.executable, "-c", asking, stage),
+                ],
+                input=state,
+                env={"PYTHONPATH": str(Path(handoff.__file__).parent.parent)},
+            )
+            assert done.stdout.strip() == repr(expected)
+    finally:
+        os.chmod(handoff.SOCKET, 0o600)
+    assert "not root" in daemon.path.read_text()
+    assert not records.path_for(standin.id).exists()
+    assert_nothing_left(standin)

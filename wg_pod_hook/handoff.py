@@ -1,0 +1,103 @@
+"""The hook hands its stage to the warm daemon, when one runs.
+
+One request and one answer on the root-only Unix socket
+``/run/wg-pod/hook.sock`` (SOCK_SEQPACKET: one message each way).  The
+request is the stage, the hook's settings file (``WG_POD_SETTINGS``), when
+the hook started and the OCI state exactly as the runtime gave it on
+stdin; the answer is the hook's exit status and the line it says on
+stderr.  The daemon checks who asks (SO_PEERCRED: root) and then does
+exactly what the hook would do itself (stages.py).
+
+The hook never depends on it: no socket, a refused connection, a daemon
+that dies before it answers or does not answer within DEADLINE, and the
+hook does the work itself.
+
+This module is all the hook imports on its way to the daemon, and every
+import is paid by every container start: no ``socket`` (its enums cost
+some 14 ms), no ``json`` or ``re``, no logging; the messages are fields
+separated by NUL bytes, which JSON text never holds.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import time
+
+SOCKET = "/run/wg-pod/hook.sock"
+# The hook waits this long for an answer, then does the work itself: well
+# inside the hooks' 90 s, with room for its own deadlines after it.
+DEADLINE = 30.0
+MAX_MESSAGE = 65536
+NOT_ROOT = "wg-pod needs rootful podman (the hook runs as a non-root user)"
+VERSION = b"wg-pod-hook/1"
+
+Request = tuple[str, str | None, float | None, str]  # stage, settings, started, state
+Answer = tuple[int, str | None]  # exit status, stderr line
+
+
+def encode_request(stage: str, settings: str | None, started: float | None, state: str) -> bytes:
+    fields = [VERSION, stage.encode(), (settings or "").encode(), repr(started or 0.0).encode()]
+    return b"\0".join([*fields, state.encode()])
+
+
+def decode_request(data: bytes) -> Request:
+    """ValueError for anything but a request of this version."""
+    parts = data.split(b"\0", 4)
+    if len(parts) != 5 or parts[0] != VERSION:
+        raise ValueError(f"not a {VERSION.decode()} request")
+    stage, settings, started, state = (p.decode() for p in parts[1:])
+    seconds = float(started)
+    return stage, settings or None, seconds or None, state
+
+
+def encode_answer(code: int, line: str | None) -> bytes:
+    return b"%d\0%s" % (code, (line or "").encode())
+
+
+def decode_answer(data: bytes) -> Answer:
+    code, _, line = data.partition(b"\0")
+    return int(code), line.decode(errors="replace") or None
+
+
+def ask(
+    stage: str, state: str, deadline: float = DEADLINE, path: str = SOCKET
+) -> Answer | None:
+    """The daemon's answer, or None when the hook must do the work itself."""
+    data = encode_request(stage, os.environ.get("WG_POD_SETTINGS"), started(), state)
+    if len(data) > MAX_MESSAGE:
+        return None
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(deadline)
+        sock.connect(path)
+        sock.sendall(data)
+        reply = sock.recv(MAX_MESSAGE)
+    except OSError:  # no daemon, a dead one's socket, no answer in time
+        return None
+    finally:
+        sock.close()
+    if not reply:  # the daemon (or its worker) died before answering
+        return None
+    try:
+        return decode_answer(reply)
+    except ValueError:
+        return None
+
+
+def started() -> float | None:
+    """When this process started, CLOCK_BOOTTIME seconds."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    ticks = int(stat.rpartition(b")")[2].split()[19])
+    return ticks / float(os.sysconf("SC_CLK_TCK"))
+
+
+def age(since: float | None) -> float | None:
+    """Seconds since ``since`` (a started() value)."""
+    if since is None:
+        return None
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - since)

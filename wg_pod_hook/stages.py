@@ -1,0 +1,92 @@
+"""The hook's work for one stage, wherever it runs: in the hook's own
+process (no daemon, or the daemon could not answer) or in a worker of the
+daemon, which the hook hands it to (handoff.py).  Both run exactly this:
+the same parsing and checks of the OCI state, the same setup, the same
+journal lines, records and kept failures, and the same one line for
+stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import failures, notify, teardown
+from .bundle import read_bundle
+from .errors import PrivilegeError, Superseded, WgPodError, describe
+from .oci import ContainerState, parse_state
+from .settings import Settings, load_settings
+
+log = logging.getLogger("wg_pod_hook.hook")
+
+STAGES = ("createRuntime", "poststop")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int  # the hook's exit status
+    line: str | None = None  # what it says on stderr
+
+
+def run_stage(
+    stage: str,
+    text: str,
+    *,
+    in_daemon: bool = False,
+    started: float | None = None,
+    rootless_reason: str | None = None,
+    wanted: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Do ``stage`` for the OCI state ``text``.  ``started``: when the hook
+    started (CLOCK_BOOTTIME seconds), for the duration the daemon's metrics
+    report; ``wanted``: whether the hook still waits (lifecycle.up)."""
+    container_id = ""
+    try:
+        state = parse_state(text)
+        container_id = state.id
+        if stage == "createRuntime":
+            if rootless_reason:
+                raise PrivilegeError(rootless_reason)
+            create_runtime(state, load_settings().in_daemon(in_daemon), wanted)
+            failures.forget(state.id)
+            seconds = None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
+            notify.tell("up", state.id, seconds=seconds)
+        else:
+            teardown.down(state.id)
+            notify.tell("down", state.id)
+    except Superseded as exc:  # the hook does it: nothing to say, nothing to keep
+        log.warning("%s; it does the work itself", exc)
+        return Outcome(1)
+    except WgPodError as exc:
+        message = describe(exc)
+        log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)
+        return _failed(container_id, stage, message)
+    except Exception as exc:  # a bug: fail closed, keep the traceback in the journal
+        log.exception("container %s: %s: unexpected error", container_id[:12] or "?", stage)
+        return _failed(container_id, stage, f"internal error {type(exc).__name__}")
+    return Outcome(0)
+
+
+def create_runtime(
+    state: ContainerState, settings: Settings, wanted: Callable[[], bool] | None = None
+) -> None:
+    logging.getLogger().setLevel(settings.log_level.upper())
+    from . import lifecycle  # netlink and the backends: not on poststop's path
+
+    plan = lifecycle.prepare(state, settings)
+    lifecycle.up(plan, read_bundle(state.bundle), settings, wanted=wanted)
+
+
+def _failed(container_id: str, stage: str, message: str) -> Outcome:
+    """poststop never fails a container's removal.  A failed createRuntime
+    says why on stderr (runc shows it) and is kept for ``wg-pod status``
+    (crun throws hook output away); its exit status stops the container."""
+    if stage == "poststop":
+        return Outcome(0)
+    name = failures.container_name(container_id) if container_id else None
+    failures.remember(container_id or "unknown", stage, message, name)
+    return Outcome(
+        1, f"wg-pod: container {container_id[:12] or '?'}: {message} (journalctl -t wg-pod)"
+    )
