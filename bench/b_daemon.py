@@ -105,8 +105,8 @@ def run(lab: Lab, small: bool) -> Result:
     # Last, as it moves the peer: its DNS name moves to another address;
     # time until the container fetches again.
     named = lab.standin()
-    conf = setup.config("named.conf", endpoint=f"{PEER_NAME}:{setup.peer.listen_port}")
-    hook.up(named, {"wg-pod.config": str(conf)})
+    named_conf = setup.config("named.conf", endpoint=f"{PEER_NAME}:{setup.peer.listen_port}")
+    hook.up(named, {"wg-pod.config": str(named_conf)})
     fetch_in(named, setup.peer.url_v4)
     follows: list[float] = []
     for _ in range(1 if small else 3):

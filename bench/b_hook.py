@@ -1,7 +1,9 @@
-"""2. Hook latency: ``wg-pod-hook createRuntime`` alone against a throwaway
-namespace with a process, vs the original tool's procedure as separate
-commands (bench/manual.sh), plus a breakdown of the hook's time
-(interpreter start, imports with ``-X importtime``, and cProfile of a run).
+"""2. Hook latency: ``wg-pod-hook createRuntime`` (as the packages install
+it) against a throwaway namespace with a process, standalone and handing
+its work to a running daemon, vs the original tool's procedure as separate
+commands (bench/manual.sh); poststop both ways; and a breakdown of the
+standalone hook's time (interpreter start, imports with ``-X importtime``,
+and cProfile of a run).
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from tests.lab import Client, ContainerStandIn, HookRunner, Lab, venv_command
+from tests.lab import Client, ContainerStandIn, Daemon, HookRunner, Lab
 from tests.lab import run as sh
 
-from .common import REPO, Result, Row, Setup, Stats, child_python, hook_env, interleaved, timed
+from .common import (
+    REPO,
+    Result,
+    Row,
+    Setup,
+    Stats,
+    child_python,
+    hook_command,
+    hook_env,
+    interleaved,
+    timed,
+)
 
 MANUAL = REPO / "bench" / "manual.sh"
 
@@ -54,7 +67,8 @@ def run(lab: Lab, small: bool) -> Result:
     client, text = _host_routes_client(setup)
     conf = setup.config_dir.write("wg0.conf", text)
     annotations = {"wg-pod.config": str(conf), **ANNOTATIONS_EXTRA}
-    hook = HookRunner(lab, setup.settings)
+    hook = HookRunner(lab, setup.settings, command=hook_command(lab))
+    poststops: list[float] = []
     keyfile = lab.secret_file(client.private_key + "\n")
     addresses = ",".join(f"{a.ip}/{a.max_prefixlen}" for a in client.addresses)
     allowed = ",".join(str(n) for n in client.allowed_ips)
@@ -62,11 +76,11 @@ def run(lab: Lab, small: bool) -> Result:
     def hook_once() -> float:
         standin = lab.standin()
         try:
-            ms = timed(lambda: hook.up(standin, annotations, check=True, env=hook_env()))
+            ms = timed(lambda: hook.up(standin, annotations, check=True))
             _check_tunnel(standin)
         finally:
             standin.stop()
-            hook.down(standin, annotations, env=hook_env())
+            poststops.append(timed(lambda: hook.down(standin, annotations)))
         return ms
 
     def manual_once() -> float:
@@ -97,18 +111,46 @@ def run(lab: Lab, small: bool) -> Result:
     hook_once()  # warm-up: page cache, .pyc files
     manual_once()
     pairs = 2 if small else 12
+    poststops.clear()
     hooked, manual = interleaved(pairs, hook_once, manual_once)
+    alone_down = Stats.of(poststops)
+    daemon = Daemon(lab, setup.settings)
+    hook_once()  # the daemon's first request
+    poststops.clear()
+    warm, manual_warm = interleaved(pairs, hook_once, manual_once)
+    warm_down = Stats.of(poststops)
+    daemon.stop()
     rows = [
         Row(
             "hook",
-            "wg-pod-hook createRuntime",
+            "wg-pod-hook createRuntime, standalone",
             "ms",
             Stats.of(hooked),
             Stats.of(manual),
             "manual.sh",
-        )
+        ),
+        Row(
+            "hook",
+            "wg-pod-hook createRuntime, through the daemon",
+            "ms",
+            Stats.of(warm),
+            Stats.of(manual_warm),
+            "manual.sh",
+        ),
+        Row("hook", "wg-pod-hook poststop, standalone", "ms", alone_down),
+        Row(
+            "hook",
+            "wg-pod-hook poststop, through the daemon",
+            "ms",
+            warm_down,
+            alone_down,
+            "standalone",
+        ),
     ]
-    details: list[str] = []
+    details: list[str] = [
+        "hook: the hook as the packages install it: /usr/bin/python3 -I with wg-pod's "
+        "code first on its path (packaging/launcher.in)"
+    ]
     rows += _breakdown(lab, small, hook, annotations, details)
     return Result(rows, details)
 
@@ -162,10 +204,12 @@ def _breakdown(
     n = 3 if small else 10
     start = _median_ms(child_python("-c", "pass"), n)
     rows = [Row("hook", "breakdown: interpreter start (python -c pass)", "ms", start)]
-    # poststop imports wg_pod_hook.hook; createRuntime adds lifecycle (netlink, pyroute2).
+    # The thin hook imports wg_pod_hook.hook (and handoff) only; standalone,
+    # poststop adds stages (teardown), createRuntime lifecycle (netlink, pyroute2).
     for module, stage in (
-        ("wg_pod_hook.hook", "poststop"),
-        ("wg_pod_hook.lifecycle", "createRuntime"),
+        ("wg_pod_hook.hook", "the thin hook"),
+        ("wg_pod_hook.stages", "standalone poststop"),
+        ("wg_pod_hook.lifecycle", "standalone createRuntime"),
     ):
         rows.append(
             Row(
@@ -225,7 +269,7 @@ def _profile(
     finally:
         standin.stop()
         sh(
-            [*venv_command("wg-pod-hook", "wg_pod_hook.hook"), "poststop"],
+            [*hook.command, "poststop"],
             input=state,
             env={**hook.env, **hook_env()},
             check=False,

@@ -1,6 +1,7 @@
 """5. Scale: N containers with tunnels started in parallel: all reach the
 peer through their tunnel; the hook's own wall time (p50/p99) and peak
 memory, measured by a wrapper around wg-pod-hook; nothing left after removal.
+Twice: the hook standalone, and handing its work to a running daemon.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.lab import Lab, link_names
+from tests.lab import Daemon, Lab, link_names
 from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import RECORD_DIR
 
@@ -48,8 +49,23 @@ def run(lab: Lab, small: bool) -> Result:
     wrapper.chmod(0o755)
     os.chmod(lab.tmp, 0o755)  # runc runs the hook as root, but keep it readable
     setup = Setup(lab, hook=str(wrapper))
+    result = Result()
+    for way in ("standalone", "through the daemon"):
+        daemon = Daemon(lab, setup.settings) if way != "standalone" else None
+        try:
+            _parallel(setup, count, way, log, result)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+    return result
+
+
+def _parallel(setup: Setup, count: int, way: str, log: Path, result: Result) -> None:
+    log.unlink(missing_ok=True)
     confs = [setup.config(f"c{i}.conf") for i in range(count)]
-    cidfiles = [lab.tmp / f"cid-{i}" for i in range(count)]
+    cidfiles = [setup.lab.tmp / f"cid-{i}" for i in range(count)]
+    for path in cidfiles:
+        path.unlink(missing_ok=True)
 
     def one(i: int) -> bool:
         _, done = setup.podman.run(
@@ -73,9 +89,9 @@ def run(lab: Lab, small: bool) -> Result:
     ids = [p.read_text().strip() for p in cidfiles if p.exists()]
     left = _leftovers(ids)
     connected = sum(ok)
-    rows = [
-        Row("scale", f"{count} parallel: hook createRuntime", "ms", Stats.of(creates)),
-        Row("scale", f"{count} parallel: hook peak RSS", "MiB", Stats.of(rss)),
+    result.rows += [
+        Row("scale", f"{count} parallel, {way}: hook createRuntime", "ms", Stats.of(creates)),
+        Row("scale", f"{count} parallel, {way}: hook peak RSS", "MiB", Stats.of(rss)),
     ]
     p99 = (
         statistics.quantiles(creates, n=100, method="inclusive")[98]
@@ -83,15 +99,15 @@ def run(lab: Lab, small: bool) -> Result:
         else creates[0]
     )
     details = [
-        f"scale: {connected}/{count} containers connected through their tunnels; "
+        f"scale, {way}: {connected}/{count} containers connected through their tunnels; "
         f"all {count} started and exited in {wall / 1000:.1f} s",
-        f"scale: hook createRuntime p50 {statistics.median(creates):.0f} ms, p99 {p99:.0f} ms; "
-        f"peak RSS max {max(rss):.1f} MiB",
-        f"scale: left after removal: {left or 'nothing'}",
+        f"scale, {way}: hook createRuntime p50 {statistics.median(creates):.0f} ms, "
+        f"p99 {p99:.0f} ms; peak RSS max {max(rss):.1f} MiB",
+        f"scale, {way}: left after removal: {left or 'nothing'}",
     ]
+    result.details += details
     if connected != count or left or len(ids) != count:
         raise RuntimeError("; ".join(details))
-    return Result(rows, details)
 
 
 def _leftovers(container_ids: list[str]) -> list[str]:

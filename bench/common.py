@@ -8,10 +8,10 @@ interleaved with the measured case, and reports medians and ratios.
 from __future__ import annotations
 
 import os
-import shlex
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,19 +48,24 @@ def child_python(*args: str) -> list[str]:
 
 
 def hook_command(lab: Lab) -> list[str]:
-    """The hook as runc would call it: the venv's console script, or with
-    --tree a wrapper that points Python at the tree first."""
-    real = venv_command("wg-pod-hook", "wg_pod_hook.hook")
-    if TREE is None:
-        return real
-    wrapper = lab.tmp / "wg-pod-hook-tree"
-    if not wrapper.exists():
-        wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(TREE))} exec {shlex.join(real)} "$@"\n'
+    """The hook as the packages install it (packaging/launcher.in): the
+    system Python in isolated mode with wg-pod's code first on its path;
+    here this tree (or --tree) and, for pyroute2 and PyYAML, the test
+    virtualenv's site-packages, which the packages ship instead."""
+    launcher = lab.tmp / "wg-pod-hook"
+    if not launcher.exists():
+        code = TREE if TREE is not None else REPO
+        launcher.write_text(
+            "#!/usr/bin/python3 -I\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(code)!r})\n"
+            f"sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
+            "from wg_pod_hook.hook import run\n"
+            "run()\n"
         )
-        wrapper.chmod(0o755)
+        launcher.chmod(0o755)
         os.chmod(lab.tmp, 0o755)
-    return [str(wrapper)]
+    return [str(launcher)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class Setup:
     ``wg-pod install`` (optionally pointing at another hook executable)."""
 
     def __init__(self, lab: Lab, *, hook: str | None = None) -> None:
-        if hook is None and TREE is not None:
+        if hook is None:
             hook = hook_command(lab)[0]
         self.lab = lab
         self.peer: Peer = lab.peer()

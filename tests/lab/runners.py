@@ -180,24 +180,35 @@ class HookRunner:
         *,
         remake: Callable[..., Path] | None = None,
         prefix: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
         """``remake(**extra)`` writes settings like ``settings`` with ``extra``
         keys on top (see :meth:`with_settings`); ``prefix`` goes before the
-        hook's argv (e.g. :func:`with_resolv_conf`)."""
+        hook's argv (e.g. :func:`with_resolv_conf`); ``command`` is the hook
+        (default: this tree's, from the test virtualenv)."""
         self.lab = lab
         self.settings = settings
         self.remake = remake
         self.prefix = tuple(prefix)
+        self.command = tuple(command or venv_command("wg-pod-hook", "wg_pod_hook.hook"))
         self._up: dict[str, tuple[ContainerStandIn, dict[str, str]]] = {}
 
     def with_settings(self, **extra: object) -> HookRunner:
         """A runner like this one (same backend) with more settings, e.g.
         ``fault_injection_kill_after``, ``log_level`` or ``userspace_command``."""
         assert self.remake is not None, "this runner was made without a settings factory"
-        return HookRunner(self.lab, self.remake(**extra), remake=self.remake, prefix=self.prefix)
+        return HookRunner(
+            self.lab,
+            self.remake(**extra),
+            remake=self.remake,
+            prefix=self.prefix,
+            command=self.command,
+        )
 
     def with_prefix(self, prefix: Sequence[str]) -> HookRunner:
-        return HookRunner(self.lab, self.settings, remake=self.remake, prefix=prefix)
+        return HookRunner(
+            self.lab, self.settings, remake=self.remake, prefix=prefix, command=self.command
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -225,7 +236,7 @@ class HookRunner:
         elif stage == "poststop":
             self._up.pop(standin.id, None)
         return run(
-            [*self.prefix, *venv_command("wg-pod-hook", "wg_pod_hook.hook"), stage],
+            [*self.prefix, *self.command, stage],
             input=state,
             check=check,
             timeout=timeout,
