@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -262,13 +261,21 @@ def write(record: TunnelRecord) -> Path:
     """Write atomically: a reader never sees half a record."""
     RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     target = path_for(record.container_id)
-    fd, tmp = tempfile.mkstemp(dir=RECORD_DIR, prefix=".tmp-", suffix=".json")
+    # This process's own temporary name (a killed writer's is truncated by
+    # the next with its pid): no random name to make at every step.
+    tmp = RECORD_DIR / f".tmp-{record.container_id}-{os.getpid()}.json"
+    text = json.dumps(record.to_json(), indent=2, sort_keys=True).encode()
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record.to_json(), handle, indent=2, sort_keys=True)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     log.debug("wrote record %s", target)
     return target
