@@ -28,7 +28,6 @@ from .common import (
     Stats,
     child_python,
     hook_command,
-    hook_env,
     interleaved,
     timed,
 )
@@ -169,7 +168,7 @@ def _median_ms(argv: list[str], n: int) -> Stats:
         [
             timed(
                 lambda: subprocess.run(
-                    argv, check=True, capture_output=True, env={**os.environ, **hook_env()}
+                    argv, check=True, capture_output=True, env=os.environ
                 )
             )
             for _ in range(n)
@@ -183,8 +182,7 @@ _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 def import_times(module: str) -> dict[str, float]:
     """Self time (ms) of everything ``import module`` loads, grouped by top-level package."""
     done = subprocess.run(
-        child_python("-X", "importtime", "-c", f"import {module}"),
-        env={**os.environ, **hook_env()},
+        child_python(f"import {module}", "-X", "importtime"),
         check=True,
         capture_output=True,
         text=True,
@@ -202,7 +200,7 @@ def _breakdown(
     lab: Lab, small: bool, hook: HookRunner, annotations: dict[str, str], details: list[str]
 ) -> list[Row]:
     n = 3 if small else 10
-    start = _median_ms(child_python("-c", "pass"), n)
+    start = _median_ms(child_python("pass"), n)
     rows = [Row("hook", "breakdown: interpreter start (python -c pass)", "ms", start)]
     # The thin hook imports wg_pod_hook.hook (and handoff) only; standalone,
     # poststop adds stages (teardown), createRuntime lifecycle (netlink, pyroute2).
@@ -216,7 +214,7 @@ def _breakdown(
                 "hook",
                 f"breakdown: python -c 'import {module}' ({stage}'s imports)",
                 "ms",
-                _median_ms(child_python("-c", f"import {module}"), n),
+                _median_ms(child_python(f"import {module}"), n),
                 start,
                 "python -c pass",
             )
@@ -261,17 +259,18 @@ def _profile(
     # before cProfile could write its file.
     script = lab.tmp / "profiled_hook.py"
     script.write_text("from wg_pod_hook.hook import main\nraise SystemExit(main())\n")
-    argv = child_python("-m", "cProfile", "-o", str(out), str(script), "createRuntime")
+    profiled = f"import cProfile; cProfile.run(open({str(script)!r}).read(), {str(out)!r})"
+    argv = [*child_python(profiled), "createRuntime"]
     try:
         total = timed(
-            lambda: sh(argv, input=state, env={**hook.env, **hook_env()}, timeout=60),
+            lambda: sh(argv, input=state, env=hook.env, timeout=60),
         )
     finally:
         standin.stop()
         sh(
             [*hook.command, "poststop"],
             input=state,
-            env={**hook.env, **hook_env()},
+            env=hook.env,
             check=False,
         )
     stats = pstats.Stats(str(out))

@@ -36,15 +36,27 @@ PYTHON = sys.executable
 TREE: Path | None = None
 
 
-def hook_env() -> dict[str, str]:
-    """Extra environment for hook processes and import measurements."""
-    return {"PYTHONPATH": str(TREE)} if TREE is not None else {}
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def child_python(*args: str) -> list[str]:
-    """``python -P ARGS``: no current directory on sys.path, so a --tree
-    package is not shadowed by the repository's own when run from it."""
-    return [PYTHON, "-P", *args]
+def code_path() -> str:
+    """Where the measured wg_pod_hook is: --tree, else this repository."""
+    return str(TREE if TREE is not None else REPO)
+
+
+def path_prelude() -> str:
+    """The launcher's sys.path (see hook_command), as a line of Python."""
+    site = sysconfig.get_paths()["purelib"]
+    return f"import sys; sys.path.insert(0, {code_path()!r}); sys.path.append({site!r})\n"
+
+
+def child_python(code: str, *options: str) -> list[str]:
+    """``code`` in the Python the installed hook runs in (the system one,
+    isolated, with the launcher's path), after ``options`` such as
+    ``-X importtime``; ``code`` "pass" leaves the path alone."""
+    if code != "pass":
+        code = path_prelude() + code
+    return [SYSTEM_PYTHON, "-I", *options, "-c", code]
 
 
 def hook_command(lab: Lab) -> list[str]:
@@ -54,14 +66,8 @@ def hook_command(lab: Lab) -> list[str]:
     virtualenv's site-packages, which the packages ship instead."""
     launcher = lab.tmp / "wg-pod-hook"
     if not launcher.exists():
-        code = TREE if TREE is not None else REPO
         launcher.write_text(
-            "#!/usr/bin/python3 -I\n"
-            "import sys\n"
-            f"sys.path.insert(0, {str(code)!r})\n"
-            f"sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
-            "from wg_pod_hook.hook import run\n"
-            "run()\n"
+            f"#!{SYSTEM_PYTHON} -I\n{path_prelude()}from wg_pod_hook.hook import run\nrun()\n"
         )
         launcher.chmod(0o755)
         os.chmod(lab.tmp, 0o755)
