@@ -331,6 +331,17 @@ def remove(container_id: str) -> None:
 
 def all_ids() -> list[str]:
     try:
-        return sorted(p.stem for p in RECORD_DIR.glob("*.json"))
+        return sorted(p.stem for p in RECORD_DIR.glob("*.json") if not p.name.startswith("."))
     except OSError:
         return []
+
+
+def orphaned_temporaries() -> list[Path]:
+    """Temporary files of writers that died between writing and renaming
+    (write() names them after the writer's pid)."""
+    found = []
+    for path in RECORD_DIR.glob(".tmp-*.json"):
+        pid = path.stem.rpartition("-")[2]
+        if pid.isdigit() and process_start_time(int(pid)) is None:
+            found.append(path)
+    return found

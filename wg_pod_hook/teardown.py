@@ -196,8 +196,9 @@ def leave(container_id: str) -> None:
 
 def gc() -> list[str]:
     """Remove what hooks killed mid-way left behind: records of gone
-    namespaces, unreadable records, and host-side interfaces and
-    wireguard-go processes that no record accounts for."""
+    namespaces, unreadable records, host-side interfaces and wireguard-go
+    processes that no record accounts for, and record files a writer died
+    before renaming."""
     from .netlink import Netlink
 
     removed = [f"record {cid[:12]}" for cid in prune_stale()]
@@ -213,4 +214,7 @@ def gc() -> list[str]:
     for process, name in userspace.running_processes().items():
         if name not in known and userspace.stop(process, name):
             removed.append(f"process {process.pid} ({name})")
+    for path in records.orphaned_temporaries():
+        path.unlink(missing_ok=True)
+        removed.append(f"unfinished record file {path.name}")
     return removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,17 @@ def test_netns_identity() -> None:
 
 def test_records_hold_no_private_key_fields() -> None:
     assert not any("private" in name or "preshared" in name for name in full_record().to_json())
+
+
+def test_a_writers_temporary_file_is_no_record_and_an_orphan_once_it_died(
+    record_dir: Path,
+) -> None:
+    records.write(full_record())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = record_dir / f".tmp-{'b' * 64}-{dead.pid}.json"
+    orphan.write_text("{")
+    live = record_dir / f".tmp-{'c' * 64}-{os.getpid()}.json"
+    live.write_text("{")
+    assert records.all_ids() == [CID]
+    assert records.orphaned_temporaries() == [orphan]
