@@ -479,10 +479,9 @@ def serve(conn: socket.socket) -> handoff.Answer:
         os.environ.pop(ENV_VAR, None)
     else:
         os.environ[ENV_VAR] = settings
-    outcome = stages.run_stage(
+    return stages.run_stage(
         stage, state, in_daemon=True, started=started, wanted=lambda: _waiting(conn)
     )
-    return outcome.code, outcome.line
 
 
 def _waiting(conn: socket.socket) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import _socket
 import os
-import time
 
 SOCKET = "/run/wg-pod/hook.sock"
 # The hook waits this long for an answer, then does the work itself: well
@@ -60,9 +59,7 @@ def decode_answer(data: bytes) -> Answer:
     return int(code), line.decode(errors="replace") or None
 
 
-def ask(
-    stage: str, state: str, deadline: float = DEADLINE, path: str = SOCKET
-) -> Answer | None:
+def ask(stage: str, state: str, deadline: float = DEADLINE, path: str = SOCKET) -> Answer | None:
     """The daemon's answer, or None when the hook must do the work itself."""
     data = encode_request(stage, os.environ.get("WG_POD_SETTINGS"), started(), state)
     if len(data) > MAX_MESSAGE:
@@ -94,10 +91,3 @@ def started() -> float | None:
         return None
     ticks = int(stat.rpartition(b")")[2].split()[19])
     return ticks / float(os.sysconf("SC_CLK_TCK"))
-
-
-def age(since: float | None) -> float | None:
-    """Seconds since ``since`` (a started() value)."""
-    if since is None:
-        return None
-    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - since)

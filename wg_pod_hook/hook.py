@@ -59,8 +59,7 @@ def here(stage: str, text: str, rootless: str | None) -> handoff.Answer:
     from . import logs, stages
 
     logs.setup()
-    outcome = stages.run_stage(stage, text, started=handoff.started(), rootless_reason=rootless)
-    return outcome.code, outcome.line
+    return stages.run_stage(stage, text, started=handoff.started(), rootless_reason=rootless)
 
 
 def run() -> NoReturn:

@@ -11,23 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import failures, notify, teardown
 from .bundle import read_bundle
 from .errors import PrivilegeError, Superseded, WgPodError, describe
+from .handoff import Answer
 from .oci import ContainerState, parse_state
 from .settings import Settings, load_settings
 
 log = logging.getLogger("wg_pod_hook.hook")
 
 STAGES = ("createRuntime", "poststop")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int  # the hook's exit status
-    line: str | None = None  # what it says on stderr
 
 
 def run_stage(
@@ -38,10 +32,11 @@ def run_stage(
     started: float | None = None,
     rootless_reason: str | None = None,
     wanted: Callable[[], bool] | None = None,
-) -> Outcome:
+) -> Answer:
     """Do ``stage`` for the OCI state ``text``.  ``started``: when the hook
     started (CLOCK_BOOTTIME seconds), for the duration the daemon's metrics
-    report; ``wanted``: whether the hook still waits (lifecycle.up)."""
+    report; ``wanted``: whether the hook still waits (lifecycle.up).  The
+    answer is the hook's exit status and its line for stderr."""
     container_id = ""
     try:
         state = parse_state(text)
@@ -58,7 +53,7 @@ def run_stage(
             notify.tell("down", state.id)
     except Superseded as exc:  # the hook does it: nothing to say, nothing to keep
         log.warning("%s; it does the work itself", exc)
-        return Outcome(1)
+        return 1, None
     except WgPodError as exc:
         message = describe(exc)
         log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)
@@ -66,7 +61,7 @@ def run_stage(
     except Exception as exc:  # a bug: fail closed, keep the traceback in the journal
         log.exception("container %s: %s: unexpected error", container_id[:12] or "?", stage)
         return _failed(container_id, stage, f"internal error {type(exc).__name__}")
-    return Outcome(0)
+    return 0, None
 
 
 def create_runtime(
@@ -79,14 +74,12 @@ def create_runtime(
     lifecycle.up(plan, read_bundle(state.bundle), settings, wanted=wanted)
 
 
-def _failed(container_id: str, stage: str, message: str) -> Outcome:
+def _failed(container_id: str, stage: str, message: str) -> Answer:
     """poststop never fails a container's removal.  A failed createRuntime
     says why on stderr (runc shows it) and is kept for ``wg-pod status``
     (crun throws hook output away); its exit status stops the container."""
     if stage == "poststop":
-        return Outcome(0)
+        return 0, None
     name = failures.container_name(container_id) if container_id else None
     failures.remember(container_id or "unknown", stage, message, name)
-    return Outcome(
-        1, f"wg-pod: container {container_id[:12] or '?'}: {message} (journalctl -t wg-pod)"
-    )
+    return 1, f"wg-pod: container {container_id[:12] or '?'}: {message} (journalctl -t wg-pod)"

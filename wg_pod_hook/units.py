@@ -61,7 +61,7 @@ def install(directory: Path, wg_pod: str) -> Path:
         target.write_text(service(wg_pod))
     except OSError as exc:
         raise SetupError("install", str(target), exc.strerror or str(exc)) from None
-    if directory == ADMIN_DIR and systemd_runs():
+    if _managed(directory):
         _systemctl("daemon-reload")
         _systemctl("enable", "--now", NAME)
     return target
@@ -72,16 +72,22 @@ def uninstall(directory: Path) -> Path | None:
     target = directory / NAME
     if not target.exists():
         return None
-    if directory == ADMIN_DIR and systemd_runs():
+    managed = _managed(directory)
+    if managed:
         _systemctl("disable", "--now", NAME)
     target.unlink()
-    if directory == ADMIN_DIR and systemd_runs():
+    if managed:
         _systemctl("daemon-reload")
     return target
 
 
-def systemd_runs() -> bool:
-    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+def _managed(directory: Path) -> bool:
+    """Whether systemd runs here and reads units from ``directory``."""
+    return (
+        directory == ADMIN_DIR
+        and Path("/run/systemd/system").is_dir()
+        and shutil.which("systemctl") is not None
+    )
 
 
 def _systemctl(*args: str) -> None:

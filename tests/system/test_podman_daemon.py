@@ -39,37 +39,50 @@ FETCH_LOOP = (
 )
 
 
+class Fetching:
+    """A container that fetches the peer's page through its tunnel every
+    half second and logs ``ok`` or ``failed`` for each try."""
+
+    def __init__(self, podman: Podman, peer: Peer, conf: Path) -> None:
+        self.podman = podman
+        self.name, _ = podman.run(
+            "sh",
+            "-c",
+            FETCH_LOOP.format(url=peer.url_v4),
+            annotations={"wg-pod.config": str(conf)},
+            detach=True,
+        )
+        self.id = podman("inspect", "--format", "{{.Id}}", self.name).stdout.strip()
+
+    def tries(self) -> int:
+        return len(self._log())
+
+    def fetched_since(self, tries: int) -> bool:
+        return "ok" in self._log()[tries:]
+
+    def _log(self) -> list[str]:
+        return self.podman("logs", self.name).stdout.splitlines()
+
+
 def test_a_container_keeps_its_tunnel_when_wireguard_go_dies(
     lab: Lab, peer: Peer, config_dir: ConfigDir, settings: Path, hooked_podman: Podman
 ) -> None:
     Daemon(lab, settings)
-    conf = config_dir.write("wg0.conf", peer.client_config())
-    name, _ = hooked_podman.run(
-        "sh",
-        "-c",
-        FETCH_LOOP.format(url=peer.url_v4),
-        annotations={"wg-pod.config": str(conf)},
-        detach=True,
-    )
-    container_id = hooked_podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
-
-    def fetched_since(lines: int) -> bool:
-        log = hooked_podman("logs", name).stdout.splitlines()
-        return "ok" in log[lines:]
-
-    wait_for(lambda: fetched_since(0), timeout=20, what="the container's first fetch")
-    wait_for(lambda: health.read(container_id) is not None, timeout=5, what="the daemon's look")
-    record = records.load(container_id)
+    container = Fetching(hooked_podman, peer, config_dir.write("wg0.conf", peer.client_config()))
+    wait_for(lambda: container.fetched_since(0), timeout=20, what="the container's first fetch")
+    wait_for(lambda: health.read(container.id) is not None, timeout=5, what="the daemon's look")
+    record = records.load(container.id)
     assert record is not None and record.process is not None
     os.kill(record.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    seen = len(hooked_podman("logs", name).stdout.splitlines())
-    wait_for(lambda: fetched_since(seen), timeout=20, what="a fetch after the repair")
+    seen = container.tries()
+    wait_for(lambda: container.fetched_since(seen), timeout=20, what="a fetch after the repair")
     print(f"fetching again {time.monotonic() - killed_at:.2f} s after the kill")
-    assert hooked_podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
-    kept = health.read(container_id)
+    running = hooked_podman("inspect", "--format", "{{.State.Running}}", container.name)
+    assert running.stdout.strip() == "true"
+    kept = health.read(container.id)
     assert kept is not None and kept.repairs == 1
-    hooked_podman.remove(name)
+    hooked_podman.remove(container.name)
     assert host_leftovers() == ([], [], [])
 
 

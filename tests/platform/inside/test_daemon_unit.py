@@ -20,7 +20,7 @@ import pytest
 
 from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run, wait_for
 from tests.platform.inside.test_quadlet import journal, systemctl
-from tests.system.test_podman_daemon import FETCH_LOOP
+from tests.system.test_podman_daemon import Fetching
 from wg_pod_hook import cgroups, records, units
 
 pytestmark = pytest.mark.podman
@@ -47,22 +47,12 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     lab: Lab, peer: Peer, config_dir: ConfigDir, hooked_podman: Podman, service: None
 ) -> None:
     assert systemctl("is-enabled", units.NAME).strip() == "enabled"
-    conf = config_dir.write("wg0.conf", peer.client_config())
     podman = hooked_podman
-    name, _ = podman.run(
-        "sh",
-        "-c",
-        FETCH_LOOP.format(url=peer.url_v4),
-        annotations={"wg-pod.config": str(conf)},
-        detach=True,
-    )
-    container_id = podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    container = Fetching(podman, peer, config_dir.write("wg0.conf", peer.client_config()))
+    container_id, name = container.id, container.name
     conmon = int(podman("inspect", "--format", "{{.State.ConmonPid}}", name).stdout)
 
-    def fetched_since(lines: int) -> bool:
-        return "ok" in podman("logs", name).stdout.splitlines()[lines:]
-
-    wait_for(lambda: fetched_since(0), timeout=20, what="the container's first fetch")
+    wait_for(lambda: container.fetched_since(0), timeout=20, what="the container's first fetch")
     record = records.load(container_id)
     assert record is not None and record.process is not None
     # The hook's wireguard-go: in conmon's cgroup, where the runtime ran the hook.
@@ -70,8 +60,8 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     assert cgroups.membership(record.process.pid)[frozenset()] == home
 
     os.kill(record.process.pid, signal.SIGKILL)
-    seen = len(podman("logs", name).stdout.splitlines())
-    wait_for(lambda: fetched_since(seen), timeout=30, what="a fetch after the repair")
+    seen = container.tries()
+    wait_for(lambda: container.fetched_since(seen), timeout=30, what="a fetch after the repair")
     repaired = records.load(container_id)
     assert repaired is not None and repaired.process is not None
     assert repaired.process != record.process
@@ -86,9 +76,9 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     assert main_pid() != before
     systemctl("stop", units.NAME)
     assert repaired.process.alive(), "stopping wg-pod.service stopped the tunnel"
-    seen = len(podman("logs", name).stdout.splitlines())
+    seen = container.tries()
     time.sleep(1.5)
-    assert fetched_since(seen), "the tunnel stopped carrying with the service stopped"
+    assert container.fetched_since(seen), "the tunnel stopped carrying with the service stopped"
 
     podman.remove(name)
     assert host_leftovers() == ([], [], [])
