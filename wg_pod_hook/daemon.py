@@ -44,7 +44,19 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from . import endpoints, handoff, health, lifecycle, metrics, notify, records, stages, status, units
+from . import (
+    endpoints,
+    handoff,
+    health,
+    lifecycle,
+    metrics,
+    nft,
+    notify,
+    records,
+    stages,
+    status,
+    units,
+)
 from .errors import SettingsError, SetupError, Superseded, WgPodError
 from .netlink import entered, open_netns
 from .records import TunnelRecord
@@ -96,6 +108,16 @@ class Watch:
     failures: int = 0
 
 
+@dataclass
+class Spare:
+    """A worker forked ahead of its request, waiting on ``channel`` for the
+    hook's connection."""
+
+    pid: int
+    pidfd: int
+    channel: socket.socket
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.in_daemon(True)
@@ -104,6 +126,7 @@ class Daemon:
         self.repairs: list[tuple[float, str]] = []  # (when, container id), a heap
         self.repairing: str | None = None
         self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
+        self.spare: Spare | None = None
         self.stopping = False
         self.claim = _claim()
         self.control = self._listen()
@@ -138,6 +161,8 @@ class Daemon:
         self.selector.register(wake_read, selectors.EVENT_READ, lambda: _drain(wake_read))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+        nft.preload()  # for the workers: each would load it anew
+        self._fork_spare()
         log.info("daemon: started (pid %d)", os.getpid())
         units.ready()
         next_tick = 0.0
@@ -167,7 +192,10 @@ class Daemon:
             self.selector.unregister(sock)
             sock.close()
             path.unlink(missing_ok=True)
-        # Workers still at work finish their requests: their hooks wait for them.
+        # Workers still at work finish their requests: their hooks wait for
+        # them.  The spare sees its channel close, and ends.
+        if self.spare is not None:
+            self.spare.channel.close()
         os.close(self.claim)
 
     def _listen(self) -> socket.socket:
@@ -202,7 +230,10 @@ class Daemon:
         """Each request in a worker of its own: a fork of this warm process,
         so the work costs no interpreter start and no imports, requests run
         side by side, and a worker that dies takes only its request along
-        (its hook then does the work itself)."""
+        (its hook then does the work itself).  The worker is forked ahead
+        of its request (a spare), so the fork is not on the way either: the
+        request goes to the spare and the next spare is forked while it
+        works."""
         while True:
             try:
                 conn, _ = self.hooks.accept()
@@ -211,41 +242,80 @@ class Daemon:
             if len(self.workers) >= MAX_WORKERS:
                 conn.close()  # the hook does its own work
                 continue
-            # The collector kept out of the worker's way: walking the daemon's
-            # objects would copy each page it touches (copy-on-write). A
-            # request's work, measured in the worker: ~93 ms with it, ~79
-            # frozen and off.  The daemon's own objects thaw at once.
-            gc.freeze()
-            pid = os.fork()
-            if pid == 0:
-                gc.disable()
-                self._work(conn)  # never returns
-            gc.unfreeze()
-            conn.close()
-            pidfd = os.pidfd_open(pid)
-            self.workers[pid] = (pidfd, time.monotonic())
-            self.selector.register(pidfd, selectors.EVENT_READ, lambda p=pid: self._reap(p))
+            spare = self.spare or self._fork_spare()
+            self.spare = None
+            try:
+                socket.send_fds(spare.channel, [b"r"], [conn.fileno()])
+            except OSError as exc:  # it died a moment ago: the hook does its own work
+                log.warning("daemon: worker %d took no request: %s", spare.pid, exc)
+            finally:
+                conn.close()
+                spare.channel.close()
+            self.workers[spare.pid] = (spare.pidfd, time.monotonic())
+            self._fork_spare()
 
-    def _work(self, conn: socket.socket) -> NoReturn:
-        """In the worker: answer one request, then exit."""
+    def _fork_spare(self) -> Spare:
+        channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The collector kept out of the worker's way: walking the daemon's
+        # objects would copy each page it touches (copy-on-write). A
+        # request's work, measured in the worker: ~93 ms with it, ~79
+        # frozen and off.  The daemon's own objects thaw at once.
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            gc.disable()
+            channel.close()
+            self._work(child_end)  # never returns
+        gc.unfreeze()
+        child_end.close()
+        pidfd = os.pidfd_open(pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda: self._reap(pid))
+        self.spare = Spare(pid, pidfd, channel)
+        return self.spare
+
+    def _work(self, channel: socket.socket) -> NoReturn:
+        """In the worker: wait for a request, answer it, then exit; exit at
+        once when the daemon goes (its end of ``channel`` closes)."""
         code = 1
         try:
-            # Not the daemon: the default signals, and no hold on its lock.
+            # Not the daemon: the default signals, and none of its handles.
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            os.close(self.claim)
-            conn.setblocking(True)
-            code, line = serve(conn)
-            conn.sendall(handoff.encode_answer(code, line))
+            self._shed()
+            _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+            for fd in fds[:1]:  # none: the daemon is gone or stopping
+                with socket.socket(fileno=fd) as conn:
+                    conn.setblocking(True)
+                    conn.sendall(handoff.encode_answer(*serve(conn)))
             code = 0
         except BaseException:
             log.exception("daemon: a hook's request failed")
         finally:
             os._exit(code)
 
+    def _shed(self) -> None:
+        """In a worker: close what it inherited of the daemon's handles.  A
+        spare may wait long, and a tunnel's socket inside its container's
+        namespace would keep that namespace alive.  The selector is closed,
+        never changed: its epoll instance is the daemon's too."""
+        self.selector.close()
+        for watch in self.watches.values():
+            watch.link_events.close()
+            os.close(watch.container)
+        for pidfd, _ in self.workers.values():
+            os.close(pidfd)
+        for sock in (self.hooks, self.control):
+            sock.close()
+        os.close(self.claim)
+
     def _reap(self, pid: int) -> None:
-        pidfd, _ = self.workers.pop(pid)
+        if self.spare is not None and self.spare.pid == pid:  # killed while it waited
+            pidfd = self.spare.pidfd
+            self.spare.channel.close()
+            self.spare = None
+        else:
+            pidfd, _ = self.workers.pop(pid)
         self.selector.unregister(pidfd)
         os.close(pidfd)
         os.waitpid(pid, 0)

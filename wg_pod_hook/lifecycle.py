@@ -134,13 +134,17 @@ def _guards(run: Run) -> None:
     plan, inside = run.plan, run.inside
     same_table = run.record.route_table == plan.route_table
     wanted = {str(n) for n in plan.guarded} if same_table else set()
-    for stale in [g for g in run.record.guarded if g not in wanted]:
-        inside.unguard(ip_network(stale), run.record.route_table)
-        run.did(guarded=tuple(g for g in run.record.guarded if g != stale))
-    run.did(route_table=plan.route_table)
+    kept = []
+    for guarded in run.record.guarded:
+        if guarded in wanted:
+            kept.append(guarded)
+        else:
+            inside.unguard(ip_network(guarded), run.record.route_table)
+    # All noted in one write, before they are added: taking down a guard
+    # that is not there yet is no error.
+    adding = [str(n) for n in plan.guarded if str(n) not in kept]
+    run.did(route_table=plan.route_table, guarded=(*kept, *adding))
     for network in plan.guarded:
-        if str(network) not in run.record.guarded:
-            run.did(guarded=(*run.record.guarded, str(network)))
         inside.guard(network, plan.route_table)
 
 
@@ -149,17 +153,19 @@ def _routes(run: Run) -> None:
     _guards(run)
     # Podman's default routes, read once; a rerun finds them gone already
     # and carries over what the run it replaces removed.
-    defaults = {
-        version: inside.default_routes(version) for version in plan.delete_default | plan.reply_path
-    }
+    defaults = inside.default_routes(plan.delete_default | plan.reply_path)
     for route in run.record.removed_routes:  # carried over, no longer to be removed
         if _version(route) not in plan.delete_default:
             inside.restore_route(route)
             run.did(removed_routes=tuple(r for r in run.record.removed_routes if r != route))
-    for version in sorted(plan.delete_default):
-        for route in defaults[version]:
-            inside.delete_route(route)
-            run.did(removed_routes=(*run.record.removed_routes, route))
+    # Noted before they go, in one write: putting back a route that is
+    # still there replaces it with itself.
+    removing = [route for version in sorted(plan.delete_default) for route in defaults[version]]
+    new = [route for route in removing if route not in run.record.removed_routes]
+    if new:
+        run.did(removed_routes=(*run.record.removed_routes, *new))
+    for route in removing:
+        inside.delete_route(route)
     for network in plan.routes:
         inside.replace_route(network, device=plan.interface, table=plan.route_table)
     for extra in plan.extra_routes:

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from ipaddress import ip_network
@@ -222,8 +222,9 @@ class Netlink:
         return int(link.get("IFLA_MTU"))
 
     def default_route_mtu(self) -> int | None:
+        defaults = self.default_routes((4, 6))
         for version in (4, 6):
-            for route in self.default_routes(version):
+            for route in defaults[version]:
                 if "oif" in route:
                     return self._link_mtu(int(route["oif"]))
         return None
@@ -320,12 +321,18 @@ class Netlink:
             "table": table or 254,
         }
 
-    def default_routes(self, version: int) -> list[RouteSpec]:
+    def default_routes(self, versions: Iterable[int]) -> dict[int, list[RouteSpec]]:
         """Default routes of the main table (unicast: not the tunnel's
-        unreachable guard), as ``route del`` arguments."""
-        found: list[RouteSpec] = []
-        for route in self.ipr.get_routes(family=AF_BY_VERSION[version], table=254):
-            if route["dst_len"] != 0 or route.get("RTA_DST") is not None:
+        unreachable guard) of each IP version in ``versions``, as ``route
+        del`` arguments: one dump for all of them."""
+        found: dict[int, list[RouteSpec]] = {version: [] for version in versions}
+        if not found:
+            return found
+        family = AF_BY_VERSION[next(iter(found))] if len(found) == 1 else socket.AF_UNSPEC
+        version_of = {af: version for version, af in AF_BY_VERSION.items()}
+        for route in self.ipr.get_routes(family=family, table=254):
+            version = version_of.get(route["family"])
+            if version not in found or route["dst_len"] != 0 or route.get("RTA_DST") is not None:
                 continue
             if route["type"] != RTN_UNICAST:
                 continue
@@ -338,7 +345,7 @@ class Netlink:
                 "oif": route.get("RTA_OIF"),
                 "gateway": route.get("RTA_GATEWAY"),
             }
-            found.append({k: v for k, v in spec.items() if v is not None})
+            found[version].append({k: v for k, v in spec.items() if v is not None})
         return found
 
     def restore_route(self, spec: RouteSpec) -> None:

@@ -194,6 +194,12 @@ def apply(netns_path: str, ruleset: str) -> None:
         _apply_in_process(new_context, netns_path, ruleset)
 
 
+def preload() -> None:
+    """Load libnftables and its binding now (~5 ms), for a process whose
+    forks apply rulesets: the daemon, for its workers."""
+    _libnftables()
+
+
 def one_line(text: str) -> str:
     """nft's error text (message, the offending line, a line of carets) as
     one line of at most ERROR_MAX characters."""

@@ -42,7 +42,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,12 @@ class TunnelRecord:
     bundle: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: that deep-copies every
+        # value, several times the cost of the JSON text, at every step.
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("netns", "writer", "process"):
+            value = data[name]
+            data[name] = None if value is None else vars(value).copy()
         data["removed_routes"] = [dict(route) for route in self.removed_routes]
         data["annotations"] = dict(self.annotations)
         return {"version": VERSION, **data}
@@ -264,7 +269,8 @@ def write(record: TunnelRecord) -> Path:
     # This process's own temporary name (a killed writer's is truncated by
     # the next with its pid): no random name to make at every step.
     tmp = RECORD_DIR / f".tmp-{record.container_id}-{os.getpid()}.json"
-    text = json.dumps(record.to_json(), indent=2, sort_keys=True).encode()
+    # Compact: json's C encoder writes no indented text.
+    text = json.dumps(record.to_json(), sort_keys=True).encode()
     try:
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600

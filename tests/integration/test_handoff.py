@@ -161,6 +161,81 @@ def test_a_stuck_daemon_holds_no_start_past_the_deadline(
     assert peer.page in fetch_in(standin, peer.url_v4)
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def the_spare(daemon: Daemon) -> int:
+    """The daemon's one waiting worker (its other workers have answered)."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = children(daemon.process.pid)
+        return len(found) == 1
+
+    wait_for(one, timeout=10, what="one worker waiting")
+    return found[0]
+
+
+def fd_targets(pid: int) -> list[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    return [os.readlink(fds / name) for name in os.listdir(fds)]
+
+
+def netlink_sockets_in(standin: ContainerStandIn) -> set[str]:
+    """socket:[INODE] of every netlink socket in the stand-in's namespace."""
+    lines = Path(f"/proc/{standin.pid}/net/netlink").read_text().splitlines()[1:]
+    return {f"socket:[{line.split()[-1]}]" for line in lines}
+
+
+def test_a_waiting_worker_holds_none_of_the_daemons_handles(
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Daemon,
+) -> None:
+    """A spare, forked after the daemon watches a tunnel, may wait for long:
+    it must not keep that tunnel's namespace alive (a socket in it), nor
+    hold the daemon's pidfds, epoll or sockets."""
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's watch")
+    second = lab.standin()
+    hook.up(second, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    spare = the_spare(daemon)  # forked with the first tunnel watched
+    inside = netlink_sockets_in(standin)
+    assert inside & set(fd_targets(daemon.process.pid)), "the daemon watches no tunnel"
+    held = fd_targets(spare)
+    assert not inside & set(held), held
+    assert not [t for t in held if t in ("anon_inode:[pidfd]", "anon_inode:[eventpoll]")], held
+    daemon_sockets = {t for t in fd_targets(daemon.process.pid) if t.startswith("socket:")}
+    assert len(daemon_sockets & set(held)) <= 1, held  # the log's socket at most
+
+
+def test_a_waiting_worker_killed_is_replaced_and_ends_with_the_daemon(
+    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, daemon: Daemon
+) -> None:
+    spare = the_spare(daemon)
+    os.kill(spare, signal.SIGKILL)
+    wait_for(lambda: children(daemon.process.pid) == [], timeout=10, what="the spare reaped")
+    hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
+    assert handled_by_the_daemon(daemon, standin.id, "wg0 up")
+    spare = the_spare(daemon)
+    assert spare != daemon.process.pid
+    daemon.stop()
+    wait_for(lambda: not Path(f"/proc/{spare}").exists(), timeout=10, what="the spare's end")
+
+
 def ask_raw(data: bytes) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(10)
