@@ -68,9 +68,9 @@ install-vendor:
 
 install-data: man
 	install -d -m 0755 "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBEXECDIR)/wg-pod"
-	sed -e 's|@NAME@|wg-pod|' -e 's|@MODULE@|cli|' -e 's|@ENTRY@|main|' -e 's|@PKGLIBDIR@|$(PKGLIBDIR)|' \
+	sed -e 's|@NAME@|wg-pod|' -e 's|@FLAGS@|-I|' -e 's|@MODULE@|cli|' -e 's|@ENTRY@|main|' -e 's|@PKGLIBDIR@|$(PKGLIBDIR)|' \
 	    packaging/launcher.in > "$(DESTDIR)$(BINDIR)/wg-pod"
-	sed -e 's|@NAME@|wg-pod-hook|' -e 's|@MODULE@|hook|' -e 's|@ENTRY@|run|' -e 's|@PKGLIBDIR@|$(PKGLIBDIR)|' \
+	sed -e 's|@NAME@|wg-pod-hook|' -e 's|@FLAGS@|-IS|' -e 's|@MODULE@|hook|' -e 's|@ENTRY@|run|' -e 's|@PKGLIBDIR@|$(PKGLIBDIR)|' \
 	    packaging/launcher.in > "$(DESTDIR)$(HOOK)"
 	chmod 0755 "$(DESTDIR)$(BINDIR)/wg-pod" "$(DESTDIR)$(HOOK)"
 	install -d -m 0755 "$(DESTDIR)$(HOOKSDIR)"

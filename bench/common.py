@@ -61,13 +61,14 @@ def child_python(code: str, *options: str) -> list[str]:
 
 def hook_command(lab: Lab) -> list[str]:
     """The hook as the packages install it (packaging/launcher.in): the
-    system Python in isolated mode with wg-pod's code first on its path;
+    system Python in isolated mode, without the site module, with wg-pod's
+    code first on its path;
     here this tree (or --tree) and, for pyroute2 and PyYAML, the test
     virtualenv's site-packages, which the packages ship instead."""
     launcher = lab.tmp / "wg-pod-hook"
     if not launcher.exists():
         launcher.write_text(
-            f"#!{SYSTEM_PYTHON} -I\n{path_prelude()}from wg_pod_hook.hook import run\nrun()\n"
+            f"#!{SYSTEM_PYTHON} -IS\n{path_prelude()}from wg_pod_hook.hook import run\nrun()\n"
         )
         launcher.chmod(0o755)
         os.chmod(lab.tmp, 0o755)

@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def here(stage: str, text: str, rootless: str | None) -> handoff.Answer:
-    """The work in this process."""
+    """The work in this process.  The installed hook starts without the
+    site module (python3 -IS, see packaging/launcher.in); the work needs
+    the site directories (PyYAML, the libnftables binding)."""
+    if sys.flags.no_site:
+        import site
+
+        site.main()
     from . import logs, stages
 
     logs.setup()

@@ -112,6 +112,40 @@ def test_installed_commands_run(installed: Deb) -> None:
     assert usage.returncode == 2 and "usage: wg-pod-hook" in usage.stderr
 
 
+def test_installed_hook_does_the_work_itself_without_the_site_module(
+    installed: Deb, tmp_path: Path
+) -> None:
+    """The hook's launcher starts Python with -S; without a daemon it adds
+    the site directories itself, where python3-yaml is, for the settings."""
+    from wg_pod_hook import handoff
+
+    with open(HOOK) as f:
+        assert f.readline().split()[1:] == ["-IS"]
+    assert not Path(handoff.SOCKET).exists(), "a daemon runs: the hook would hand its work over"
+    settings = tmp_path / "wg-pod.yaml"
+    settings.write_text(f"config_dirs: [{tmp_path}]\n")
+    container_id = "c0ffee" * 10 + "abcd"
+    state = {
+        "ociVersion": "1.0.2",
+        "id": container_id,
+        "status": "creating",
+        "pid": 1,
+        "bundle": str(tmp_path),
+        "annotations": {"wg-pod.config": str(tmp_path / "missing.conf")},
+    }
+    done = run(
+        [HOOK, "createRuntime"],
+        input=json.dumps(state),
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "WG_POD_SETTINGS": str(settings)},
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"wg-pod: container {container_id[:12]}: config: {tmp_path}/missing.conf: "
+        "config file does not exist (journalctl -t wg-pod)\n"
+    )
+
+
 def test_installed_daemon_unit_is_enabled(installed: Deb) -> None:
     """The package enables the daemon's unit (it starts it, too, where
     systemd runs: tests/platform checks that on Debian 13)."""
