@@ -147,7 +147,7 @@ def run(lab: Lab, small: bool) -> Result:
         ),
     ]
     details: list[str] = [
-        "hook: the hook as the packages install it: /usr/bin/python3 -I with wg-pod's "
+        "hook: the hook as the packages install it: /usr/bin/python3 -IS with wg-pod's "
         "code first on its path (packaging/launcher.in)"
     ]
     rows += _breakdown(lab, small, hook, annotations, details)
@@ -166,11 +166,7 @@ def _check_tunnel(standin: ContainerStandIn) -> None:
 def _median_ms(argv: list[str], n: int) -> Stats:
     return Stats.of(
         [
-            timed(
-                lambda: subprocess.run(
-                    argv, check=True, capture_output=True, env=os.environ
-                )
-            )
+            timed(lambda: subprocess.run(argv, check=True, capture_output=True, env=os.environ))
             for _ in range(n)
         ]
     )
