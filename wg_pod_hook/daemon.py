@@ -295,10 +295,12 @@ class Daemon:
             os._exit(code)
 
     def _shed(self) -> None:
-        """In a worker: close what it inherited of the daemon's handles.  A
-        spare may wait long, and a tunnel's socket inside its container's
-        namespace would keep that namespace alive.  The selector is closed,
-        never changed: its epoll instance is the daemon's too."""
+        """In a worker: close the daemon's handles it inherited (the
+        tunnels' sockets and pidfds, the workers' pidfds, the listening
+        sockets, the lock).  A spare may wait long, and a tunnel's socket
+        inside its container's namespace would keep that namespace alive.
+        The selector is closed, never changed: its epoll instance is the
+        daemon's too."""
         self.selector.close()
         for watch in self.watches.values():
             watch.link_events.close()
