@@ -58,5 +58,8 @@ from pyroute2 import netns  # noqa: E402
 from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.netlink.generic.wireguard import WireGuard  # noqa: E402
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
-__all__ = ["IPRoute", "NetlinkError", "WireGuard", "netns"]
+__all__ = ["IPRoute", "NetlinkError", "WireGuard", "ifaddrmsg", "ifinfmsg", "netns", "rtmsg"]

@@ -1,5 +1,7 @@
 """Netlink work: links, moves, addresses and routes (with the kernel
 backend's WireGuard netlink and status's reads, the only pyroute2 user).
+The setup's own requests go through rtnl.py's lean socket; the rest
+through pyroute2's IPRoute, opened when first needed.
 
 The hook itself stays in the host network namespace; it reaches a
 container's namespace through a netlink socket opened inside it, so both
@@ -22,7 +24,8 @@ from functools import partial
 from ipaddress import ip_network
 from typing import Any, TypeVar
 
-from ._pyroute2 import IPRoute, NetlinkError
+from . import rtnl
+from ._pyroute2 import IPRoute, NetlinkError, ifaddrmsg, rtmsg
 from ._pyroute2 import netns as pyroute2_netns
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
@@ -112,17 +115,29 @@ def is_host_netns(netns_fd: int) -> bool:
 
 
 class Netlink:
-    """An rtnetlink socket bound to one namespace, with the few calls we need."""
+    """rtnetlink sockets bound to one namespace, with the few calls we need."""
 
     def __init__(self, netns_fd: int | None = None, label: str = "host") -> None:
         self.label = label
         self.netns_fd = netns_fd
+        self._ipr: IPRoute | None = None
         # A netlink socket belongs to the namespace it was created in.
         with entered(netns_fd):
-            self.ipr = IPRoute()
+            self.rtnl = rtnl.Rtnl()
+
+    @property
+    def ipr(self) -> IPRoute:
+        """pyroute2's IPRoute here, for what rtnl.py does not do (some
+        milliseconds to open: only when needed)."""
+        if self._ipr is None:
+            with entered(self.netns_fd):
+                self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
-        self.ipr.close()
+        self.rtnl.close()
+        if self._ipr is not None:
+            self._ipr.close()
 
     def __enter__(self) -> Netlink:
         return self
@@ -168,9 +183,14 @@ class Netlink:
         index = self.require(name)
         return tuple(
             f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in self.ipr.get_addr(index=index)
-            if not str(a.get("IFA_ADDRESS", "")).startswith("fe80:")
+            for a in self._addresses()
+            if a["index"] == index and not str(a.get("IFA_ADDRESS", "")).startswith("fe80:")
         )
+
+    def _addresses(self) -> list[Any]:
+        """Every address of this namespace (one dump)."""
+        request = rtnl.dump_request(ifaddrmsg, socket.AF_UNSPEC)
+        return [rtnl.decoded(ifaddrmsg, data) for data in self.rtnl.dump(request, rtnl.RTM_GETADDR)]
 
     def delete_link(self, name: str) -> bool:
         """Delete ``name``; False when it was already gone."""
@@ -179,7 +199,7 @@ class Netlink:
             return False
         log.debug("%s: delete link %s", self.label, name)
         try:
-            self.ipr.link("del", index=index)
+            self.rtnl.change(rtnl.link(index), rtnl.RTM_DELLINK)
         except NetlinkError as exc:
             if exc.code in _GONE:
                 return False
@@ -189,29 +209,31 @@ class Netlink:
     def set_mtu(self, name: str, mtu: int) -> None:
         index = self.require(name)
         log.debug("%s: %s mtu %d", self.label, name, mtu)
-        _netlink("set MTU", name, lambda: self.ipr.link("set", index=index, mtu=mtu))
+        _netlink("set MTU", name, lambda: self._change_link(rtnl.link(index, IFLA_MTU=mtu)))
 
     def move(self, name: str, netns_fd: int, new_name: str) -> None:
         """Move ``name`` into another namespace and rename it in the same request."""
         index = self.require(name)
         log.debug("%s: move %s into netns fd %d as %s", self.label, name, netns_fd, new_name)
-        _netlink(
-            "move interface",
-            f"{name} -> {new_name}",
-            lambda: self.ipr.link("set", index=index, net_ns_fd=netns_fd, ifname=new_name),
-        )
+        message = rtnl.link(index, IFLA_NET_NS_FD=netns_fd, IFLA_IFNAME=new_name)
+        _netlink("move interface", f"{name} -> {new_name}", lambda: self._change_link(message))
 
     def set_up(self, name: str) -> None:
         index = self.require(name)
-        _netlink("bring up", name, lambda: self.ipr.link("set", index=index, state="up"))
+        _netlink("bring up", name, lambda: self._change_link(rtnl.link(index, up=True)))
+
+    def _change_link(self, message: Any) -> None:
+        self.rtnl.change(message, rtnl.RTM_NEWLINK)
 
     def route_mtu(self, destination: str) -> int | None:
         """The MTU of the route towards ``destination``: the route's own
         ``mtu`` metric, else its device's; None when there is no route."""
+        family = socket.AF_INET6 if ":" in destination else socket.AF_INET
         try:
-            (route,) = self.ipr.route("get", dst=destination)
+            answer = self.rtnl.ask(rtnl.lookup(family, destination), rtnl.RTM_GETROUTE)
         except NetlinkError:
             return None
+        route = rtnl.decoded(rtmsg, answer)
         metrics = route.get("RTA_METRICS")
         mtu = metrics.get("RTAX_MTU") if metrics else None
         if mtu:
@@ -270,15 +292,13 @@ class Netlink:
     def add_address(self, name: str, address: IPInterface) -> None:
         index = self.require(name)
         log.debug("%s: %s address %s", self.label, name, address)
+        message = rtnl.address(
+            index, AF_BY_VERSION[address.version], str(address.ip), address.network.prefixlen
+        )
         _netlink(
             "add address",
             f"{address} on {name}",
-            lambda: self.ipr.addr(
-                "replace",
-                index=index,
-                address=str(address.ip),
-                prefixlen=address.network.prefixlen,
-            ),
+            lambda: self.rtnl.change(message, rtnl.RTM_NEWADDR, rtnl.REPLACE),
         )
 
     def replace_route(
@@ -301,22 +321,19 @@ class Netlink:
             spec["table"] = table
         log.debug("%s: route %s", self.label, spec)
         via = f" via {gateway}" if gateway else f" dev {device}"
-        _netlink("add route", f"{destination}{via}", lambda: self.ipr.route("replace", **spec))
+        _netlink("add route", f"{destination}{via}", lambda: self._replace_route(spec))
 
     def guard(self, destination: IPNetwork, table: int | None) -> None:
         """An unreachable route for ``destination`` below the tunnel's own
         (metric GUARD_METRIC): with the interface gone, its traffic fails
         instead of falling back to another route."""
         log.debug("%s: guard %s (table %s)", self.label, destination, table or "main")
-        _netlink(
-            "add unreachable route",
-            str(destination),
-            partial(self.ipr.route, "replace", **self._guard_spec(destination, table)),
-        )
+        spec = self._guard_spec(destination, table)
+        _netlink("add unreachable route", str(destination), lambda: self._replace_route(spec))
 
     def unguard(self, destination: IPNetwork, table: int | None) -> None:
         try:
-            self.ipr.route("del", **self._guard_spec(destination, table))
+            self._delete_route(self._guard_spec(destination, table))
         except NetlinkError as exc:
             if exc.code not in _GONE:
                 raise SetupError(
@@ -342,7 +359,8 @@ class Netlink:
             return found
         family = AF_BY_VERSION[next(iter(found))] if len(found) == 1 else socket.AF_UNSPEC
         version_of = {af: version for version, af in AF_BY_VERSION.items()}
-        for route in self.ipr.get_routes(family=family, table=254):
+        request = rtnl.dump_request(rtmsg, family)
+        for route in rtnl.main_table_defaults(self.rtnl.dump(request, rtnl.RTM_GETROUTE)):
             version = version_of.get(route["family"])
             if version not in found or route["dst_len"] != 0 or route.get("RTA_DST") is not None:
                 continue
@@ -361,15 +379,21 @@ class Netlink:
         return found
 
     def restore_route(self, spec: RouteSpec) -> None:
-        _netlink("restore route", str(spec), lambda: self.ipr.route("replace", **spec))
+        _netlink("restore route", str(spec), lambda: self._replace_route(spec))
 
     def delete_route(self, spec: RouteSpec) -> None:
         log.debug("%s: delete route %s", self.label, spec)
         try:
-            self.ipr.route("del", **spec)
+            self._delete_route(spec)
         except NetlinkError as exc:
             if exc.code not in _GONE:
                 raise SetupError("delete route", str(spec), os.strerror(exc.code)) from None
+
+    def _replace_route(self, spec: RouteSpec) -> None:
+        self.rtnl.change(rtnl.route(spec, adding=True), rtnl.RTM_NEWROUTE, rtnl.REPLACE)
+
+    def _delete_route(self, spec: RouteSpec) -> None:
+        self.rtnl.change(rtnl.route(spec, adding=False), rtnl.RTM_DELROUTE)
 
     def set_reply_path(self, version: int, mark: int, routes: Sequence[RouteSpec]) -> None:
         """Packets marked ``mark`` leave through ``routes`` (podman's default
@@ -419,7 +443,7 @@ class Netlink:
         """Connected subnets of every interface but loopback and ``skip``."""
         skip_index = self.index(skip)
         nets: set[IPNetwork] = set()
-        for addr in self.ipr.get_addr():
+        for addr in self._addresses():
             if addr["index"] == skip_index or addr.get("IFA_ADDRESS") is None:
                 continue
             net = ip_network(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
