@@ -1,7 +1,8 @@
-"""``python -m bench [--small] [--only NAMES] [--markdown FILE]``: run the
-benchmarks, each in its own lab (everything it creates is removed, also on
-failure), and print one table.  Exit status 1 only when a benchmark could
-not run; times never fail anything.
+"""``python -m bench [--small] [--only NAMES] [--markdown FILE] [--debian13]``:
+run the benchmarks, each in its own lab (everything it creates is removed,
+also on failure), and print one table; ``--debian13``: inside the Debian
+13 machine of tests/platform (bench/debian13.py).  Exit status 1 only when
+a benchmark could not run; times never fail anything.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the wg_pod_hook package under this directory (a scratch copy)",
     )
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument(
+        "--debian13",
+        action="store_true",
+        help="inside the Debian 13 machine (podman 5.4, crun), against the .deb of this tree",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     if os.geteuid() != 0:
@@ -70,6 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if args.debian13:
+        if args.tree is not None:
+            parser.error("--debian13 measures the installed package: no --tree")
+        from . import debian13
+
+        inner = ["--only", ",".join(names), *(["--small"] if args.small else [])]
+        code, report = debian13.run([*inner, *(["--debug"] if args.debug else [])])
+        print(report, end="")
+        if args.markdown:
+            args.markdown.write_text(report)
+        return code
 
     rows: list[Row] = []
     details: list[str] = []

@@ -88,6 +88,23 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PLATFORM_CONF = "/etc/containers/containers.conf.d/50-wg-pod-platform.conf"
 RUNTIME_CONF = "/etc/containers/containers.conf.d/60-wg-pod-platform-runtime.conf"
 TEST_IMAGE = "localhost/wg-pod-test"
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+
+IMAGE_SCRIPT = f"""set -e
+d=$(mktemp -d)
+for sub in bin etc tmp var/tmp www root proc sys dev run; do mkdir -p "$d/$sub"; done
+chmod 1777 "$d/tmp" "$d/var/tmp"
+cp /bin/busybox "$d/bin/busybox"
+for applet in $("$d/bin/busybox" --list-full); do
+    mkdir -p "$d/$(dirname "$applet")"
+    [ -e "$d/$applet" ] || ln -s /bin/busybox "$d/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' \\
+    > "$d/etc/passwd"
+printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$d/etc/group"
+tar -C "$d" -c . | podman import --quiet --change 'CMD ["/bin/sh"]' - {TEST_IMAGE} >/dev/null
+rm -rf "$d"
+"""
 
 
 class MachineError(RuntimeError):
@@ -539,3 +556,37 @@ class Machine:
         if self.dir.exists():
             problems.append(f"{self.dir} could not be removed")
         return problems
+
+
+def install(machine: Machine) -> None:
+    """The .deb built from this tree, installed with apt-get (offline: its
+    dependencies are in the root); the busybox test image."""
+    deb_dir = machine.out / "deb"
+    host_run(
+        "build the .deb from this tree (make deb)",
+        ["make", "-C", str(REPO), "deb", f"DEBDIR={deb_dir}"],
+        timeout=300,
+    )
+    (deb,) = deb_dir.glob("wg-pod_*_all.deb")
+    machine.run(
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            f"{INNER_OUT}/deb/{deb.name}",
+        ],
+        env=APT_ENV,
+        timeout=300,
+        step="install the .deb inside (apt-get install)",
+    )
+    # The package enables and starts the daemon (Type=notify: started means
+    # ready). The podman scenarios start daemons of their own, so the inner
+    # runs begin with it stopped; inside/test_daemon_unit.py starts it.
+    for check, wanted in (("is-enabled", "enabled"), ("is-active", "active")):
+        said = machine.run(["systemctl", check, "wg-pod.service"], check=False).stdout.strip()
+        if said != wanted:
+            raise MachineError("the package's wg-pod.service", f"{check} says {said!r}")
+    machine.run(["systemctl", "stop", "wg-pod.service"], step="stop wg-pod.service")
+    machine.run(["sh", "-c", IMAGE_SCRIPT], timeout=120, step="import the busybox test image")

@@ -39,11 +39,10 @@ from tests.platform.machine import (
     INNER_REPO,
     INNER_VENV,
     RUNTIME_CONF,
-    TEST_IMAGE,
     Machine,
     MachineError,
     Root,
-    host_run,
+    install,
     root,
 )
 
@@ -78,24 +77,7 @@ def known_gap(runtime: str, test_id: str) -> str | None:
 RUNTIMES = ("crun", "runc")
 # One inner run, per runtime; the whole tier stays near a quarter hour.
 INNER_TIMEOUT = float(os.environ.get("WG_POD_PLATFORM_TIMEOUT", "600"))
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 LOG_DIR = Path("/var/tmp/wgpt-platform-logs")
-
-IMAGE_SCRIPT = f"""set -e
-d=$(mktemp -d)
-for sub in bin etc tmp var/tmp www root proc sys dev run; do mkdir -p "$d/$sub"; done
-chmod 1777 "$d/tmp" "$d/var/tmp"
-cp /bin/busybox "$d/bin/busybox"
-for applet in $("$d/bin/busybox" --list-full); do
-    mkdir -p "$d/$(dirname "$applet")"
-    [ -e "$d/$applet" ] || ln -s /bin/busybox "$d/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' \\
-    > "$d/etc/passwd"
-printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$d/etc/group"
-tar -C "$d" -c . | podman import --quiet --change 'CMD ["/bin/sh"]' - {TEST_IMAGE} >/dev/null
-rm -rf "$d"
-"""
 
 
 def collect_inner_ids() -> list[str]:
@@ -188,40 +170,6 @@ class Summary:
         if self.wall_seconds is not None:
             out.append(f"tier wall time: {self.wall_seconds:.0f}s")
         return out
-
-
-def install(machine: Machine) -> None:
-    """The .deb built from this tree, installed with apt-get (offline: its
-    dependencies are in the root); the busybox test image."""
-    deb_dir = machine.out / "deb"
-    host_run(
-        "build the .deb from this tree (make deb)",
-        ["make", "-C", str(REPO), "deb", f"DEBDIR={deb_dir}"],
-        timeout=300,
-    )
-    (deb,) = deb_dir.glob("wg-pod_*_all.deb")
-    machine.run(
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            f"{INNER_OUT}/deb/{deb.name}",
-        ],
-        env=APT_ENV,
-        timeout=300,
-        step="install the .deb inside (apt-get install)",
-    )
-    # The package enables and starts the daemon (Type=notify: started means
-    # ready). The podman scenarios start daemons of their own, so the inner
-    # runs begin with it stopped; inside/test_daemon_unit.py starts it.
-    for check, wanted in (("is-enabled", "enabled"), ("is-active", "active")):
-        said = machine.run(["systemctl", check, "wg-pod.service"], check=False).stdout.strip()
-        if said != wanted:
-            raise MachineError("the package's wg-pod.service", f"{check} says {said!r}")
-    machine.run(["systemctl", "stop", "wg-pod.service"], step="stop wg-pod.service")
-    machine.run(["sh", "-c", IMAGE_SCRIPT], timeout=120, step="import the busybox test image")
 
 
 def use_runtime(machine: Machine, runtime: str) -> None:
