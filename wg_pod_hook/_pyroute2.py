@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _LAZY_PACKAGES = ("pyroute2", "pyroute2.iproute")
 
@@ -54,12 +54,35 @@ def _register_lazy(name: str) -> None:
 for _name in _LAZY_PACKAGES:
     _register_lazy(_name)
 
-from pyroute2 import netns  # noqa: E402
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.generic.wireguard import WireGuard  # noqa: E402
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
-__all__ = ["IPRoute", "NetlinkError", "WireGuard", "ifaddrmsg", "ifinfmsg", "netns", "rtmsg"]
+if TYPE_CHECKING:
+    from pyroute2.iproute.linux import IPRoute
+    from pyroute2.netlink.generic.wireguard import WireGuard
+
+# Loaded on first use: IPRoute brings asyncio and the request machinery
+# along (some 100 ms), which the setup's own requests do without (rtnl.py).
+_ON_FIRST_USE = {
+    "IPRoute": "pyroute2.iproute.linux",
+    "WireGuard": "pyroute2.netlink.generic.wireguard",
+}
+
+
+def __getattr__(attr: str) -> Any:
+    if attr not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    value = getattr(importlib.import_module(_ON_FIRST_USE[attr]), attr)
+    globals()[attr] = value
+    return value
+
+
+def preload() -> None:
+    """Load them now: for a process whose forks may need them (the daemon)."""
+    for attr in _ON_FIRST_USE:
+        __getattr__(attr)
+
+
+__all__ = ["IPRoute", "NetlinkError", "WireGuard", "ifaddrmsg", "ifinfmsg", "rtmsg"]

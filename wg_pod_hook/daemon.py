@@ -45,6 +45,7 @@ from types import FrameType
 from typing import NoReturn
 
 from . import (
+    _pyroute2,
     endpoints,
     handoff,
     health,
@@ -161,7 +162,9 @@ class Daemon:
         self.selector.register(wake_read, selectors.EVENT_READ, lambda: _drain(wake_read))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        nft.preload()  # for the workers: each would load it anew
+        # For the workers: each would load them anew.
+        nft.preload()
+        _pyroute2.preload()
         self._fork_spare()
         log.info("daemon: started (pid %d)", os.getpid())
         units.ready()

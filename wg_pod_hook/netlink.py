@@ -22,17 +22,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from ipaddress import ip_network
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import rtnl
-from ._pyroute2 import IPRoute, NetlinkError, ifaddrmsg, rtmsg
-from ._pyroute2 import netns as pyroute2_netns
+from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
 from .records import RouteSpec
 
+if TYPE_CHECKING:
+    from ._pyroute2 import IPRoute
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 LOCK_DEADLINE = 10.0
@@ -52,24 +55,34 @@ def _netlink(step: str, obj: str, call: Callable[[], T]) -> T:
         raise SetupError(step, obj, os.strerror(exc.code) or str(exc)) from None
 
 
-# libc as this process already has it loaded.  Left to itself, pyroute2
-# finds it with ctypes.util.find_library, which runs `ldconfig -p`: a fork
-# and an exec on every container start.
+# libc as this process already has it loaded, for setns(2) (os.setns is
+# Python 3.12's; Debian 12 has 3.11).
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
 
 
 @contextmanager
 def entered(netns_fd: int | None) -> Iterator[None]:
-    """Run the body in the namespace ``netns_fd`` (None: stay where we are).
-    Sockets opened and /proc/sys/net files opened there keep belonging to it."""
+    """Run the body in the namespace ``netns_fd`` (None: stay where we are),
+    in this thread.  Sockets opened and /proc/sys/net files opened there
+    keep belonging to it."""
     if netns_fd is None:
         yield
         return
-    pyroute2_netns.pushns(netns_fd, libc=_LIBC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        yield
+        _setns(netns_fd)
+        try:
+            yield
+        finally:
+            _setns(home)
     finally:
-        pyroute2_netns.popns(libc=_LIBC)
+        os.close(home)
 
 
 @contextmanager
@@ -130,6 +143,8 @@ class Netlink:
         """pyroute2's IPRoute here, for what rtnl.py does not do (some
         milliseconds to open: only when needed)."""
         if self._ipr is None:
+            from ._pyroute2 import IPRoute  # its import alone costs some 50 ms
+
             with entered(self.netns_fd):
                 self._ipr = IPRoute()
         return self._ipr
@@ -166,7 +181,7 @@ class Netlink:
         has no such kind (no module for it)."""
         log.debug("%s: add link %s kind %s", self.label, name, kind)
         try:
-            self.ipr.link("add", ifname=name, kind=kind)
+            self.rtnl.change(rtnl.new_link(name, kind), rtnl.RTM_NEWLINK, rtnl.CREATE)
         except NetlinkError as exc:
             if exc.code in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOENT):
                 raise BackendUnavailable(

@@ -27,6 +27,7 @@ NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -45,6 +46,7 @@ IFF_UP = 0x1
 
 CHANGE = NLM_F_REQUEST | NLM_F_ACK
 REPLACE = CHANGE | NLM_F_CREATE | NLM_F_REPLACE
+CREATE = CHANGE | NLM_F_CREATE | NLM_F_EXCL
 _HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
 _ERROR = struct.Struct("=i")  # nlmsgerr's error, after the header
 _ROUTE = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, ..., table, proto, scope, type
@@ -125,6 +127,16 @@ def link(index: int, *, up: bool = False, **attrs: object) -> Any:
     if up:
         message["flags"] = message["change"] = IFF_UP
     message["attrs"] = list(attrs.items())
+    return message
+
+
+def new_link(name: str, kind: str) -> Any:
+    """An RTM_NEWLINK (with CREATE) of a link ``name`` of ``kind``."""
+    message = ifinfmsg()
+    message["attrs"] = [
+        ("IFLA_IFNAME", name),
+        ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]}),
+    ]
     return message
 
 

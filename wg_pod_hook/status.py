@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import health, records
-from ._pyroute2 import NetlinkError, WireGuard
+from . import _pyroute2, health, records
+from ._pyroute2 import NetlinkError
 from .backends.userspace import uapi_request
 from .errors import SetupError, WgPodError
 from .failures import Failure
@@ -97,7 +97,7 @@ def _attr(nla: Any, name: str) -> Any:
 def _kernel_peers(netns_fd: int, interface: str) -> tuple[PeerStatus, ...]:
     # The interface is only visible from inside its namespace.
     with entered(netns_fd):
-        wg = WireGuard()
+        wg = _pyroute2.WireGuard()
     try:
         messages = wg.info(interface)
     except NetlinkError as exc:

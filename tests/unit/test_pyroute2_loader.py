@@ -17,7 +17,6 @@ print("heavy:", heavy)
 with p.IPRoute() as ipr:
     print("links:", len(ipr.get_links()) > 0)
 print("wireguard:", p.WireGuard.__module__)
-print("netns:", callable(p.netns.pushns) and callable(p.netns.popns))
 import pyroute2
 print("full:", pyroute2.NDB.__name__, "pyroute2.ndb" in sys.modules)
 """
@@ -35,9 +34,18 @@ def test_loads_no_heavy_pyroute2_module_and_still_works() -> None:
     assert "heavy: []" in out
     assert "links: True" in out
     assert "wireguard: pyroute2.netlink.generic.wireguard" in out
-    assert "netns: True" in out
     # Whoever imports pyroute2 itself afterwards still gets the whole library.
     assert "full: NDB True" in out
+
+
+def test_the_setup_imports_neither_iproute_nor_asyncio() -> None:
+    """The setup's requests go through rtnl.py: IPRoute (and asyncio with
+    it) is loaded only when a call needs it."""
+    out = _probe(
+        "import sys, wg_pod_hook.lifecycle, wg_pod_hook.teardown; "
+        "print('loaded', [m for m in ('pyroute2.iproute.linux', 'asyncio') if m in sys.modules])"
+    )
+    assert "loaded []" in out
 
 
 @pytest.mark.parametrize("module", ["wg_pod_hook.netlink", "wg_pod_hook.hook"])

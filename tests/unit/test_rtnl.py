@@ -104,6 +104,12 @@ def test_a_link_change_is_the_request_iproute_sends(
     )
 
 
+def test_a_new_link_is_the_request_iproute_sends() -> None:
+    expected = compiled(lambda b: b.link("add", ifname="wgx", kind="wireguard"))
+    ours_ = ours(rtnl.new_link("wgx", "wireguard"), rtnl.RTM_NEWLINK, rtnl.CREATE)
+    assert meaning(ours_, ifinfmsg) == meaning(expected, ifinfmsg)
+
+
 def test_a_link_deletion_is_the_request_iproute_sends() -> None:
     expected = compiled(lambda b: b.link("del", index=5))
     ours_ = ours(rtnl.link(5), rtnl.RTM_DELLINK, rtnl.CHANGE)

@@ -6,7 +6,8 @@ import logging
 import os
 from typing import Any
 
-from .._pyroute2 import NetlinkError, WireGuard
+from .. import _pyroute2
+from .._pyroute2 import NetlinkError
 from ..config import IPAddress, Key
 from ..errors import SetupError
 from ..netlink import Netlink, entered
@@ -21,7 +22,7 @@ def set_endpoint(
     """Point an existing peer at another endpoint (the interface lives in
     the container's namespace by now)."""
     with entered(netns_fd):
-        wg = WireGuard()
+        wg = _pyroute2.WireGuard()
     try:
         wg.set(
             ifname,
@@ -49,7 +50,7 @@ class KernelBackend:
         pass  # the link is there once created
 
     def configure(self, ifname: str, device: DeviceSetup) -> None:
-        wg = WireGuard()
+        wg = _pyroute2.WireGuard()
         try:
             wg.set(
                 ifname,
