@@ -6,8 +6,9 @@ asyncio loop: 0.5-1.5 ms a call on these machines, where the kernel's
 round trip costs some 50 µs, and a container's setup makes some twenty
 calls.  So the setup's links, addresses and routes, and the dumps it reads,
 are built here with the same classes IPRoute fills in (tests/unit/test_rtnl
-checks that each message is byte for byte the one IPRoute sends), sent, and
-their answers read; anything else stays with IPRoute.
+checks each against what IPRoute compiles for the same call: the same
+fields, flags and attributes), sent, and their answers read; anything
+else stays with IPRoute.
 
 Errors are pyroute2's NetlinkError, with the kernel's errno, as IPRoute
 raises them.
