@@ -36,7 +36,7 @@ from .errors import (
     Superseded,
     WgPodError,
 )
-from .netlink import AF_BY_VERSION, Netlink, is_host_netns, namespace_lock, open_netns
+from .netlink import VERSION_BY_AF, Netlink, is_host_netns, namespace_lock, open_netns
 from .oci import ContainerState, parse_annotations
 from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan
 from .records import NetnsId, ProcessId, RouteSpec, TunnelRecord
@@ -182,7 +182,7 @@ def _routes(run: Run) -> None:
 
 
 def _version(route: RouteSpec) -> int:
-    return next(v for v, family in AF_BY_VERSION.items() if family == route.get("family"))
+    return VERSION_BY_AF[int(route["family"])]
 
 
 def _nftables(run: Run) -> None:

@@ -38,11 +38,11 @@ T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
+VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
 LOCK_DEADLINE = 10.0
 # Metric of the unreachable routes that guard a tunnel's prefixes: above any
 # route of the tunnel's, so they only answer while its interface is gone.
 GUARD_METRIC = 2**31 - 1
-RTN_UNICAST = 1
 SIOCGIFMTU = 0x8921
 REPLY_RULE_PRIORITY = 32700  # and the next one: before the main table's 32766
 _GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
@@ -373,13 +373,10 @@ class Netlink:
         if not found:
             return found
         family = AF_BY_VERSION[next(iter(found))] if len(found) == 1 else socket.AF_UNSPEC
-        version_of = {af: version for version, af in AF_BY_VERSION.items()}
         request = rtnl.dump_request(rtmsg, family)
         for route in rtnl.main_table_defaults(self.rtnl.dump(request, rtnl.RTM_GETROUTE)):
-            version = version_of.get(route["family"])
-            if version not in found or route["dst_len"] != 0 or route.get("RTA_DST") is not None:
-                continue
-            if route["type"] != RTN_UNICAST:
+            version = VERSION_BY_AF.get(route["family"])
+            if version not in found or route.get("RTA_DST") is not None:
                 continue
             spec: dict[str, Any] = {
                 "family": route["family"],

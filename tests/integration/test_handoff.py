@@ -28,6 +28,7 @@ from tests.lab import (
     HookRunner,
     Lab,
     Peer,
+    children,
     link_names,
     run,
     wait_for,
@@ -159,19 +160,6 @@ def test_a_stuck_daemon_holds_no_start_past_the_deadline(
     assert records.load(standin.id) == before
     assert len(wireguard_processes(temp_name(standin.id))) == 1
     assert peer.page in fetch_in(standin, peer.url_v4)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def the_spare(daemon: Daemon) -> int:

@@ -154,6 +154,21 @@ def link_names(netns: str | None = None) -> list[str]:
     return [entry["ifname"] for entry in json.loads(out or "[]")]
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 def wg_pod_processes() -> dict[str, str]:
     """pid -> temporary interface name of every userspace process the hook
     started, whoever's test it belongs to."""

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.lab import REPO
+from tests.lab import REPO, children
 
 SUITE = "trixie"
 # Bump when the build steps below change: the cached root is rebuilt.
@@ -328,26 +328,12 @@ def _remove_cgroup_tree(top: Path) -> None:
         time.sleep(0.2)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def _container_init(nspawn_pid: int) -> int | None:
     """The machine's PID 1 (its systemd), seen from the host."""
     todo = [nspawn_pid]
     while todo:
         pid = todo.pop()
-        for child in _children(pid):
+        for child in children(pid):
             try:
                 status = Path(f"/proc/{child}/status").read_text()
             except OSError:
