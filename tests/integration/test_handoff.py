@@ -248,29 +248,46 @@ def test_a_malformed_request_is_refused(daemon: Daemon) -> None:
 def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner, daemon: Daemon
 ) -> None:
-    """The socket is root's alone; opened to everyone for this test, the
-    daemon still refuses anyone but root with the hook's own words."""
+    """A non-root user gets nothing from the daemon, by two guards, each
+    tested on its own, whatever modes an earlier run left: the state
+    directory (0700, root's) keeps them from the socket; and with the
+    directory and the socket opened to everyone for this test, the daemon
+    still refuses anyone but root (SO_PEERCRED) with the hook's own words."""
     state = standin.oci_state({"wg-pod.config": write_config(config_dir, peer.client_config())})
+    directory = Path(handoff.SOCKET).parent
+    assert os.stat(directory).st_mode & 0o777 == 0o700
     assert os.stat(handoff.SOCKET).st_mode & 0o777 == 0o600
+    asking = (
+        "import sys; from wg_pod_hook import handoff; "
+        "print(handoff.ask(sys.argv[1], sys.stdin.read()))"
+    )
+
+    def ask_as_nobody(stage: str) -> str:
+        done = run(
+            [
+                *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+                *(sys.executable, "-c", asking, stage),
+            ],
+            input=state,
+            env={"PYTHONPATH": str(Path(handoff.__file__).parent.parent)},
+        )
+        return done.stdout.strip()
+
+    # The directory stops them: no answer at all, so their hook would do
+    # the work itself, as that user, and fail its own root check.
+    for stage in ("createRuntime", "poststop"):
+        assert ask_as_nobody(stage) == "None"
+    assert "not root" not in daemon.path.read_text()
+
+    os.chmod(directory, 0o711)
     os.chmod(handoff.SOCKET, 0o666)
     try:
-        asking = (
-            "import sys; from wg_pod_hook import handoff; "
-            "print(handoff.ask(sys.argv[1], sys.stdin.read()))"
-        )
         refused = f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
         for stage, expected in (("createRuntime", (1, refused)), ("poststop", (0, None))):
-            done = run(
-                [
-                    *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-                    *(sys.executable, "-c", asking, stage),
-                ],
-                input=state,
-                env={"PYTHONPATH": str(Path(handoff.__file__).parent.parent)},
-            )
-            assert done.stdout.strip() == repr(expected)
+            assert ask_as_nobody(stage) == repr(expected)
     finally:
         os.chmod(handoff.SOCKET, 0o600)
+        os.chmod(directory, 0o700)
     assert "not root" in daemon.path.read_text()
     assert not records.path_for(standin.id).exists()
     assert_nothing_left(standin)
