@@ -48,12 +48,15 @@ if not SYSTEM_PODMAN:
 def _no_kept_state_left() -> Iterator[None]:
     """What the product keeps in /run/wg-pod beside the records for the
     containers the tests make fail or watch (the hook's kept failures, the
-    daemon's health looks) goes with the session, and so do those
+    daemon's health looks, the namespaces' locks) goes with the session, and so do those
     directories when the session made them."""
     from wg_pod_hook.failures import FAILURE_DIR
     from wg_pod_hook.health import HEALTH_DIR
+    from wg_pod_hook.netlink import LOCK_DIR_NAME
+    from wg_pod_hook.records import RECORD_DIR
 
-    dirs = (FAILURE_DIR, HEALTH_DIR)
+    # The namespaces' lock files too (a hook killed on purpose leaves its own).
+    dirs = (FAILURE_DIR, HEALTH_DIR, RECORD_DIR / LOCK_DIR_NAME)
     existed = {d: d.exists() for d in dirs}
     before = {p for d in dirs if d.exists() for p in d.iterdir()}
     yield

@@ -235,17 +235,34 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    ids = [_container_id(args.container, args.url)] if args.container else None
-    if ids and records.read(ids[0]) is None:
-        raise SystemExit(f"wg-pod: {args.container} has no wg-pod tunnel")
-    names = podman.names(args.url)
-    tunnels = status.collect(ids, names)
-    states = status.health_states(tunnels)
+    """0 only when every tunnel examined is known healthy (none at all: 0,
+    "no tunnels"); 1 when one is not, or the named container has none; 2
+    with one line when wg-pod cannot know (state it cannot read, a record
+    that vanished, podman that cannot say which container is meant)."""
+    try:
+        ids = listed = status.recorded_ids()
+        if args.container:
+            try:
+                ids = [_container_id(args.container, args.url)]
+            except podman.NoSuchContainer:
+                raise
+            except podman.PodmanError as exc:
+                raise status.CannotKnow(str(exc)) from None
+            if ids[0] not in listed:
+                print(f"wg-pod: {args.container} has no wg-pod tunnel", file=sys.stderr)
+                return 1
+        tunnels = status.health_tunnels(ids, podman.names(args.url))
+        states = status.health_states(tunnels)
+    except status.CannotKnow as exc:
+        print(f"wg-pod: cannot tell the health: {exc}", file=sys.stderr)
+        return 2
+    if not tunnels:
+        print("no tunnels")
     for tunnel in tunnels:
-        state = states.get(tunnel.container_id)
-        if state is not None:
-            print(f"{tunnel.name or tunnel.container_id[:12]}: {state.value}")
-    return 0 if all(state.healthy for state in states.values()) else 1
+        shares = f" (shares the tunnel of {tunnel.shared_with[:12]})" if tunnel.shared_with else ""
+        label = tunnel.name or tunnel.container_id[:12]
+        print(f"{label}: {states[tunnel.container_id].value}{shares}")
+    return 0 if all(states[t.container_id].healthy for t in tunnels) else 1
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -352,6 +369,12 @@ def parser() -> argparse.ArgumentParser:
     hcmd = sub.add_parser(
         "health",
         help="exit 0 when every (or the named) tunnel is up or idle, 1 otherwise",
+        description="Exit status: 0 when every tunnel examined (the named container's, "
+        "else all; none at all: 0, 'no tunnels') is up or idle; 1 when one is not, or "
+        "the named container has no tunnel; 2 when wg-pod cannot know (it cannot read "
+        "its state directory, e.g. not run as root; a record or health file it cannot read; a "
+        "record that vanished while it read; podman cannot say which container is "
+        "meant), with one line saying why. A pod member answers with the tunnel it shares.",
         epilog=EXAMPLES["health"],
     )
     hcmd.add_argument("container", nargs="?", help="name or id (default: all)")

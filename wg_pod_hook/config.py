@@ -51,6 +51,7 @@ __all__ = [
     "parse_config",
     "search_domain_problem",
     "search_list_problem",
+    "zone_index_problem",
 ]
 
 IPAddress = IPv4Address | IPv6Address
@@ -357,6 +358,22 @@ def search_list_problem(domains: Sequence[str]) -> str | None:
     return None
 
 
+def zone_index_problem(text: str, why: str) -> str | None:
+    """Why `text`, which parsed as an address or network, cannot be used:
+    it carries an IPv6 zone index (``fe80::1%eth0``); else None.  `why`
+    ends the message.
+
+    Python's ipaddress takes a zone (since 3.9) and keeps it in the value
+    and its text, but no place wg-pod puts an address has a use for one:
+    nftables rules cannot hold it, netlink routes and addresses take none,
+    and a name after '%' would be an interface of whichever namespace reads
+    it.  So it is refused where the text is read.
+    """
+    if "%" not in text:
+        return None
+    return f"{_quoted(text)} has an IPv6 zone index ('%...'); {why}"
+
+
 def dns_entry(item: str) -> IPAddress | str:
     """A DNS= item as wg-quick files it: a nameserver address or a search domain.
 
@@ -364,9 +381,14 @@ def dns_entry(item: str) -> IPAddress | str:
     like a key.
     """
     try:
-        return ipaddress.ip_address(item)
+        server = ipaddress.ip_address(item)
     except ValueError:
         pass
+    else:
+        zoned = zone_index_problem(item, "a nameserver address takes none")
+        if zoned is not None:
+            raise ValueError(zoned)
+        return server
     # wg-quick files digits-and-dots and anything with ':' as nameservers.
     if ":" in item or _LOOKS_NUMERIC.fullmatch(item):
         raise ValueError(f"{_quoted(item)} looks like an address but is not a valid one")
@@ -378,30 +400,35 @@ def dns_entry(item: str) -> IPAddress | str:
 
 def _address(item: str) -> IPInterface:
     try:
-        if "%" in item:
-            raise ValueError("scoped")
-        return ipaddress.ip_interface(item)
+        address = ipaddress.ip_interface(item)
     except ValueError:
         raise _Invalid(f"Address {item!r} is not an IP address with an optional /prefix") from None
+    zoned = zone_index_problem(item, "an interface address takes none")
+    if zoned is not None:
+        raise _Invalid(f"Address {zoned}")
+    return address
 
 
 def _allowed_ip(item: str) -> IPNetwork:
     compact = _no_whitespace(item)
     # wg accepts only a /prefix length (no netmask) and no zone index.
     match = _NETWORK.fullmatch(compact)
+    zoned = zone_index_problem(compact, "a network takes none")
     try:
-        if match is None or "%" in compact:
+        if match is None:
             raise ValueError("malformed")
         address = ipaddress.ip_address(match["ip"])
         cidr = match["cidr"]
         prefix = address.max_prefixlen if cidr is None else int(cidr)
         if prefix > address.max_prefixlen:
             raise ValueError("prefix too long")
-        return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
     except ValueError:
         raise _Invalid(
             f"AllowedIPs {item!r} is not an IP network (address with an optional /prefix)"
         ) from None
+    if zoned is not None:
+        raise _Invalid(f"AllowedIPs {zoned}")
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
 
 
 def _endpoint(value: str) -> Endpoint:
@@ -423,9 +450,19 @@ def _endpoint(value: str) -> Endpoint:
         raise _Invalid(f"Endpoint {value!r} has no host; {expected}")
     port = _decimal(port_text, 1, 65535, "Endpoint port")
     try:
-        return Endpoint(str(ipaddress.ip_address(host)), port)
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        # wg passes the host to getaddrinfo(), which reads a zone into the
+        # address's scope id; wg-pod hands WireGuard the bare address (the
+        # kernel's netlink attribute as pyroute2 packs it has no scope id).
+        zoned = zone_index_problem(
+            host, "wg-pod cannot hand one to WireGuard: use an address that needs none"
+        )
+        if zoned is not None:
+            raise _Invalid(f"Endpoint host {zoned}")
+        return Endpoint(str(address), port)
     if ":" in host or re.fullmatch(r"[0-9.]+", host) or not is_host_name(host):
         raise _Invalid(f"Endpoint host {host!r} is neither an IP address nor a valid host name")
     return Endpoint(host, port)

@@ -10,8 +10,11 @@ container's process ends.  For each tunnel it holds:
   events: when the tunnel's interface disappears (wireguard-go died, the
   link was deleted), the tunnel is set up again in place, from its record
   and its config (lifecycle.repair), without restarting the container;
-  repeated failures back off (2, 4, ... MAX_BACKOFF seconds) and are
-  reported in its health, never spin;
+  each repair runs in a worker of its own (a fork, like the hooks'
+  requests), so a slow one (a DNS lookup, a lock, a backend taking its
+  time) never holds up the loop or a container's start; a failed one keeps
+  the namespace closed and the record, marked failed (lifecycle), and is
+  tried again after 1, 2, 4, ... MAX_BACKOFF seconds until it succeeds;
 - a pidfd of the container's process: when it ends, the sockets go (a
   socket inside a namespace would keep the namespace alive);
 - its health (health.py), looked at every TICK seconds.
@@ -47,6 +50,7 @@ from typing import NoReturn
 from . import (
     _pyroute2,
     endpoints,
+    failures,
     handoff,
     health,
     lifecycle,
@@ -58,15 +62,17 @@ from . import (
     status,
     units,
 )
-from .errors import SettingsError, SetupError, Superseded, WgPodError
+from .errors import SettingsError, SetupError, Superseded, WgPodError, describe
 from .netlink import entered, open_netns
 from .records import TunnelRecord
 from .settings import ENV_VAR, Settings
+from .teardown import prune_stale
 
 log = logging.getLogger(__name__)
 
 TICK = 10.0  # seconds between looks at every tunnel (and scans of the records)
-MAX_BACKOFF = 300.0
+# A failed repair is tried again after 1 s, then 2, 4, ... at most this.
+MAX_BACKOFF = 60.0
 # Hooks' requests: at most this many at once (more: the hook does its own
 # work), each in a worker killed after WORKER_DEADLINE (its hook has done
 # the work itself long before: handoff.DEADLINE).
@@ -110,6 +116,17 @@ class Watch:
 
 
 @dataclass
+class Repair:
+    """A repair at work in a worker: its pidfd, and the pipe on which it
+    says how it ended."""
+
+    pid: int
+    pidfd: int
+    result: int
+    started: float
+
+
+@dataclass
 class Spare:
     """A worker forked ahead of its request, waiting on ``channel`` for the
     hook's connection."""
@@ -125,7 +142,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         self.watches: dict[str, Watch] = {}
         self.repairs: list[tuple[float, str]] = []  # (when, container id), a heap
-        self.repairing: str | None = None
+        self.repairing: dict[str, Repair] = {}  # container id: its worker
         self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
         self.spare: Spare | None = None
         self.stopping = False
@@ -176,6 +193,7 @@ class Daemon:
                     _guarded(self.scan)
                     _guarded(self.look_all)
                     _guarded(self._end_overdue_workers)
+                    _guarded(self._end_overdue_repairs)
                     next_tick = now + TICK
                 _guarded(self._repair_due)
                 timeout = max(0.0, min([next_tick, *(t for t, _ in self.repairs[:1])]) - now)
@@ -310,6 +328,12 @@ class Daemon:
             os.close(watch.container)
         for pidfd, _ in self.workers.values():
             os.close(pidfd)
+        for repair in self.repairing.values():
+            os.close(repair.pidfd)
+            os.close(repair.result)
+        if self.spare is not None:  # in a repair's worker: the spare's channel
+            self.spare.channel.close()
+            os.close(self.spare.pidfd)
         for sock in (self.hooks, self.control):
             sock.close()
         os.close(self.claim)
@@ -353,7 +377,11 @@ class Daemon:
     # -- knowing the tunnels -----------------------------------------------
 
     def scan(self) -> None:
-        """Adopt every complete tunnel of a record, forget those without one."""
+        """Take down the tunnels whose namespace is gone (as the next hook's
+        start would, but without waiting for one: no poststop saw them go),
+        adopt every complete tunnel of a record, forget those without one."""
+        for container_id in prune_stale():
+            log.info("container %s: its namespace is gone: tunnel taken down", container_id[:12])
         ids = set(records.all_ids())
         for container_id in ids:
             self.adopt(container_id)
@@ -362,6 +390,8 @@ class Daemon:
         health.forget_all_but(ids)
 
     def adopt(self, container_id: str) -> None:
+        if container_id in self.repairing:
+            return  # its worker writes the record as it goes; its end adopts it anew
         record = records.read(container_id)
         watch = self.watches.get(container_id)
         if watch is not None and record == watch.record:
@@ -377,7 +407,17 @@ class Daemon:
         try:
             container = os.pidfd_open(pid)
         except OSError:
-            return  # its process is gone: nothing to keep up
+            return  # its process is gone: nothing to keep up (its namespace: scan)
+        # Checked after the pidfd is open, so that it is the pidfd's process.
+        known = record.container()
+        if known is not None and not known.alive():
+            # A later process got the pid: nothing of the tunnel's is its.
+            # Whether the tunnel's namespace lives on (a pod's other members,
+            # a restart to come) or is gone (then the scan's prune takes it
+            # down), it is not this process's to watch or repair.
+            os.close(container)
+            log.info("container %s: not watched: process %d is another", container_id[:12], pid)
+            return
         try:
             link_events, ifindex = self._link_watch(pid, record)
         except (OSError, WgPodError) as exc:
@@ -402,7 +442,8 @@ class Daemon:
     @staticmethod
     def _link_watch(pid: int, record: TunnelRecord) -> tuple[socket.socket, int | None]:
         """A link-event socket in the namespace of ``pid`` (if it is still
-        the record's), and the interface's index there (None: missing)."""
+        the record's: its cookie, where the kernel gives one, not only its
+        inode number), and the interface's index there (None: missing)."""
         with open_netns(f"/proc/{pid}/ns/net") as fd:
             if not record.netns.same(records.NetnsId.of(record.netns.path, fd)):
                 raise WgPodError(f"process {pid} is no longer in the tunnel's namespace")
@@ -454,39 +495,110 @@ class Daemon:
         while self.repairs and self.repairs[0][0] <= time.monotonic() and not self.stopping:
             _, container_id = heapq.heappop(self.repairs)
             watch = self.watches.get(container_id)
-            if watch is not None:
+            if watch is not None and container_id not in self.repairing:
                 self.repair(watch)
 
     def repair(self, watch: Watch) -> None:
+        """Set ``watch``'s tunnel up again, in a worker: its end
+        (_repaired) comes back to the loop through the worker's pidfd."""
         container_id = watch.record.container_id
-        self.repairing = container_id
-        self.look(watch)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        gc.freeze()  # as for the spare: the worker's pages stay shared
+        pid = os.fork()
+        if pid == 0:
+            gc.disable()
+            os.close(read_end)
+            self._repair_in_worker(watch.record, write_end)  # never returns
+        gc.unfreeze()
+        os.close(write_end)
+        pidfd = os.pidfd_open(pid)
+        self.repairing[container_id] = Repair(pid, pidfd, read_end, time.monotonic())
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda: self._repaired(container_id))
+        self.look(watch)  # repairing, from now on
+
+    def _repair_in_worker(self, record: TunnelRecord, result: int) -> NoReturn:
+        """In the worker: the repair, and one line on ``result``: ``ok``,
+        ``superseded``, or ``failed`` and the reason."""
+        outcome = b"failed\0internal error"
         try:
-            repaired = lifecycle.repair(watch.record, self.settings)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            self._shed()
+            lifecycle.repair(record, self.settings)
+            outcome = b"ok"
         except Superseded:
-            self.adopt(container_id)  # a hook set it up anew, or it is gone
-            return
-        except Exception as exc:  # never the end of the daemon
-            watch.failures += 1
-            delay = min(MAX_BACKOFF, 2.0**watch.failures)
-            if isinstance(exc, WgPodError):
-                log.error("container %s: repair failed: %s", container_id[:12], exc)
-            else:
-                log.exception("container %s: repair failed", container_id[:12])
-            self._note(container_id, last_failure=f"repair: {exc}")
-            self.schedule(container_id, delay)
-            log.info("container %s: next try in %.0f s", container_id[:12], delay)
-            return
+            outcome = b"superseded"
+        except WgPodError as exc:
+            outcome = b"failed\0" + describe(exc).encode()
+        except BaseException as exc:
+            log.exception("container %s: repair failed", record.container_id[:12])
+            outcome = b"failed\0internal error " + type(exc).__name__.encode()
         finally:
-            self.repairing = None
+            try:
+                os.write(result, outcome[: select.PIPE_BUF])
+            finally:
+                os._exit(0)
+
+    def _repaired(self, container_id: str) -> None:
+        """A repair's worker ended: how, from its pipe (nothing: it was
+        killed, which counts as a failure; the record says what it did, and
+        the next try converges)."""
+        repair = self.repairing.pop(container_id)
+        self.selector.unregister(repair.pidfd)
+        os.close(repair.pidfd)
+        os.waitpid(repair.pid, 0)
+        try:
+            outcome = os.read(repair.result, select.PIPE_BUF)
+        finally:
+            os.close(repair.result)
+        kind, _, reason = outcome.decode(errors="replace").partition("\0")
+        watch = self.watches.get(container_id)
+        if watch is None:  # its container ended meanwhile
+            return
+        if kind == "superseded":
+            self.adopt(container_id)  # a hook set it up anew, or it is gone
+        elif kind == "ok":
+            self._repair_succeeded(watch)
+        else:
+            self._repair_failed(watch, reason or "its worker was killed")
+
+    def _repair_succeeded(self, watch: Watch) -> None:
+        container_id = watch.record.container_id
         self.repairs = [(t, cid) for t, cid in self.repairs if cid != container_id]
         heapq.heapify(self.repairs)
         previous = health.read(container_id)
         self._note(container_id, repairs=(previous.repairs if previous else 0) + 1)
-        log.info("container %s: %s repaired", container_id[:12], repaired.interface)
+        failures.forget(container_id)
+        log.info("container %s: %s repaired", container_id[:12], watch.record.interface)
         self.adopt(container_id)
         if container_id in self.watches:
             self.look(self.watches[container_id])
+
+    def _repair_failed(self, watch: Watch, reason: str) -> None:
+        """The namespace stays closed (lifecycle kept what closes it, and
+        the record, marked failed); tried again after a backoff, with the
+        record as it now is, so the next try replaces it."""
+        container_id = watch.record.container_id
+        watch.failures += 1
+        delay = min(MAX_BACKOFF, 2.0 ** (watch.failures - 1))
+        log.error("container %s: repair failed: %s", container_id[:12], reason)
+        failures.remember(container_id, "repair", reason)
+        self._note(container_id, last_failure=f"repair: {reason}")
+        current = records.read(container_id)
+        if current is None or current.shared_with:  # taken down meanwhile (leave)
+            self.drop(container_id)
+            return
+        watch.record = current
+        self.schedule(container_id, delay)
+        log.info("container %s: next try in %.0f s", container_id[:12], delay)
+
+    def _end_overdue_repairs(self) -> None:
+        now = time.monotonic()
+        for container_id, repair in self.repairing.items():
+            if now - repair.started > WORKER_DEADLINE:
+                log.error("container %s: repair overdue, its worker killed", container_id[:12])
+                signal.pidfd_send_signal(repair.pidfd, signal.SIGKILL)
 
     def _note(self, container_id: str, **changes: object) -> None:
         current = health.read(container_id)
@@ -508,12 +620,12 @@ class Daemon:
             previous,
             record.container_id,
             sample,
-            repairing=self.repairing == record.container_id,
+            repairing=record.container_id in self.repairing,
         )
         health.write(now)
         if previous is None or previous.state is not now.state:
             log.info("container %s: %s", record.container_id[:12], now.state.value)
-        if now.state is health.State.DOWN and self.repairing != record.container_id:
+        if now.state is health.State.DOWN and record.container_id not in self.repairing:
             self.schedule(record.container_id, 0.0)
         elif watch.followed and sample.peers is not None:
             self._follow(watch, tunnel.peers, sample.time)

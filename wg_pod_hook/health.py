@@ -34,6 +34,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .errors import WgPodError
 from .records import RECORD_DIR
 
 log = logging.getLogger(__name__)
@@ -176,13 +177,28 @@ def path_for(container_id: str) -> Path:
     return HEALTH_DIR / f"{container_id}.json"
 
 
-def read(container_id: str) -> Health | None:
+class HealthError(WgPodError):
+    """A health file that cannot be read or does not parse."""
+
+
+def load(container_id: str) -> Health | None:
+    """What the daemon keeps about ``container_id``; None when it keeps
+    nothing, HealthError when its file is unreadable or does not parse."""
+    path = path_for(container_id)
     try:
-        return from_json(json.loads(path_for(container_id).read_text()))
+        return from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("unreadable health of %s: %s", container_id[:12], exc)
+        raise HealthError(f"health {path}: {exc}") from None
+
+
+def read(container_id: str) -> Health | None:
+    """Like :func:`load`, but an unreadable file is logged and reads as none."""
+    try:
+        return load(container_id)
+    except HealthError as exc:
+        log.warning("%s", exc)
         return None
 
 

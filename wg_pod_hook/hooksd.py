@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SetupError
+from .oci import KEY_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ def definition(stage: str, hook: str, settings: str | None = None) -> dict[str, 
             "env": env,
             "timeout": TIMEOUT,
         },
-        "when": {"annotations": {r"^wg-pod\.config$": ".+"}},
+        # Any wg-pod.* key (any case) with any value, empty too: the hook
+        # refuses what is not quite right (oci.parse_annotations) instead
+        # of podman starting the container without it.
+        "when": {"annotations": {KEY_PATTERN: ".*"}},
         "stages": [stage],
     }
 

@@ -35,8 +35,16 @@ from .errors import (
     StateError,
     Superseded,
     WgPodError,
+    describe,
 )
-from .netlink import VERSION_BY_AF, Netlink, is_host_netns, namespace_lock, open_netns
+from .netlink import (
+    VERSION_BY_AF,
+    Netlink,
+    is_host_netns,
+    namespace_lock,
+    open_netns,
+    process_start_in,
+)
 from .oci import ContainerState, parse_annotations
 from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan
 from .records import NetnsId, ProcessId, RouteSpec, TunnelRecord
@@ -69,11 +77,26 @@ class Run:
     resolv_conf: Path | None
     record: TunnelRecord
     backend: Backend | None = None
+    # The record of the run this one replaces (a repair, a pod member's
+    # restart, a rerun in a kept namespace, ``join`` again): its interface
+    # goes first, and a failure keeps the namespace closed (_roll_back).
+    previous: TunnelRecord | None = None
 
     def did(self, **changes: object) -> None:
         """Note what a step just did, and save the record at once."""
         self.record = replace(self.record, **changes)  # type: ignore[arg-type]
         records.write(self.record)
+
+
+def _replace(run: Run) -> None:
+    """Take down the interface of the run this one replaces, then write
+    this run's record over its record: what that run replaced and the
+    protections it left stay in place, and stay noted, at every moment (a
+    kill in between leaves its record, which the next run reads)."""
+    if run.previous is None:
+        return
+    teardown(run.previous, replacing=True, inside=run.inside)
+    records.write(run.record)
 
 
 def _create(run: Run) -> None:
@@ -188,7 +211,7 @@ def _version(route: RouteSpec) -> int:
 def _nftables(run: Run) -> None:
     ruleset = nft.render(run.plan, run.inside.local_networks(skip=run.plan.interface))
     if ruleset is not None:
-        nft.apply(run.plan.netns_path, ruleset)  # one transaction: all or nothing
+        nft.apply(run.netns_fd, ruleset)  # one transaction: all or nothing
         run.did(nftables=True)
 
 
@@ -199,15 +222,19 @@ def _dns(run: Run) -> None:
             dns.write_in_place(Path(record.resolv_conf), record.resolv_conf_original)
             run.did(resolv_conf=None, resolv_conf_original=None)
         return
-    original = dns.read(run.resolv_conf)
-    if original.startswith(dns.HEADER) and record.resolv_conf_original is not None:
-        original = record.resolv_conf_original  # a rerun: podman's text is what the first read
+    if record.resolv_conf_original is not None and record.resolv_conf == str(run.resolv_conf):
+        # A rerun: podman's text is what the first run read.  The file now
+        # holds whatever the container (any pod member) wrote into it, and
+        # is replaced whole, never read.
+        original = record.resolv_conf_original
+    else:
+        original = dns.read(run.resolv_conf)
     run.did(resolv_conf=str(run.resolv_conf), resolv_conf_original=original)
     dns.write_in_place(run.resolv_conf, dns.render(plan.dns, original))
 
 
 def _finish(run: Run) -> None:
-    run.did(complete=True, writer=None)
+    run.did(complete=True, writer=None, failed=None, failed_at=None)
     # Again, now that this tunnel's record is there: of two hooks starting
     # with one key at once, the later writer sees the other.
     check_key_unused(run.plan, run.record.netns)
@@ -216,6 +243,7 @@ def _finish(run: Run) -> None:
 # The setup, in order.  ``fault_injection_kill_after`` (tests only) names
 # one of these.
 STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("replace", _replace),
     ("create", _create),
     ("configure", _configure),
     ("move", _move),
@@ -237,9 +265,13 @@ def up(
     wanted: Callable[[], bool] | None = None,
 ) -> TunnelRecord:
     """Set up the tunnel of ``plan``; on any failure take down what was done
-    and raise.  ``replacing`` (a repair): the record this run is to replace;
-    if, under the namespace's lock, the record is another one (a hook set
-    the tunnel up anew meanwhile) or gone, raise Superseded and do nothing.
+    and raise.  The container's namespace is opened once, and that fd is
+    the one every step uses.  ``replacing`` (a repair): the record this
+    run is to replace; unless the namespace opened is proven to be that
+    record's (the process found in it is the record's container process,
+    pid and start time, and the namespace the recorded one), or if, under
+    the namespace's lock, the record is another one (a hook set the tunnel
+    up anew meanwhile) or gone, raise Superseded and do nothing.
     ``wanted`` (a daemon's worker): whether its hook still waits, asked
     under the lock; if not, the hook does the work itself: Superseded."""
     if plan.pid <= 0:
@@ -256,8 +288,13 @@ def up(
         if is_host_netns(netns_fd):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
         netns = NetnsId.of(spec.netns_path or plan.netns_path, netns_fd)
-        if replacing is not None and records.read(plan.container_id) != replacing:
-            raise Superseded(f"container {plan.container_id[:12]}: its record changed")
+        start = process_start_in(plan.pid, netns)
+        if start is None:
+            raise StateError(f"container {plan.container_id[:12]}: process {plan.pid} is gone")
+        if replacing is not None:
+            _prove_same(replacing, ProcessId(plan.pid, start), netns)
+            if records.read(plan.container_id) != replacing:
+                raise Superseded(f"container {plan.container_id[:12]}: its record changed")
         if wanted is not None and not wanted():
             raise Superseded(f"container {plan.container_id[:12]}: its hook gave up waiting")
         with Netlink() as host, Netlink(netns_fd, "container") as inside:
@@ -269,7 +306,7 @@ def up(
             previous = _converge(plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
             record = _new_record(plan, netns, spec.directory, previous)
-            run = Run(plan, host, inside, netns_fd, device, resolv_conf, record)
+            run = Run(plan, host, inside, netns_fd, device, resolv_conf, record, previous=previous)
             execute(run, STEPS, kill_after=fault)
     log.info(
         "container %s: %s up (%s backend, %d peer(s))",
@@ -284,7 +321,25 @@ def up(
 def repair(record: TunnelRecord, settings: Settings) -> TunnelRecord:
     """Set a tunnel up again in its container's namespace, from its record:
     the same annotations and bundle, the config read anew (as a restart
-    would), without restarting the container."""
+    would), without restarting the container.
+
+    Only in a namespace proven to be the record's (see up): a process that
+    got the container's pid, or a namespace that got its inode number, gets
+    nothing, above all no key.  Refused before anything is read or written:
+    a record that does not name its container's process whole (an older
+    wg-pod's: StateError), a container whose process or namespace is gone
+    (Superseded: the daemon's scan prunes the record once its namespace is)."""
+    name = record.container_id[:12]
+    container = record.container()
+    if container is None:
+        raise StateError(
+            f"container {name}: its record (of an older wg-pod) does not tell its process "
+            "from a later one with its pid: not repaired (restart the container)"
+        )
+    if not container.alive():
+        raise Superseded(f"container {name}: its process {container.pid} is gone")
+    if not record.netns.alive():
+        raise Superseded(f"container {name}: its network namespace is gone")
     state = ContainerState(
         id=record.container_id,
         status="running",
@@ -292,12 +347,28 @@ def repair(record: TunnelRecord, settings: Settings) -> TunnelRecord:
         bundle=PurePosixPath(record.bundle) if record.bundle else None,
         annotations=dict(record.annotations),
     )
-    plan = prepare(state, settings)
-    spec = read_bundle(state.bundle)
+    try:
+        plan = prepare(state, settings)
+        spec = read_bundle(state.bundle)
+    except WgPodError as exc:  # nothing touched: the namespace stays as it is, closed
+        if records.read(record.container_id) == record:
+            _mark_failed(record, describe(exc))
+        raise
     if spec.netns_path is None:
         spec = replace(spec, netns_path=record.netns.path)
     log.info("container %s: repairing %s", record.container_id[:12], record.interface)
     return up(plan, spec, settings, replacing=record)
+
+
+def _prove_same(record: TunnelRecord, container: ProcessId, netns: NetnsId) -> None:
+    """Superseded unless ``container`` (the process found in the namespace
+    just opened) is ``record``'s container process, and ``netns`` its
+    namespace (the same cookie, where the kernel gives one)."""
+    name = record.container_id[:12]
+    if record.container() != container:
+        raise Superseded(f"container {name}: process {container.pid} is not its container's")
+    if not record.netns.same(netns):
+        raise Superseded(f"container {name}: its process is no longer in the tunnel's namespace")
 
 
 def execute(
@@ -312,8 +383,8 @@ def execute(
             if name == kill_after:
                 log.warning("fault injection: killing the hook after %s", name)
                 os.kill(os.getpid(), signal.SIGKILL)
-    except BaseException:
-        _roll_back(run)
+    except BaseException as exc:
+        _roll_back(run, exc)
         raise
 
 
@@ -327,6 +398,7 @@ def _new_record(
         plan,
         netns,
         container_pid=plan.pid,
+        container_start=process_start_in(plan.pid, netns),
         writer=ProcessId.mine(),
         temp_name=plan.temp_name,
         annotations=dict(plan.annotations),
@@ -364,13 +436,36 @@ def _record(plan: Plan, netns: NetnsId, **fields: Any) -> TunnelRecord:
     )
 
 
-def _roll_back(run: Run) -> None:
+def _roll_back(run: Run, cause: BaseException) -> None:
     """Take down what the failed setup did; the error that started it is
-    the one reported."""
+    the one reported.
+
+    A fresh start, with nothing running yet, is undone completely.  A run
+    that replaced another takes down only what it made itself (its
+    interface and backend): the kill switch, the guards, podman's removed
+    default routes and the DNS redirect stay, and so does the record,
+    marked failed, for ``status``, ``health`` and the daemon's next try."""
+    replacing = run.previous is not None
     try:
-        teardown(run.record, inside=run.inside)
+        teardown(run.record, replacing=replacing, inside=run.inside)
     except WgPodError as exc:
         log.warning("container %s: rollback incomplete: %s", run.plan.container_id[:12], exc)
+    if replacing:
+        reason = describe(cause) if isinstance(cause, WgPodError) else _internal(cause)
+        failed = replace(run.record, moved=False, process=None, complete=False, writer=None)
+        _mark_failed(failed, reason)
+
+
+def _internal(cause: BaseException) -> str:
+    return f"internal error {type(cause).__name__}"
+
+
+def _mark_failed(record: TunnelRecord, reason: str) -> None:
+    """Keep ``record`` as the tunnel's, marked failed with a one-line
+    reason: nothing of it is undone, so what keeps the namespace closed
+    stays noted, to be put back only when the tunnel goes for good."""
+    records.write(replace(record, failed=reason, failed_at=time.time()))
+    log.error("container %s: tunnel down, kept closed: %s", record.container_id[:12], reason)
 
 
 def check_key_unused(
@@ -469,9 +564,10 @@ def _shared_tunnel(
 
 def _converge(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
     """A namespace that kept this container's tunnel (or the leftovers of a
-    hook killed mid-way) is set up anew: the previous run is taken down,
-    and its record returned, which holds what that run took away (podman's
-    default routes, resolv.conf) for a later teardown to put back."""
+    hook killed mid-way) is set up anew: the previous run's record is
+    returned, which holds what that run took away (podman's default routes,
+    resolv.conf) for a later teardown to put back; the first step (_replace)
+    takes its interface down."""
     previous = records.read(plan.container_id)
     if previous is not None and not previous.netns.same(netns):
         previous = None  # another namespace's: the prune took it down
@@ -488,5 +584,4 @@ def _converge(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | Non
     log.info("container %s: replacing its previous tunnel", plan.container_id[:12])
     if not previous.moved and inside.index(previous.interface) is not None:
         previous = replace(previous, moved=True)  # killed between the move and its record
-    teardown(previous, replacing=True, inside=inside)
     return previous

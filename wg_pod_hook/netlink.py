@@ -10,6 +10,7 @@ sides can be handled from one process without forking.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -24,11 +25,11 @@ from functools import partial
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import rtnl
+from . import records, rtnl
 from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
-from .records import RouteSpec
+from .records import NetnsId, RouteSpec
 
 if TYPE_CHECKING:
     from ._pyroute2 import IPRoute
@@ -40,6 +41,11 @@ CLONE_NEWNET = 0x40000000
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
 LOCK_DEADLINE = 10.0
+# The namespaces' locks: root's alone (0700), under the records' directory.
+LOCK_DIR_NAME = "locks"
+# getsockopt(2): the cookie of the socket's network namespace (Linux 5.14;
+# asm-generic's number, which Python 3.11's socket module does not name).
+SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 # Metric of the unreachable routes that guard a tunnel's prefixes: above any
 # route of the tunnel's, so they only answer while its interface is gone.
 GUARD_METRIC = 2**31 - 1
@@ -86,45 +92,185 @@ def entered(netns_fd: int | None) -> Iterator[None]:
 
 
 @contextmanager
-def open_netns(path: str) -> Iterator[int]:
-    """An fd on the namespace at ``path`` (e.g. ``/proc/PID/ns/net``)."""
+def open_netns(path: str, expected: NetnsId | None = None) -> Iterator[int]:
+    """An fd on the namespace at ``path`` (e.g. ``/proc/PID/ns/net``).
+    With ``expected`` (a record's), only if it is that namespace: a path
+    that now names another one (a later process with the pid, a namespace
+    with the inode number of a freed one) is refused, before anything is
+    done in it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise SetupError("open network namespace", path, exc.strerror or str(exc)) from None
     try:
+        if expected is not None and not expected.same(NetnsId.of(path, fd)):
+            raise SetupError(
+                "open network namespace", path, "it is no longer the tunnel's namespace"
+            )
         yield fd
     finally:
         os.close(fd)
+
+
+def netns_cookie(netns_fd: int) -> int | None:
+    """The cookie of the namespace ``netns_fd`` (SO_NETNS_COOKIE, read from
+    a socket made there): a number no other namespace gets until the
+    machine reboots, unlike its inode number.  None before Linux 5.14."""
+    here = _same_inode(netns_fd, "/proc/thread-self/ns/net")
+    with entered(None if here else netns_fd):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    with sock:
+        try:
+            value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        except OSError as exc:
+            if exc.errno == errno.ENOPROTOOPT:
+                return None
+            raise
+    return int(struct.unpack("=Q", value)[0])
+
+
+def process_start_in(pid: int, netns: NetnsId) -> int | None:
+    """The start time of process ``pid`` if it is in the namespace
+    ``netns``, which the caller holds open (so its inode number is its
+    own); None when it is not, or gone.  The start time, the same before
+    and after, tells that one process was there throughout, not a later one
+    that got its pid."""
+    start = records.process_start_time(pid)
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    if start is None or (theirs.st_dev, theirs.st_ino) != (netns.dev, netns.ino):
+        return None
+    return start if records.process_start_time(pid) == start else None
+
+
+def _same_inode(netns_fd: int, path: str) -> bool:
+    try:
+        theirs = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(netns_fd)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 @contextmanager
 def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
     """Serialise the hooks working on one namespace (pod members share one).
 
-    The lock is taken on the namespace file itself: every open of one
-    namespace shares its inode, so no lock file is left behind.
+    The lock is a file of root's alone, ``/run/wg-pod/locks/netns-DEV-INO``
+    (0600, in a 0700 directory), named after the namespace: nobody else
+    can open it, so nobody else can hold it and keep a hook waiting (the
+    namespace's own file is world-readable: any user could flock it).  The
+    inode number names one namespace while it lives, and the caller holds
+    it open throughout.
+
+    The holder removes the file before it lets go, so none is left behind;
+    a hook that was waiting on the removed file then finds that its name is
+    gone, and starts again on the new one (every removal happens under the
+    lock, and every holder checks after locking that the name is still its
+    file's).  A killed holder's file stays, to be used by the next hook or
+    removed by ``wg-pod gc`` (sweep_locks).
     """
-    until = time.monotonic() + deadline
+    info = os.fstat(netns_fd)
+    name = f"netns-{info.st_dev}-{info.st_ino}"
+    directory = _lock_directory()
+    try:
+        fd = _lock_file(directory, name, time.monotonic() + deadline)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=directory)
+            os.close(fd)  # and with it the lock
+    finally:
+        os.close(directory)
+
+
+def _lock_directory() -> int:
+    """An fd on the locks' directory, made if needed; root's alone."""
+    path = records.RECORD_DIR / LOCK_DIR_NAME
+    try:
+        records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError("lock", str(path), exc.strerror or str(exc)) from None
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        os.close(fd)
+        raise SetupError("lock", str(path), f"owned by uid {info.st_uid}, not by root")
+    if info.st_mode & 0o077:
+        os.fchmod(fd, 0o700)
+    return fd
+
+
+def _lock_file(directory: int, name: str, until: float) -> int:
+    """Open ``name`` (made if needed) and lock it, waiting until ``until``;
+    again while the file locked is no longer the one the name gives."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     while True:
         try:
-            fcntl.flock(netns_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > until:
-                raise SetupError("lock", "network namespace", "another hook holds it") from None
-            time.sleep(0.02)
+            fd = os.open(name, flags, 0o600, dir_fd=directory)
+        except OSError as exc:
+            raise SetupError("lock", f"network namespace ({name})", str(exc)) from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > until:
+                        raise SetupError(
+                            "lock", "network namespace", "another hook holds it"
+                        ) from None
+                    time.sleep(0.02)
+            if _names(directory, name, fd):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # its holder removed it meanwhile: the name has a new file
+
+
+def _names(directory: int, name: str, fd: int) -> bool:
+    """Whether ``name`` in ``directory`` is still the file open as ``fd``."""
     try:
-        yield
+        theirs = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def sweep_locks() -> list[str]:
+    """Remove the lock files killed holders left (those nobody holds now),
+    the way a holder removes its own: under the lock.  Their names."""
+    path = records.RECORD_DIR / LOCK_DIR_NAME
+    if not path.is_dir():
+        return []
+    removed = []
+    directory = _lock_directory()
+    try:
+        for name in os.listdir(directory):
+            try:
+                fd = _lock_file(directory, name, until=0.0)
+            except SetupError:  # held: its hook removes it
+                continue
+            try:
+                os.unlink(name, dir_fd=directory)
+                removed.append(name)
+            finally:
+                os.close(fd)
     finally:
-        fcntl.flock(netns_fd, fcntl.LOCK_UN)
+        os.close(directory)
+    return removed
 
 
 def is_host_netns(netns_fd: int) -> bool:
     """True when ``netns_fd`` is the namespace this process runs in."""
-    mine = os.stat("/proc/self/ns/net")
-    theirs = os.fstat(netns_fd)
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+    return _same_inode(netns_fd, "/proc/self/ns/net")
 
 
 class Netlink:

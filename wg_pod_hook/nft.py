@@ -9,9 +9,10 @@ It is applied in-process through libnftables (its Python binding,
 python3-nftables), from a short-lived thread that enters the container's
 network namespace: on Linux a thread's namespace is its own, so the hook's
 main thread never moves, and no nsenter and nft are forked.  Without the
-binding or the library, ``nsenter --net=PATH -- nft -f -`` applies the same
-text: the only external command wg-pod runs to completion, with a deadline,
-its argv logged (never a secret) and named by its failure.
+binding or the library, ``nsenter --net=/proc/self/fd/N -- nft -f -`` (N:
+the namespace's fd, passed on) applies the same text: the only external
+command wg-pod runs to completion, with a deadline, its argv logged (never
+a secret) and named by its failure.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
-from .config import IPNetwork
+from .config import IPAddress, IPNetwork
 from .errors import SetupError
+from .oci import is_interface_name
 from .plan import REPLY_MARK, TABLE_NAME, Plan
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,93 @@ ERROR_MAX = 300
 _LIBNFTABLES_LOCK = threading.Lock()
 
 
-def _set(items: Iterable[object]) -> str:
-    return "{ " + ", ".join(str(i) for i in items) + " }"
+# --------------------------------------------------------------------------
+# Values -> rule text.  Each value in a rule comes from one of these helpers,
+# which take the parsed value (an ipaddress object, an int, a checked name),
+# never the text it was parsed from, and write its canonical form: nothing a
+# container's creator typed reaches the ruleset as typed.  A value outside
+# its type's rule is refused here too, so the text never depends on every
+# caller having checked.
+# --------------------------------------------------------------------------
+
+_U32_MAX = 0xFFFFFFFF
+# The only protocol words a rule is written with.
+_PROTOCOLS = {"tcp": "tcp", "udp": "udp"}
+
+
+def _refused(what: str, problem: str) -> SetupError:
+    return SetupError("render nftables", what, problem)
+
+
+def _number(value: int, low: int, high: int, what: str) -> str:
+    # bool is an int too, and an int subclass could bring its own text.
+    if type(value) is not int or not low <= value <= high:
+        raise _refused(what, f"not a number in {low}..{high}")
+    return f"{value:d}"
+
+
+def _port(port: int) -> str:
+    return _number(port, 1, 65535, "port")
+
+
+def _protocol(protocol: str) -> str:
+    word = _PROTOCOLS.get(protocol)
+    if word is None:
+        raise _refused("port remapping", "protocol is not tcp or udp")
+    return word
+
+
+def _mark(mark: int) -> str:
+    return _number(mark, 0, _U32_MAX, "mark")
+
+
+def _interface(name: str) -> str:
+    """A quoted interface name that follows the interface-name rule (which
+    leaves no quote, blank or backslash to escape)."""
+    if type(name) is not str or not is_interface_name(name):
+        raise _refused("interface name", "not 1-15 of A-Z a-z 0-9 _ = + . - (not starting with -)")
+    return f'"{name}"'
+
+
+def _address(address: IPAddress) -> str:
+    """Rebuilt from its bytes, so the text is canonical and holds the
+    address alone: an IPv6Address keeps a zone index in its text, which
+    the parsers refuse and this drops besides."""
+    if type(address) is IPv4Address:
+        return str(IPv4Address(address.packed))
+    if type(address) is IPv6Address:
+        return str(IPv6Address(address.packed))
+    raise _refused("address", "not an IPv4 or IPv6 address")
+
+
+def _network(network: IPNetwork) -> str:
+    if type(network) not in (IPv4Network, IPv6Network):
+        raise _refused("network", "not an IPv4 or IPv6 network")
+    prefix = _number(network.prefixlen, 0, network.max_prefixlen, "prefix length")
+    return f"{_address(network.network_address)}/{prefix}"
+
+
+def _addresses(addresses: tuple[IPAddress, ...], version: int) -> list[str]:
+    """Those of one IP version, rendered (every one checked first)."""
+    texts = [_address(a) for a in addresses]
+    return [text for text, a in zip(texts, addresses, strict=True) if a.version == version]
+
+
+def _networks(networks: tuple[IPNetwork, ...], version: int) -> list[str]:
+    texts = [_network(n) for n in networks]
+    return [text for text, n in zip(texts, networks, strict=True) if n.version == version]
+
+
+def _set(elements: Iterable[str]) -> str:
+    """An anonymous set of rendered elements."""
+    return "{ " + ", ".join(elements) + " }"
 
 
 def _port_remap_chain(plan: Plan) -> list[str]:
+    interface = _interface(plan.interface)
     rules = [
-        f'iifname "{plan.interface}" {r.protocol} dport {r.if_port} redirect to :{r.container_port}'
+        f"iifname {interface} {_protocol(r.protocol)} dport {_port(r.if_port)} "
+        f"redirect to :{_port(r.container_port)}"
         for r in plan.port_remaps
     ]
     return [
@@ -65,16 +148,18 @@ def _reply_chains(plan: Plan) -> list[str]:
     do their replies, which the routing rules send back the way they came."""
     if not plan.reply_path:
         return []
+    mark = _mark(REPLY_MARK)
+    interface = _interface(plan.interface)
     return [
         "chain reply-in {",
         "type filter hook prerouting priority mangle; policy accept;",
-        f'iifname != {{ "lo", "{plan.interface}" }} ct state new ct mark set {REPLY_MARK}',
+        f"iifname != {_set((_interface('lo'), interface))} ct state new ct mark set {mark}",
         # Marked on the way in too, for the reverse-path check.
-        f"ct mark {REPLY_MARK} meta mark set {REPLY_MARK}",
+        f"ct mark {mark} meta mark set {mark}",
         "}",
         "chain reply-out {",
         "type route hook output priority mangle; policy accept;",
-        f"ct mark {REPLY_MARK} meta mark set {REPLY_MARK}",
+        f"ct mark {mark} meta mark set {mark}",
         "}",
     ]
 
@@ -89,9 +174,9 @@ def _dns_redirect_chain(plan: Plan) -> list[str]:
         return []
     rules = []
     for family, version in (("ip", 4), ("ip6", 6)):
-        servers = [s for s in plan.dns.servers if s.version == version]
+        servers = _addresses(plan.dns.servers, version)
         if servers:
-            target = f"[{servers[0]}]" if version == 6 else str(servers[0])
+            target = f"[{servers[0]}]" if version == 6 else servers[0]
             rules.append(
                 f"meta l4proto {{ tcp, udp }} th dport 53 {family} daddr != {_set(servers)} "
                 f"dnat {family} to {target}"
@@ -106,7 +191,7 @@ def _dns_redirect_chain(plan: Plan) -> list[str]:
         # which the peer accepts from this client.
         "chain dns-source {",
         "type nat hook postrouting priority srcnat; policy accept;",
-        f'oifname "{plan.interface}" ct status dnat '
+        f"oifname {_interface(plan.interface)} ct status dnat "
         "meta l4proto { tcp, udp } th dport 53 masquerade",
         "}",
     ]
@@ -119,7 +204,7 @@ def _dns_rules(plan: Plan) -> list[str]:
         return []
     rules = []
     for family, version in (("ip", 4), ("ip6", 6)):
-        servers = [s for s in plan.dns.servers if s.version == version]
+        servers = _addresses(plan.dns.servers, version)
         match = f"{family} daddr != {_set(servers)} " if servers else ""
         rules.append(
             f"meta nfproto {'ipv4' if version == 4 else 'ipv6'} "
@@ -132,18 +217,18 @@ def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str
     dns = _dns_rules(plan)
     if not plan.kill_switch and not dns:
         return []
-    rules = ['oifname "lo" accept', *dns]
+    rules = [f"oifname {_interface('lo')} accept", *dns]
     policy = "accept"
     if plan.kill_switch:
         policy = "drop"
         rules += [
-            f'oifname "{plan.interface}" accept',
+            f"oifname {_interface(plan.interface)} accept",
             "ct state established,related accept",
             # Neighbour discovery keeps the podman network itself reachable.
             "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
         ]
         for family, version in (("ip", 4), ("ip6", 6)):
-            nets = [n for n in local_networks if n.version == version]
+            nets = _networks(local_networks, version)
             if nets:
                 rules.append(f"{family} daddr {_set(nets)} accept")
     return [
@@ -183,15 +268,17 @@ def removal() -> str:
     return f"add table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"
 
 
-def apply(netns_path: str, ruleset: str) -> None:
-    """Apply ``ruleset`` in the network namespace at ``netns_path``, as one
-    transaction: in-process through libnftables, else with nsenter and nft."""
+def apply(netns_fd: int, ruleset: str) -> None:
+    """Apply ``ruleset`` in the network namespace open as ``netns_fd``, as
+    one transaction: in-process through libnftables, else with nsenter and
+    nft.  The fd the caller opened (and proved to be the container's), never
+    a path opened again, which could by now name another namespace."""
     new_context = _libnftables()
     if new_context is None:
-        _apply_with_nft(netns_path, ruleset)
+        _apply_with_nft(netns_fd, ruleset)
     else:
-        log.debug("apply nftables in %s in-process (libnftables)", netns_path)
-        _apply_in_process(new_context, netns_path, ruleset)
+        log.debug("apply nftables in netns fd %d in-process (libnftables)", netns_fd)
+        _apply_in_process(new_context, netns_fd, ruleset)
 
 
 def preload() -> None:
@@ -230,7 +317,7 @@ def _libnftables() -> Callable[[], Any] | None:
     return None
 
 
-def _apply_in_process(new_context: Callable[[], Any], netns_path: str, ruleset: str) -> None:
+def _apply_in_process(new_context: Callable[[], Any], netns_fd: int, ruleset: str) -> None:
     """The whole text as one file, as ``nft -f`` reads it: parsed and
     evaluated first, then sent as one netlink batch.  A file (in memory), not
     a buffer: from a buffer libnftables shows an error with the text's first
@@ -268,7 +355,7 @@ def _apply_in_process(new_context: Callable[[], Any], netns_path: str, ruleset: 
         finally:
             _LIBNFTABLES_LOCK.release()
 
-    rc, error = in_netns(netns_path, run, APPLY_TIMEOUT)
+    rc, error = in_netns(netns_fd, run, APPLY_TIMEOUT)
     if rc != 0:
         raise SetupError("apply nftables", "nft", one_line(error) or f"libnftables error {rc}")
 
@@ -298,18 +385,25 @@ def _check_netfilter_socket() -> None:
         raise SetupError("apply nftables", "nft", detail) from None
 
 
-def in_netns(netns_path: str, work: Callable[[Callable[[T], None]], None], timeout: float) -> T:
+def in_netns(netns_fd: int, work: Callable[[Callable[[T], None]], None], timeout: float) -> T:
     """Run ``work(report)`` in a thread of its own that first enters the
-    network namespace at ``netns_path``; return what it reports, or raise
+    network namespace open as ``netns_fd``; return what it reports, or raise
     here what it raised before reporting.  The thread may go on tidying up
     after its report; nobody waits for that.
 
     setns(2) moves only the calling thread, and this one ends with its work:
-    the caller's namespace never changes.
+    the caller's namespace never changes.  The thread enters through a
+    duplicate of the fd, its own: the caller may close its fd once the
+    deadline passed, and that number may by then be another file's.
     """
     outcome: list[T] = []
     failure: list[BaseException] = []
     answered = threading.Event()
+    try:
+        own = os.dup(netns_fd)
+    except OSError as exc:
+        cause = f"enter network namespace: {exc.strerror or exc}"
+        raise SetupError("apply nftables", "network namespace", cause) from None
 
     def report(value: T) -> None:
         outcome.append(value)
@@ -317,36 +411,36 @@ def in_netns(netns_path: str, work: Callable[[Callable[[T], None]], None], timeo
 
     def run() -> None:
         try:
-            _enter_netns(netns_path)
+            _enter_netns(own)
             work(report)
         except BaseException as exc:  # raised again in the caller's thread
             if answered.is_set():
-                log.debug("after applying nftables in %s: %s", netns_path, exc)
+                log.debug("after applying nftables in netns fd %d: %s", netns_fd, exc)
             failure.append(exc)
         finally:
             answered.set()
 
-    threading.Thread(target=run, name="wg-pod-nft", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="wg-pod-nft", daemon=True).start()
+    except BaseException:
+        os.close(own)
+        raise
     if not answered.wait(timeout):
         raise SetupError("apply nftables", "nft", f"no answer within {timeout:g}s")
     if outcome:
         return outcome[0]
     if failure:
         raise failure[0]
-    raise SetupError("apply nftables", netns_path, "the worker thread gave no answer")
+    raise SetupError("apply nftables", "network namespace", "the worker thread gave no answer")
 
 
-def _enter_netns(netns_path: str) -> None:
-    try:
-        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        cause = f"open network namespace: {exc.strerror or exc}"
-        raise SetupError("apply nftables", netns_path, cause) from None
+def _enter_netns(fd: int) -> None:
+    """Move this thread into the namespace open as ``fd``, and close it."""
     try:
         _setns(fd)
     except OSError as exc:
         cause = f"enter network namespace: {exc.strerror or exc}"
-        raise SetupError("apply nftables", netns_path, cause) from None
+        raise SetupError("apply nftables", "network namespace", cause) from None
     finally:
         os.close(fd)
 
@@ -366,8 +460,10 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _apply_with_nft(netns_path: str, ruleset: str) -> None:
-    argv = ["nsenter", f"--net={netns_path}", "--", "nft", "-f", "-"]
+def _apply_with_nft(netns_fd: int, ruleset: str) -> None:
+    # nsenter opens the fd it inherits as its own /proc/self/fd/N: the same
+    # namespace, not one a path names by now.
+    argv = ["nsenter", f"--net=/proc/self/fd/{netns_fd}", "--", "nft", "-f", "-"]
     log.debug("run: %s", " ".join(argv))
     try:
         done = subprocess.run(
@@ -377,6 +473,7 @@ def _apply_with_nft(netns_path: str, ruleset: str) -> None:
             text=True,
             timeout=APPLY_TIMEOUT,
             check=False,
+            pass_fds=(netns_fd,),
         )
     except FileNotFoundError:
         raise SetupError("apply nftables", argv[0], "not installed") from None

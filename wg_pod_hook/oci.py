@@ -7,6 +7,7 @@ controls is parsed and validated here, before anything touches the system.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from enum import Enum
 from ipaddress import ip_address, ip_network
 from pathlib import PurePosixPath
 
-from .config import IPAddress, IPNetwork, dns_entry, search_list_problem
+from .config import IPAddress, IPNetwork, dns_entry, search_list_problem, zone_index_problem
 from .errors import AnnotationError, StateError
 
 PREFIX = "wg-pod."
@@ -27,6 +28,14 @@ ADD_ROUTE = "wg-pod.add-route"
 DNS = "wg-pod.dns"
 KILL_SWITCH = "wg-pod.kill-switch"
 KNOWN = (CONFIG, INTERFACE, PORT_REMAPPING, DELETE_DEFAULT, ADD_ROUTE, DNS, KILL_SWITCH)
+# The keys podman sends the hook for (hooks.d/*.json, hooksd.py): "wg-pod."
+# in any case, so that a misspelt key or an empty value is refused here
+# rather than starting a container without its tunnel.  A Go regexp, which
+# podman searches (unanchored) in each key; Python's re reads it the same.
+KEY_PATTERN = r"(?i)^wg-pod\."
+_OURS = re.compile(KEY_PATTERN)
+# How much of an unknown key an error shows.
+_SHOWN_KEY = 64
 
 # Annotation values come from whoever may create containers; nothing longer
 # than this is a plausible list of ports, routes or servers.
@@ -129,10 +138,9 @@ def parse_state(text: str) -> ContainerState:
 
 def parse_annotations(annotations: Mapping[str, str]) -> Request:
     """Validate every ``wg-pod.*`` annotation into a Request."""
-    ours = {k: v for k, v in annotations.items() if k.startswith(PREFIX)}
+    ours = {k: v for k, v in annotations.items() if _OURS.match(k)}
     for key in sorted(ours):
-        if key not in KNOWN:
-            raise AnnotationError(key, f"unknown annotation (known: {', '.join(KNOWN)})")
+        _check_key(key)
         _check_value(key, ours[key])
     if CONFIG not in ours:
         raise AnnotationError(CONFIG, "missing; it names the WireGuard config file")
@@ -155,9 +163,37 @@ def parse_annotations(annotations: Mapping[str, str]) -> Request:
     )
 
 
+def _check_key(key: str) -> None:
+    """A key of ours that is not exactly a known one: refused, naming the
+    nearest known key (``wg-pod.confg``: did you mean wg-pod.config?)."""
+    if key in KNOWN:
+        return
+    shown = _shown_key(key)
+    if key.lower() in KNOWN:
+        hint = f"keys are lower case: did you mean {key.lower()}?"
+    else:
+        # Compared without the prefix, which every candidate shares.
+        suffixes = {k.removeprefix(PREFIX): k for k in KNOWN}
+        near = difflib.get_close_matches(key[len(PREFIX) :].lower(), suffixes, n=1)
+        hint = f"did you mean {suffixes[near[0]]}?" if near else f"known: {', '.join(KNOWN)}"
+    raise AnnotationError(shown, f"unknown annotation; {hint}")
+
+
+def _shown_key(key: str) -> str:
+    """The key as an error may show it: one short line."""
+    if len(key) <= _SHOWN_KEY and key.isascii() and key.isprintable():
+        return key
+    cut = key[:_SHOWN_KEY]
+    return repr(cut).encode("ascii", "backslashreplace").decode() + (
+        "..." if len(key) > _SHOWN_KEY else ""
+    )
+
+
 def _check_value(key: str, value: str) -> None:
     if len(value) > MAX_VALUE:
         raise AnnotationError(key, f"value longer than {MAX_VALUE} characters")
+    if not value.strip():
+        raise AnnotationError(key, "empty value")
     if not value.isascii() or not value.isprintable():
         raise AnnotationError(key, "value has control or non-ASCII characters")
 
@@ -250,6 +286,10 @@ def parse_add_routes(key: str, value: str) -> tuple[ExtraRoute, ...]:
             gateway = ip_address(gateway_text)
         except ValueError as exc:
             raise AnnotationError(key, f"{item!r}: {exc}") from None
+        for text, why in ((target_text, "a route target"), (gateway_text, "a gateway")):
+            zoned = zone_index_problem(text, f"{why} takes none")
+            if zoned is not None:
+                raise AnnotationError(key, f"{item!r}: {zoned}")
         if target.version != gateway.version:
             raise AnnotationError(key, f"{item!r}: target and gateway differ in IP version")
         routes.append(ExtraRoute(target, gateway))

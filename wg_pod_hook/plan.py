@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses
 from pathlib import PurePosixPath
 
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
@@ -128,6 +128,11 @@ def _tunnel_routes(
                 prefixes.update(_HALVES[network.version])
             else:
                 prefixes.add(network)
+    if delete_default:
+        # Podman's default route goes: a family covered in pieces (e.g.
+        # 0.0.0.0/1, 128.0.0.0/1) gets the tunnel as its default route, as
+        # 0.0.0.0/0 does; the pieces stay, the same way out.
+        prefixes.update(_EVERYTHING[version] for version in full_tunnel_versions(config))
     return _longest_first(prefixes - connected)
 
 
@@ -166,11 +171,16 @@ def automatic_mtu(route_mtus: list[int]) -> int:
 
 
 def full_tunnel_versions(config: WgConfig) -> frozenset[int]:
+    """IP versions whose whole address space the peers' AllowedIPs cover
+    together: ``0.0.0.0/0``, or pieces such as ``0.0.0.0/1, 128.0.0.0/1``
+    that generators write to win over an existing default route."""
+    allowed = [network for peer in config.peers for network in peer.allowed_ips]
+    v4 = collapse_addresses(n for n in allowed if isinstance(n, IPv4Network))
+    v6 = collapse_addresses(n for n in allowed if isinstance(n, IPv6Network))
     return frozenset(
-        net.version
-        for peer in config.peers
-        for net in peer.allowed_ips
-        if net == _EVERYTHING[net.version]
+        version
+        for version, union in ((4, list(v4)), (6, list(v6)))
+        if union == [_EVERYTHING[version]]
     )
 
 

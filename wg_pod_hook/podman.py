@@ -20,6 +20,10 @@ class PodmanError(WgPodError):
     """podman's API could not answer."""
 
 
+class NoSuchContainer(PodmanError):
+    """podman's API answered: it has no container of that name or id."""
+
+
 @dataclass(frozen=True)
 class ContainerInfo:
     id: str
@@ -57,7 +61,7 @@ def inspect(name_or_id: str, url: str | None = None) -> ContainerInfo:
         with _client(url) as client:
             attrs = client.containers.get(name_or_id).inspect()
     except NotFound:
-        raise PodmanError(f"no container {name_or_id!r}") from None
+        raise NoSuchContainer(f"no container {name_or_id!r}") from None
     except (APIError, OSError) as exc:
         raise PodmanError(f"podman API: {exc}") from None
     state = attrs.get("State") or {}

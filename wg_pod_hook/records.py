@@ -8,21 +8,27 @@ after a killed hook — tears down exactly what it says was done
 (teardown.py).  It holds names, pids, paths and public keys, never a
 private or preshared key.
 
-The file (JSON, ``"version": 2``; version 1 had no ``version`` field and
-the same keys, less ``complete``, ``moved`` and ``process``):
+The file (JSON, ``"version": 3``; version 2 had no ``container_start``
+and no ``netns.cookie``, version 1 no ``version`` field either, and the
+same keys less ``complete``, ``moved`` and ``process``; all are still read):
 
 - ``container_id``, ``interface`` (name in the container), ``config``
   (path), ``created`` (Unix time); ``annotations`` (the container's
   ``wg-pod.*`` annotations) and ``bundle`` (its OCI bundle directory): what
   the daemon needs to set the tunnel up again;
 - ``netns``: ``path``, ``dev``, ``ino`` of the container's network
-  namespace (the identity that tells whether it still exists);
+  namespace and its ``cookie`` (SO_NETNS_COOKIE, Linux 5.14 on; null
+  before): the identity that tells whether it still exists.  A freed
+  namespace's inode number is given to a later one; its cookie never is;
 - ``shared_with``: the container whose tunnel this one shares (pod members
   in one namespace); such a record has nothing of its own to tear down;
 - ``complete``: every step done (false while the hook works, or when it
   was killed); ``writer`` (``pid``, ``start``): the process doing the
   setup, which tells a setup at work from one that was interrupted;
-- ``container_pid``, ``temp_name`` (host-side name before the move),
+- ``container_pid`` and ``container_start`` (the kernel's start time of
+  that process, read while it was proven to be in the namespace: with the
+  pid it names the container's process, never a later one that got its
+  pid), ``temp_name`` (host-side name before the move),
   ``backend`` (``kernel``/``userspace``), ``process`` (``pid`` and
   ``start``, the kernel's start time, of wireguard-go), ``moved`` (the
   interface is in the container's namespace);
@@ -33,7 +39,10 @@ the same keys, less ``complete``, ``moved`` and ``process``):
   for the main table), ``reply_path`` (IP versions with routing rules),
   ``nftables`` (the table);
 - ``public_key`` and ``peer_public_keys``: which key the tunnel uses
-  towards which peers.
+  towards which peers;
+- ``failed`` and ``failed_at``: a run that replaced a running tunnel (a
+  repair, a pod member's restart, ``join`` again) failed, why and when; what
+  keeps the namespace closed stays, and the daemon tries again.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from .errors import WgPodError
 log = logging.getLogger(__name__)
 
 RECORD_DIR = Path("/run/wg-pod")
-VERSION = 2
+VERSION = 3
 
 # A netlink route spec, as Netlink.default_routes gives and restore_route takes.
 RouteSpec = Mapping[str, int | str]
@@ -63,26 +72,54 @@ class RecordError(WgPodError):
 
 @dataclass(frozen=True)
 class NetnsId:
-    """A network namespace: a path to it and the identity of the namespace."""
+    """A network namespace: a path to it and the identity of the namespace.
+
+    ``(dev, ino)`` names one namespace only while it lives: a freed
+    namespace's inode number goes to a later one.  ``cookie`` (None on
+    kernels before 5.14, and in records of older versions) is never given
+    to another namespace until the machine reboots."""
 
     path: str
     dev: int
     ino: int
+    cookie: int | None = None
 
     @classmethod
     def of(cls, path: str, netns_fd: int) -> NetnsId:
+        """The identity of the namespace open as ``netns_fd`` (``path`` is
+        where it is to be found again)."""
+        from .netlink import netns_cookie  # enters the namespace: netlink's work
+
         info = os.fstat(netns_fd)
-        return cls(path, info.st_dev, info.st_ino)
+        return cls(path, info.st_dev, info.st_ino, netns_cookie(netns_fd))
 
     def alive(self) -> bool:
-        """Whether the namespace still exists (and ``path`` still names it)."""
+        """Whether the namespace still exists and ``path`` still names it:
+        the same inode, and the same cookie when one was recorded (a
+        namespace that got the inode number of a freed one is not it)."""
         try:
             info = os.stat(self.path)
         except OSError:
             return False
-        return (info.st_dev, info.st_ino) == (self.dev, self.ino)
+        if (info.st_dev, info.st_ino) != (self.dev, self.ino):
+            return False
+        if self.cookie is None:
+            return True
+        from .netlink import open_netns
+
+        try:
+            with open_netns(self.path) as fd:
+                return self.same(NetnsId.of(self.path, fd))
+        except PermissionError:  # not root (status): the inode is all it can tell
+            return True
+        except (OSError, WgPodError):
+            return False
 
     def same(self, other: NetnsId) -> bool:
+        """One namespace: the same inode, and the same cookie when both
+        have one."""
+        if self.cookie is not None and other.cookie is not None:
+            return (self.dev, self.ino, self.cookie) == (other.dev, other.ino, other.cookie)
         return (self.dev, self.ino) == (other.dev, other.ino)
 
 
@@ -125,6 +162,7 @@ class TunnelRecord:
     complete: bool = False
     writer: ProcessId | None = None  # who sets it up (hook, daemon, join) until complete
     container_pid: int | None = None
+    container_start: int | None = None  # the kernel's start time of container_pid
     temp_name: str | None = None
     backend: str | None = None
     process: ProcessId | None = None
@@ -140,6 +178,17 @@ class TunnelRecord:
     peer_public_keys: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     bundle: str | None = None
+    # A run that replaced a running tunnel failed: why (one line, no
+    # secrets) and when.  The namespace stays closed until a run succeeds.
+    failed: str | None = None
+    failed_at: float | None = None
+
+    def container(self) -> ProcessId | None:
+        """The container's process, when the record names it whole: its pid
+        alone may by now be another process's (records before version 3)."""
+        if self.container_pid is None or self.container_start is None:
+            return None
+        return ProcessId(self.container_pid, self.container_start)
 
     def to_json(self) -> dict[str, Any]:
         # Field by field, not dataclasses.asdict: that deep-copies every
@@ -196,7 +245,7 @@ def from_json(data: object) -> TunnelRecord:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     version = data.get("version", 1)
-    if version not in (1, VERSION):
+    if version not in (1, 2, VERSION):
         raise ValueError(f"unknown version {version!r}")
     netns = data.get("netns")
     if not (
@@ -206,6 +255,9 @@ def from_json(data: object) -> TunnelRecord:
         and isinstance(netns.get("ino"), int)
     ):
         raise ValueError("netns: needs path, dev and ino")
+    cookie = netns.get("cookie")
+    if cookie is not None and (isinstance(cookie, bool) or not isinstance(cookie, int)):
+        raise ValueError("netns: cookie is a number")
     for key in ("container_id", "interface", "config"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f"{key}: missing")
@@ -221,13 +273,14 @@ def from_json(data: object) -> TunnelRecord:
         container_id=data["container_id"],
         interface=data["interface"],
         config=data["config"],
-        netns=NetnsId(netns["path"], netns["dev"], netns["ino"]),
+        netns=NetnsId(netns["path"], netns["dev"], netns["ino"], cookie),
         created=float(_typed(data, "created", (int, float), 0.0)),
         shared_with=_typed(data, "shared_with", str, None),
         # Version 1 wrote its record once, at the end.
         complete=bool(_typed(data, "complete", bool, version == 1)),
         writer=_process(data, "writer") if isinstance(data.get("writer"), dict) else None,
         container_pid=_typed(data, "container_pid", int, None),
+        container_start=_typed(data, "container_start", int, None),
         temp_name=_typed(data, "temp_name", str, None),
         backend=_typed(data, "backend", str, None),
         process=_process(data),
@@ -243,6 +296,8 @@ def from_json(data: object) -> TunnelRecord:
         peer_public_keys=tuple(peers),
         annotations=_annotations(data),
         bundle=_typed(data, "bundle", str, None),
+        failed=_typed(data, "failed", str, None),
+        failed_at=_typed(data, "failed_at", (int, float), None),
     )
 
 
@@ -335,9 +390,19 @@ def remove(container_id: str) -> None:
     path_for(container_id).unlink(missing_ok=True)
 
 
+def list_ids() -> list[str]:
+    """Every container with a record; none when the directory does not
+    exist, OSError when it cannot be read (``wg-pod health`` must know)."""
+    try:
+        names = os.listdir(RECORD_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and n[0] != ".")
+
+
 def all_ids() -> list[str]:
     try:
-        return sorted(p.stem for p in RECORD_DIR.glob("*.json") if not p.name.startswith("."))
+        return list_ids()
     except OSError:
         return []
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .configfile import MAX_SIZE, directory_problem, read_capped, trust_problem
 from .errors import SettingsError
 from .oci import Toggle
 
@@ -120,16 +121,36 @@ def load_settings(path: str | None = None) -> Settings:
     """Load the settings named by ``path``, ``$WG_POD_SETTINGS`` or the default.
 
     Only the default file may be absent: a path someone named explicitly
-    must exist, so a typo cannot silently fall back to defaults.
+    must exist, so a typo cannot silently fall back to defaults.  The file
+    names a command root runs and where configs may be, so it follows the
+    configs' rule (configfile.trust_problem: root's, writable by no one
+    else), checked through the descriptor it is read from, and so do the
+    directories above it, as sshd's StrictModes has it.
     """
     explicit = path or os.environ.get(ENV_VAR)
     target = Path(explicit) if explicit else DEFAULT_PATH
+    source = str(target)
     try:
-        text = target.read_text(encoding="utf-8")
+        real = target.resolve(strict=True)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         if explicit:
-            raise SettingsError(str(target), None, "settings file does not exist") from None
+            raise SettingsError(source, None, "settings file does not exist") from None
         return Settings()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(str(target), None, f"cannot read: {exc}") from None
-    return parse_settings(text, str(target))
+    except (OSError, RuntimeError) as exc:
+        raise SettingsError(source, None, f"cannot read: {exc}") from None
+    try:
+        info = os.fstat(fd)
+        problem = trust_problem(info, "settings file", "chmod 644") or directory_problem(real)
+        if problem:
+            raise SettingsError(source, None, problem)
+        data = read_capped(fd)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SIZE:
+        raise SettingsError(source, None, "settings file is larger than 1 MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(source, None, "settings file is not UTF-8 text") from None
+    return parse_settings(text, source)

@@ -55,6 +55,10 @@ class TunnelStatus:
     state: str | None = None
     repairs: int = 0
     last_failure: str | None = None
+    # A run that replaced the running tunnel failed (records.TunnelRecord):
+    # down, the namespace kept closed, the daemon trying again.
+    failed: str | None = None
+    failed_at: float | None = None
 
 
 def _uapi_peers(temp_name: str) -> tuple[PeerStatus, ...]:
@@ -147,6 +151,13 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
         return base
     if not record.netns.alive():
         return _with(base, problem="the container's network namespace is gone")
+    if record.failed:
+        return _with(
+            base,
+            problem=f"repair failed: {record.failed}",
+            failed=record.failed,
+            failed_at=record.failed_at,
+        )
     if not record.complete:
         working = record.writer is not None and record.writer.alive()
         return _with(
@@ -239,17 +250,69 @@ def with_health(tunnel: TunnelStatus, now: float | None = None) -> TunnelStatus:
     )
 
 
+class CannotKnow(WgPodError):
+    """``wg-pod health`` cannot tell whether a tunnel is healthy: what it
+    must read cannot be read, or changed while it read (exit status 2)."""
+
+
+def recorded_ids() -> list[str]:
+    """Every container with a record, for ``wg-pod health``: CannotKnow when
+    the state directory cannot be read (an absent one holds none)."""
+    try:
+        return records.list_ids()
+    except OSError as exc:
+        hint = " (run it as root)" if isinstance(exc, PermissionError) else ""
+        raise CannotKnow(f"cannot read {records.RECORD_DIR}: {exc.strerror}{hint}") from None
+
+
+def _examined_record(container_id: str) -> TunnelRecord:
+    try:
+        record = records.load(container_id)
+    except RecordError as exc:
+        raise CannotKnow(str(exc)) from None
+    if record is None:
+        raise CannotKnow(f"the record of {container_id[:12]} vanished while it was read")
+    return record
+
+
+def _kept_health(container_id: str) -> health.Health | None:
+    try:
+        return health.load(container_id)
+    except health.HealthError as exc:
+        raise CannotKnow(str(exc)) from None
+
+
+def health_tunnels(
+    container_ids: Sequence[str], names: dict[str, str] | None = None
+) -> list[TunnelStatus]:
+    """The tunnels of ``container_ids`` for ``wg-pod health``, and those their
+    pod members share; CannotKnow when a record cannot be read or is gone."""
+    names = names or {}
+    found: dict[str, TunnelStatus] = {}
+    wanted = list(container_ids)
+    while wanted:
+        container_id = wanted.pop(0)
+        if container_id not in found:
+            record = _examined_record(container_id)
+            found[container_id] = tunnel_status(record, names.get(container_id))
+            if record.shared_with:
+                wanted.append(record.shared_with)
+    return list(found.values())
+
+
 def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
     """The state of each tunnel, for ``wg-pod health``: the daemon's when it
     looked lately; else this command looks twice, SEND_WINDOW apart, at the
-    tunnels that seem idle (to tell those that are sending: stale)."""
+    tunnels that seem idle (to tell those that are sending: stale).
+    CannotKnow when a health file or a record cannot be read, or a record
+    is gone by the second look."""
     now = time.time()
     states: dict[str, health.State] = {}
     first: dict[str, Sample] = {}
     for tunnel in tunnels:
         if tunnel.shared_with:
             continue
-        kept = health.read(tunnel.container_id)
+        kept = _kept_health(tunnel.container_id)
         if kept is not None and now - kept.checked <= FRESH:
             states[tunnel.container_id] = kept.state
             continue
@@ -259,10 +322,11 @@ def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
     if idle:
         time.sleep(health.SEND_WINDOW)
         for container_id in idle:
-            record = records.read(container_id)
-            if record is not None:
-                again = sample(tunnel_status(record))
-                states[container_id] = health.classify(again, first[container_id])
+            again = sample(tunnel_status(_examined_record(container_id)))
+            states[container_id] = health.classify(again, first[container_id])
+    for tunnel in tunnels:  # a pod member's health is that of the tunnel it shares
+        if tunnel.shared_with and tunnel.shared_with in states:
+            states[tunnel.container_id] = states[tunnel.shared_with]
     return states
 
 
@@ -303,7 +367,8 @@ def render_failure(failure: Failure) -> str:
     return "\n".join(
         [
             f"container: {failure.name or short} ({short})",
-            f"  failed to start: {failure.message}",
+            f"  {'repair failed' if failure.stage == 'repair' else 'failed to start'}: "
+            f"{failure.message}",
             f"    at {_when(failure.time)} ({failure.stage}); more: journalctl -t wg-pod",
         ]
     )
@@ -324,12 +389,16 @@ def render(
             continue
         lines.append(f"  interface: {t.interface} ({t.backend} backend)")
         lines.append(f"  config: {t.config}")
-        if t.state:
-            repairs = f", {t.repairs} repair{'s' if t.repairs != 1 else ''}" if t.repairs else ""
+        repairs = f", {t.repairs} repair{'s' if t.repairs != 1 else ''}" if t.repairs else ""
+        if t.failed:
+            since = f" (since {_when(t.failed_at)})" if t.failed_at is not None else ""
+            lines.append(f"  state: {t.state or 'down'}: repair failed: {t.failed}{since}{repairs}")
+            lines.append("  the namespace stays closed (no traffic past the tunnel); retried")
+        elif t.state:
             lines.append(f"  state: {t.state}{repairs}")
-        if t.last_failure:
+        if t.last_failure and not t.failed:
             lines.append(f"  last failure: {t.last_failure}")
-        if t.problem:
+        if t.problem and not t.failed:
             lines.append(f"  problem: {t.problem}")
         if t.addresses:
             lines.append("  addresses: " + ", ".join(t.addresses))

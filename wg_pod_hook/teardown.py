@@ -38,13 +38,15 @@ def teardown(
 ) -> None:
     """Undo ``record``, newest step first, and remove it.
 
-    ``replacing``: a new run in the same namespace takes over; only the
-    interface and its backend go.  What the tunnel replaced (podman's
-    default routes, resolv.conf) and the protections it set up (nftables
-    table, reply path, unreachable routes) stay, so nothing leaks in
-    between; the new run carries them over and replaces them.  ``inside`` is
-    a netlink socket already open in the container's namespace.  Raises
-    SetupError naming every step that failed, after trying them all.
+    ``replacing``: a new run in the same namespace takes over, or a run
+    that replaced a running tunnel failed; only the interface and its
+    backend go.  What the tunnel replaced (podman's default routes,
+    resolv.conf), the protections it set up (nftables table, reply path,
+    unreachable routes) and the record itself stay, so nothing leaks and
+    nothing is forgotten in between: the caller writes the record anew.
+    ``inside`` is a netlink socket already open in the container's
+    namespace.  Raises SetupError naming every step that failed, after
+    trying them all.
     """
     errors: list[str] = []
 
@@ -62,10 +64,12 @@ def teardown(
         attempt("stop wireguard-go", userspace.stop, record.process, record.temp_name)
         if not record.moved and record.temp_name:
             attempt("delete host-side interface", delete_host_link, record.temp_name)
-    records.remove(record.container_id)
-    if not replacing:  # a new run goes on with its health (repairs count)
+    if replacing:  # a new run goes on with the record and its health (repairs count)
+        log.info("container %s: interface taken down", record.container_id[:12])
+    else:
+        records.remove(record.container_id)
         health.forget(record.container_id)
-    log.info("container %s: tunnel taken down", record.container_id[:12])
+        log.info("container %s: tunnel taken down", record.container_id[:12])
     if errors:
         raise SetupError("take down", record.interface, "; ".join(errors))
 
@@ -102,7 +106,7 @@ def _undo_inside(
             record.resolv_conf_original,
         )
     if record.nftables:
-        attempt("remove nftables", nft.apply, record.netns.path, nft.removal())
+        attempt("remove nftables", nft.apply, netlink.netns_fd, nft.removal())
     for version in record.reply_path:
         attempt("remove reply path", netlink.clear_reply_path, version, REPLY_MARK)
     for route in record.removed_routes:
@@ -121,7 +125,8 @@ def _container_netlink(record: TunnelRecord, inside: Netlink | None) -> Iterator
         return
     from .netlink import Netlink, open_netns
 
-    with open_netns(record.netns.path) as fd, Netlink(fd, "container") as netlink:
+    # Only the record's namespace: the path may by now name another.
+    with open_netns(record.netns.path, record.netns) as fd, Netlink(fd, "container") as netlink:
         yield netlink
 
 
@@ -148,7 +153,9 @@ def down(container_id: str) -> None:
         delete_host_link(temp_name(container_id))
         records.remove(container_id)
         return
-    if record.shared_with is None and record.complete and record.netns.alive():
+    if record.shared_with is None and record.netns.alive() and (record.complete or record.failed):
+        # A failed rerun's record too: what keeps the namespace closed
+        # stays while the namespace lives (pod members may run in it).
         log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
         return
     teardown(record)
@@ -185,7 +192,7 @@ def leave(container_id: str) -> None:
             f"it shares the tunnel of container {record.shared_with[:12]}: leave that one",
         )
     if record.netns.alive():
-        with open_netns(record.netns.path) as fd, namespace_lock(fd):
+        with open_netns(record.netns.path, record.netns) as fd, namespace_lock(fd):
             teardown(record)
     else:
         teardown(record)
@@ -197,9 +204,9 @@ def leave(container_id: str) -> None:
 def gc() -> list[str]:
     """Remove what hooks killed mid-way left behind: records of gone
     namespaces, unreadable records, host-side interfaces and wireguard-go
-    processes that no record accounts for, and record files a writer died
-    before renaming."""
-    from .netlink import Netlink
+    processes that no record accounts for, record files a writer died
+    before renaming, and namespace lock files nobody holds."""
+    from .netlink import Netlink, sweep_locks
 
     removed = [f"record {cid[:12]}" for cid in prune_stale()]
     for container_id in records.broken_ids():
@@ -217,4 +224,5 @@ def gc() -> list[str]:
     for path in records.orphaned_temporaries():
         path.unlink(missing_ok=True)
         removed.append(f"unfinished record file {path.name}")
+    removed += [f"lock file {name}" for name in sweep_locks()]
     return removed

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from ipaddress import ip_network
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +24,7 @@ from wg_pod_hook.plan import TABLE_NAME, build_plan
 from wg_pod_hook.settings import Settings
 
 pytestmark = pytest.mark.root
+T = TypeVar("T")
 
 CONFIG = (
     "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n"
@@ -59,6 +62,23 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(request.param)
 
 
+def apply(ns: Netns, ruleset: str) -> None:
+    """nft.apply in ``ns``, through an fd opened on it, as the hook does."""
+    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        nft.apply(fd, ruleset)
+    finally:
+        os.close(fd)
+
+
+def in_netns(ns: Netns, work: Callable[[Callable[[T], None]], None], timeout: float) -> T:
+    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return nft.in_netns(fd, work, timeout)
+    finally:
+        os.close(fd)
+
+
 def listed(ns: Netns) -> str | None:
     """The wg-pod table as nft lists it, None when there is none."""
     done = run(
@@ -71,7 +91,7 @@ def test_the_ruleset_is_applied_and_reads_back(
     netns: Netns, way: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
-    nft.apply(netns.path, ruleset())
+    apply(netns, ruleset())
     table = listed(netns)
     assert table is not None
     assert 'iifname "office" tcp dport 80 redirect to :8080' in table
@@ -80,29 +100,29 @@ def test_the_ruleset_is_applied_and_reads_back(
     assert "dnat ip to 10.250.0.1" in table
     assert table.count("chain ") == 6
     if way == "libnftables":
-        assert f"apply nftables in {netns.path} in-process (libnftables)" in caplog.text
+        assert "in-process (libnftables)" in caplog.text
         assert "run: nsenter" not in caplog.text
     else:
         assert "apply nftables with nsenter and nft: no Python module nftables" in caplog.text
-        assert f"run: nsenter --net={netns.path} -- nft -f -" in caplog.text
+        assert re.search(r"run: nsenter --net=/proc/self/fd/\d+ -- nft -f -", caplog.text)
     # A rerun converges on the same table.
-    nft.apply(netns.path, ruleset())
+    apply(netns, ruleset())
     assert listed(netns) == table
 
 
 def test_both_ways_apply_the_same_table(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     in_process, with_nft = lab.netns(), lab.netns()
-    nft.apply(in_process.path, ruleset())
+    apply(in_process, ruleset())
     monkeypatch.setitem(sys.modules, "nftables", None)
-    nft.apply(with_nft.path, ruleset())
+    apply(with_nft, ruleset())
     assert listed(in_process) == listed(with_nft) is not None
 
 
 def test_a_rejected_batch_fails_in_one_line_and_changes_nothing(netns: Netns, way: str) -> None:
-    nft.apply(netns.path, ruleset())
+    apply(netns, ruleset())
     before = listed(netns)
     with pytest.raises(SetupError) as info:
-        nft.apply(netns.path, ruleset().replace('"office"', '"other"') + REJECTED)
+        apply(netns, ruleset().replace('"office"', '"other"') + REJECTED)
     message = str(info.value)
     assert message.startswith("apply nftables nft: /dev/stdin:")
     assert "Error: Could not process rule: No such file or directory" in message
@@ -113,7 +133,7 @@ def test_a_rejected_batch_fails_in_one_line_and_changes_nothing(netns: Netns, wa
 
 def test_a_syntax_error_applies_nothing(netns: Netns, way: str) -> None:
     with pytest.raises(SetupError) as info:
-        nft.apply(netns.path, ruleset().replace("policy drop", "policy dorp"))
+        apply(netns, ruleset().replace("policy drop", "policy dorp"))
     assert str(info.value).startswith("apply nftables nft: /dev/stdin:")
     assert "policy dorp" in str(info.value)
     assert listed(netns) is None
@@ -123,11 +143,11 @@ def test_both_ways_word_a_failure_alike(netns: Netns, monkeypatch: pytest.Monkey
     messages = []
     for bad in (ruleset() + REJECTED, ruleset().replace("policy drop", "policy dorp")):
         with pytest.raises(SetupError) as in_process:
-            nft.apply(netns.path, bad)
+            apply(netns, bad)
         with monkeypatch.context() as m:
             m.setitem(sys.modules, "nftables", None)
             with pytest.raises(SetupError) as with_nft:
-                nft.apply(netns.path, bad)
+                apply(netns, bad)
         messages.append(str(in_process.value))
         assert str(in_process.value) == str(with_nft.value)
     assert messages[0] != messages[1]
@@ -137,23 +157,23 @@ def test_the_callers_namespace_never_changes(netns: Netns) -> None:
     mine = os.readlink("/proc/thread-self/ns/net")
     theirs = f"net:[{os.stat(netns.path).st_ino}]"
     assert mine != theirs
-    nft.apply(netns.path, ruleset())
+    apply(netns, ruleset())
     assert os.readlink("/proc/thread-self/ns/net") == mine
     # The work itself ran in theirs.
-    seen = nft.in_netns(
-        netns.path, lambda report: report(os.readlink("/proc/thread-self/ns/net")), 5.0
+    seen = in_netns(
+        netns, lambda report: report(os.readlink("/proc/thread-self/ns/net")), 5.0
     )
     assert seen == theirs
     assert os.readlink("/proc/thread-self/ns/net") == mine
     with pytest.raises(SetupError):
-        nft.apply(netns.path, "no such command\n")
+        apply(netns, "no such command\n")
     assert os.readlink("/proc/thread-self/ns/net") == mine
 
 
 def test_the_deadline_bounds_the_wait(netns: Netns) -> None:
     started = time.monotonic()
     with pytest.raises(SetupError) as info:
-        nft.in_netns(netns.path, lambda report: time.sleep(2), 0.2)
+        in_netns(netns, lambda report: time.sleep(2), 0.2)
     assert str(info.value) == "apply nftables nft: no answer within 0.2s"
     assert time.monotonic() - started < 1.5
 
@@ -164,7 +184,7 @@ def test_the_answer_comes_before_the_tidying_up(netns: Netns) -> None:
         time.sleep(2)  # as closing libnftables' socket waits for the kernel
 
     started = time.monotonic()
-    assert nft.in_netns(netns.path, work, 5.0) == 7
+    assert in_netns(netns, work, 5.0) == 7
     assert time.monotonic() - started < 1.5
 
 
@@ -173,5 +193,5 @@ def test_a_failure_in_the_thread_is_raised_in_the_caller(netns: Netns) -> None:
         raise SetupError("apply nftables", "nft", "it failed")
 
     with pytest.raises(SetupError) as info:
-        nft.in_netns(netns.path, work, 5.0)
+        in_netns(netns, work, 5.0)
     assert str(info.value) == "apply nftables nft: it failed"

@@ -159,3 +159,22 @@ def test_writes_follow_no_link_and_stay_in_podmans_files(storage: Storage, tmp_p
         with pytest.raises(SetupError, match=f"write DNS {podmans}"):
             dns.read(podmans)
     assert host.read_text() == "host\n"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [b"\xff\xfe not text", b"nameserver 10.0.0.1\n\0\0", b"# " + b"x" * (dns.MAX_SIZE + 1)],
+    ids=["not-utf8", "nul-bytes", "huge"],
+)
+def test_a_resolv_conf_that_is_not_plausible_text_reads_as_empty(
+    storage: Storage, written: bytes
+) -> None:
+    """The container can write into podman's file from the moment it
+    exists: what is not text of a plausible size is replaced whole, never
+    a reason to fail."""
+    cid, _ = storage.container()
+    podmans = storage.run / cid / "userdata" / "resolv.conf"
+    podmans.write_bytes(written)
+    assert dns.read(podmans) == ""
+    dns.write_in_place(podmans, "nameserver 10.250.0.1\n")
+    assert podmans.read_bytes() == b"nameserver 10.250.0.1\n"

@@ -89,3 +89,27 @@ def test_status_json_is_versioned_with_ages() -> None:
     (peer,) = data["tunnels"][0]["peers"]
     assert peer["latest_handshake"] == 1000 and peer["latest_handshake_age"] == 65
     assert status.render([], now=0) == "no tunnels"
+
+
+def test_a_failed_repair_is_shown_as_down_with_its_reason() -> None:
+    failed = status.TunnelStatus(
+        container_id="cd" * 32,
+        name="web",
+        interface="wg0",
+        backend="userspace",
+        config="/etc/wg/wg0.conf",
+        shared_with=None,
+        addresses=(),
+        peers=(),
+        problem="repair failed: create interface wg0: no backend",
+        state="down",
+        repairs=2,
+        failed="create interface wg0: no backend",
+        failed_at=0.0,
+    )
+    text = status.render([failed], now=100.0)
+    assert "  state: down: repair failed: create interface wg0: no backend" in text
+    assert "(since 1970-01-01 00:00:00 UTC), 2 repairs" in text
+    assert "problem:" not in text  # said once, on the state line
+    tunnel = status.as_json([failed], now=100.0)["tunnels"][0]
+    assert (tunnel["state"], tunnel["failed"]) == ("down", "create interface wg0: no backend")

@@ -688,3 +688,69 @@ def test_a_key_in_dns_is_refused_and_not_shown(mangled: str) -> None:
     with pytest.raises(ValueError) as caught:
         dns_entry(mangled)
     assert_no_secret(str(caught.value), secrets_in(PRIVATE))
+
+
+# --------------------------------------------------------------------------
+# IPv6 zone indexes (issue 20): Python's ipaddress takes `fd00::53%x`, and
+# its text keeps the zone; no place wg-pod writes an address into has a use
+# for one (nftables rules, netlink, WireGuard), so each field refuses it.
+# --------------------------------------------------------------------------
+
+ZONED = [
+    ("Address", interface(Address="fd77::2%eth0/64"), 4, "Address 'fd77::2%eth0/64'"),
+    ("DNS", interface(DNS="10.0.0.1, fd00::53%x"), 4, "DNS entry 'fd00::53%x'"),
+    ("DNS-link-local", interface(DNS="fe80::53%1"), 4, "DNS entry 'fe80::53%1'"),
+    ("AllowedIPs", one_peer(AllowedIPs="10.0.0.0/8, fd00::%x/64"), 6, "AllowedIPs 'fd00::%x/64'"),
+    ("AllowedIPs-host", one_peer(AllowedIPs="fd00::1%lo"), 6, "AllowedIPs 'fd00::1%lo'"),
+    ("Endpoint", one_peer(Endpoint="[fe80::1%eth0]:51820"), 6, "Endpoint host 'fe80::1%eth0'"),
+    ("Endpoint-bare", one_peer(Endpoint="fe80::1%eth0:51820"), 6, "Endpoint host 'fe80::1%eth0'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "start"), [z[1:] for z in ZONED], ids=[z[0] for z in ZONED]
+)
+def test_an_ipv6_zone_index_is_refused_naming_the_line(text: str, line: int, start: str) -> None:
+    error = parse_error(text, "/etc/wg/wg0.conf")
+    assert error.line == line
+    assert error.problem.startswith(f"{start} has an IPv6 zone index ('%...'); ")
+    assert str(error).startswith(f"/etc/wg/wg0.conf:{line}: ")
+    assert "\n" not in str(error)
+
+
+def test_an_endpoint_zone_index_says_why_wg_pod_differs_from_wg() -> None:
+    # wg itself takes [fe80::1%eth0]:51820 (getaddrinfo reads the zone into
+    # the scope id); wg-pod hands WireGuard the bare address, so it refuses.
+    error = parse_error(one_peer(Endpoint="[fe80::1%eth0]:51820"))
+    assert error.problem == (
+        "Endpoint host 'fe80::1%eth0' has an IPv6 zone index ('%...');"
+        " wg-pod cannot hand one to WireGuard: use an address that needs none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("fd00::53%x", "'fd00::53%x' has an IPv6 zone index ('%...'); {}"),
+        ("FE80::1%eth0", "'FE80::1%eth0' has an IPv6 zone index ('%...'); {}"),
+        ("fd00::53%", "'fd00::53%' looks like an address but is not a valid one"),
+    ],
+)
+def test_dns_entry_refuses_a_zone_index(text: str, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        dns_entry(text)
+    assert str(caught.value) == problem.format("a nameserver address takes none")
+
+
+def test_odd_but_valid_addresses_parse_to_their_canonical_values() -> None:
+    config = parse_config(
+        interface(Address="FD77:0000::0002/64, ::ffff:10.0.0.3/128", DNS="FD00::0053, ::, 0.0.0.0")
+        + f"[Peer]\nPublicKey = {PUBLIC}\nAllowedIPs = ::/0, ::FFFF:0:0/96\n"
+        "Endpoint = [2001:DB8::0001]:65535\n",
+        "x",
+    )
+    iface, (peer,) = config.interface, config.peers
+    assert [str(a) for a in iface.addresses] == ["10.0.0.2/24", "fd77::2/64", "::ffff:a00:3/128"]
+    assert [str(s) for s in iface.dns_servers] == ["fd00::53", "::", "0.0.0.0"]
+    assert [str(n) for n in peer.allowed_ips] == ["::/0", "::ffff:0:0/96"]
+    assert peer.endpoint == Endpoint("2001:db8::1", 65535)

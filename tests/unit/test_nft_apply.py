@@ -5,6 +5,7 @@ nsenter + nft; nft's error text as one line."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,13 +57,20 @@ def test_with_binding_and_library_the_work_stays_in_process() -> None:
     assert nft._libnftables() is not None
 
 
-def test_a_namespace_that_is_gone_is_named(tmp_path: Path) -> None:
-    gone = tmp_path / "gone"
-    with pytest.raises(SetupError) as info:
-        nft.in_netns(str(gone), lambda report: report(1), 5.0)
+def test_an_fd_that_is_no_namespace_is_refused(tmp_path: Path) -> None:
+    """nft.apply takes the namespace the caller opened, as an fd: one that
+    is not a namespace's is never entered, and nothing runs."""
+    ran = []
+    fd = os.open(tmp_path / "not-a-namespace", os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(SetupError) as info:
+            nft.in_netns(fd, lambda report: ran.append(report(1)), 5.0)
+    finally:
+        os.close(fd)
     assert str(info.value) == (
-        f"apply nftables {gone}: open network namespace: No such file or directory"
+        "apply nftables network namespace: enter network namespace: Invalid argument"
     )
+    assert ran == []
 
 
 def binding_is_there() -> None:

@@ -157,3 +157,131 @@ def test_bad_annotation(key: str, value: str, message: str) -> None:
 def test_config_annotation_required() -> None:
     with pytest.raises(AnnotationError, match=r"wg-pod\.config: missing"):
         parse_annotations({"wg-pod.interface": "wg1"})
+
+
+# Every key that starts with "wg-pod." in any case reaches the hook (see
+# hooks.d/); one that is not exactly a known key is refused, not ignored.
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("wg-pod.confg", "did you mean wg-pod.config?"),
+        ("wg-pod.cofnig", "did you mean wg-pod.config?"),
+        ("wg-pod.interfce", "did you mean wg-pod.interface?"),
+        ("wg-pod.killswitch", "did you mean wg-pod.kill-switch?"),
+        ("wg-pod.port-remap", "did you mean wg-pod.port-remapping?"),
+        ("wg-pod.delete-defaults", "did you mean wg-pod.delete-default?"),
+        ("wg-pod.add-routes", "did you mean wg-pod.add-route?"),
+        ("wg-pod.Config", "keys are lower case: did you mean wg-pod.config?"),
+        ("WG-POD.CONFIG", "keys are lower case: did you mean wg-pod.config?"),
+        ("Wg-Pod.dns", "keys are lower case: did you mean wg-pod.dns?"),
+        ("wg-pod.Confg", "did you mean wg-pod.config?"),
+        ("wg-pod.colour", "known: wg-pod.config, wg-pod.interface"),
+        ("wg-pod.", "known: wg-pod.config"),
+    ],
+)
+def test_a_key_that_is_almost_ours_is_refused_naming_the_nearest(key: str, hint: str) -> None:
+    # Alone (the config key misspelt) and beside a correct config key.
+    for given in ({key: "/etc/wg/wg0.conf"}, {"wg-pod.config": "/etc/wg/wg0.conf", key: "x"}):
+        with pytest.raises(AnnotationError) as caught:
+            parse_annotations(given)
+        message = str(caught.value)
+        assert message.startswith(f"annotation {key}: unknown annotation; "), message
+        assert hint in message, message
+        assert "\n" not in message
+        assert caught.value.key == key
+
+
+def test_a_case_only_difference_says_so_and_a_typo_does_not() -> None:
+    with pytest.raises(AnnotationError, match="lower case"):
+        parse_annotations({"wg-pod.Config": "/etc/wg/wg0.conf"})
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotations({"wg-pod.confg": "/etc/wg/wg0.conf"})
+    assert "lower case" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["wg-pod.confg" + "x" * 5000, "wg-pod.con\nfig", "wg-pod.é\x1b[2J"])
+def test_an_unknown_key_is_shown_short_and_on_one_line(key: str) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotations({"wg-pod.config": "/etc/wg/wg0.conf", key: "v" * 5000})
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert len(message) < 300, message
+    assert "v" * 20 not in message  # the value is never echoed
+
+
+def test_keys_of_others_are_left_alone() -> None:
+    request = parse_annotations(
+        {"wg-pod.config": "/etc/wg/wg0.conf", "io.x": "", "x.wg-pod.confg": "y", "wg-pod": ""}
+    )
+    assert request.annotations == (("wg-pod.config", "/etc/wg/wg0.conf"),)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "wg-pod.config",
+        "wg-pod.interface",
+        "wg-pod.port-remapping",
+        "wg-pod.delete-default",
+        "wg-pod.add-route",
+        "wg-pod.dns",
+        "wg-pod.kill-switch",
+    ],
+)
+@pytest.mark.parametrize("value", ["", " ", " \t "])
+def test_an_empty_value_is_refused_naming_the_key(key: str, value: str) -> None:
+    annotations = {"wg-pod.config": "/etc/wg/wg0.conf", key: value}
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotations(annotations)
+    assert str(caught.value) == f"annotation {key}: empty value"
+
+
+def test_an_empty_config_value_is_refused_not_reported_missing() -> None:
+    with pytest.raises(AnnotationError, match=r"^annotation wg-pod\.config: empty value$"):
+        parse_annotations({"wg-pod.config": "", "wg-pod.interface": "wg1"})
+
+
+# -- IPv6 zone indexes in wg-pod.dns and wg-pod.add-route (issue 20) --------
+# Python's ipaddress takes `fd00::53%x` and keeps the zone in its text; a
+# nameserver, a route target or a gateway has no use for one.
+
+ZONE = "has an IPv6 zone index ('%...'); "
+NAMESERVER = "a nameserver address takes none"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("wg-pod.dns", "fd00::53%x,10.0.0.1", f"'fd00::53%x' {ZONE}{NAMESERVER}"),
+        ("wg-pod.dns", "10.0.0.1,fe80::1%eth0", f"'fe80::1%eth0' {ZONE}{NAMESERVER}"),
+        (
+            "wg-pod.add-route",
+            "[fd00:1::%x/64]:[fd00::1]",
+            f"'[fd00:1::%x/64]:[fd00::1]': 'fd00:1::%x/64' {ZONE}a route target takes none",
+        ),
+        (
+            "wg-pod.add-route",
+            "10.1.0.0/16:10.0.0.1,[fd00:1::/64]:[fe80::1%eth0]",
+            f"'[fd00:1::/64]:[fe80::1%eth0]': 'fe80::1%eth0' {ZONE}a gateway takes none",
+        ),
+    ],
+)
+def test_a_zone_index_is_refused_naming_the_annotation(key: str, value: str, problem: str) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotations({"wg-pod.config": "/etc/wg/wg0.conf", key: value})
+    assert str(caught.value) == f"annotation {key}: {problem}"
+
+
+def test_odd_but_valid_annotation_addresses_are_canonical_values() -> None:
+    request = parse_annotations(
+        {
+            "wg-pod.config": "/etc/wg/wg0.conf",
+            "wg-pod.dns": "FD00:0000::0053, ::, ::ffff:10.0.0.1, 0.0.0.0",
+            "wg-pod.add-route": "[FD00:1::1/64]:[::FFFF:a00:1],[::/0]:[fd77::1]",
+        }
+    )
+    assert [str(s) for s in request.dns.servers] == ["fd00::53", "::", "::ffff:a00:1", "0.0.0.0"]
+    assert [(str(r.target), str(r.gateway)) for r in request.add_routes] == [
+        ("fd00:1::/64", "::ffff:a00:1"),
+        ("::/0", "fd77::1"),
+    ]

@@ -215,7 +215,7 @@ def test_hooksd_templates_match_install(stage: str) -> None:
 
 def test_hooksd_definition_is_anchored_and_bounded() -> None:
     definition = hooksd.definition("createRuntime", "/x/wg-pod-hook", "/etc/s.yaml")
-    assert definition["when"]["annotations"] == {r"^wg-pod\.config$": ".+"}
+    assert definition["when"]["annotations"] == {r"(?i)^wg-pod\.": ".*"}  # test_hooksd.py
     assert definition["hook"]["timeout"] > 0
     assert "WG_POD_SETTINGS=/etc/s.yaml" in definition["hook"]["env"]
     assert definition["hook"]["env"][0].startswith("PATH=")
@@ -232,3 +232,63 @@ def test_check_output_shows_the_plan_but_no_private_key() -> None:
     assert "policy drop" in text and "podman network's own subnets" in text
     assert KEY_B in text  # the peer's public key
     assert KEY_A not in text
+
+
+# Prefixes that together cover a family are a full tunnel, like 0.0.0.0/0.
+SPLIT_DEFAULT = "0.0.0.0/1, 128.0.0.0/1, ::/1, 8000::/1"
+KEY_C = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+def test_split_default_halves_are_a_full_tunnel() -> None:
+    plan = plan_for({}, config(SPLIT_DEFAULT))
+    assert plan.kill_switch is True  # auto
+    assert plan.reply_path == frozenset({4, 6})
+    # Already longer than podman's default route: routed as written, once.
+    assert sorted(map(str, plan.routes)) == ["0.0.0.0/1", "128.0.0.0/1", "8000::/1", "::/1"]
+    assert set(plan.routes) <= set(plan.guarded)
+    ruleset = nft.render(plan, (ip_network("10.88.0.0/16"),))
+    assert ruleset is not None and "policy drop;" in ruleset and "chain reply-in {" in ruleset
+    assert "kill switch: on" in format_plan(plan, ruleset)
+    # As for 0.0.0.0/0: off when asked, and only for routes of the main table.
+    assert not plan_for({"wg-pod.kill-switch": "off"}, config(SPLIT_DEFAULT)).kill_switch
+    assert not plan_for({}, config(SPLIT_DEFAULT, extra="Table = off")).kill_switch
+    assert plan_for({}, config(SPLIT_DEFAULT, extra="Table = 1234")).reply_path == frozenset()
+
+
+def test_any_split_that_covers_a_family_is_a_full_tunnel() -> None:
+    quarters = plan_for({}, config("0.0.0.0/2, 64.0.0.0/2, 128.0.0.0/2, 192.0.0.0/2"))
+    assert quarters.kill_switch and quarters.reply_path == frozenset({4})
+    uneven = plan_for({}, config("0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/2, fd77::/64"))
+    assert uneven.kill_switch and uneven.reply_path == frozenset({4})
+    v6 = plan_for({}, config("10.250.0.0/24, ::/2, 4000::/2, 8000::/1"))
+    assert v6.kill_switch and v6.reply_path == frozenset({6})
+
+
+def test_a_family_covered_by_two_peers_together_is_a_full_tunnel() -> None:
+    text = config("0.0.0.0/1, ::/1") + (
+        f"\n[Peer]\nPublicKey = {KEY_C}\nAllowedIPs = 128.0.0.0/1, 8000::/1\n"
+        "Endpoint = 198.18.0.3:51820\n"
+    )
+    plan = plan_for({}, text)
+    assert plan.kill_switch is True
+    assert plan.reply_path == frozenset({4, 6})
+
+
+def test_a_near_miss_is_not_a_full_tunnel_until_the_gap_is_covered() -> None:
+    gap = plan_for({}, config("0.0.0.0/1, 128.0.0.0/2"))  # 192.0.0.0/2 missing
+    assert gap.kill_switch is False and gap.reply_path == frozenset()
+    assert plan_for({}, config("0.0.0.0/1, 128.0.0.0/1, ::/1")).reply_path == frozenset({4})
+    closed = plan_for({}, config("0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/2"))
+    assert closed.kill_switch is True and closed.reply_path == frozenset({4})
+
+
+def test_split_default_with_delete_default_makes_the_tunnel_the_default_route() -> None:
+    """As with 0.0.0.0/0: podman's default routes go and the tunnel gets
+    them; the prefixes as written stay routed (the same interface)."""
+    plan = plan_for({"wg-pod.delete-default": "true"}, config(SPLIT_DEFAULT))
+    assert plan.delete_default == frozenset({4, 6})
+    assert {str(r) for r in plan.routes} == {"0.0.0.0/0", "::/0", *SPLIT_DEFAULT.split(", ")}
+    assert set(plan.routes) <= set(plan.guarded)
+    assert plan.kill_switch is True and plan.reply_path == frozenset({4, 6})
+    partial = plan_for({"wg-pod.delete-default": "true"}, config("0.0.0.0/1, 10.99.0.0/16"))
+    assert ip_network("0.0.0.0/0") not in partial.routes

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from wg_pod_hook import records
+from wg_pod_hook.netlink import netns_cookie
 from wg_pod_hook.records import NetnsId, ProcessId, RecordError, TunnelRecord
 
 CID = "c" * 64
@@ -141,3 +143,92 @@ def test_a_writers_temporary_file_is_no_record_and_an_orphan_once_it_died(
     live.write_text("{")
     assert records.all_ids() == [CID]
     assert records.orphaned_temporaries() == [orphan]
+
+
+# -- Version 3: the namespace's cookie and the container process's start ------
+
+
+def version_3_record() -> TunnelRecord:
+    return replace(
+        full_record(),
+        netns=NetnsId("/run/netns/x", 4, 4026532000, cookie=4711),
+        container_start=123456,
+    )
+
+
+def test_round_trip_with_the_namespace_cookie_and_the_container_start() -> None:
+    record = version_3_record()
+    records.write(record)
+    data = json.loads(records.path_for(CID).read_text())
+    assert data["version"] == records.VERSION == 3
+    assert data["netns"] == {"path": "/run/netns/x", "dev": 4, "ino": 4026532000, "cookie": 4711}
+    assert data["container_start"] == 123456
+    assert records.load(CID) == record
+    assert record.container() == ProcessId(42, 123456)
+
+
+def test_version_2_records_still_read() -> None:
+    """Written before the cookie and the start time, by a running system
+    that was upgraded: read, with neither (the pid alone names no process)."""
+    data = full_record().to_json()
+    data["version"] = 2
+    del data["container_start"]
+    del data["netns"]["cookie"]
+    records.path_for(CID).write_text(json.dumps(data))
+    record = records.load(CID)
+    assert record == full_record()
+    assert record is not None and record.netns.cookie is None and record.container_start is None
+    assert record.container() is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"netns": {"path": "/x", "dev": 1, "ino": 2, "cookie": "7"}}, "cookie is a number"),
+        ({"netns": {"path": "/x", "dev": 1, "ino": 2, "cookie": True}}, "cookie is a number"),
+        ({"container_start": 1.5}, "container_start: wrong type float"),
+    ],
+)
+def test_a_broken_identity_says_what_is_wrong(change: dict[str, object], problem: str) -> None:
+    records.path_for(CID).write_text(json.dumps({**version_3_record().to_json(), **change}))
+    with pytest.raises(RecordError, match=problem):
+        records.load(CID)
+
+
+def test_one_namespace_has_one_cookie_where_both_records_have_one() -> None:
+    known = NetnsId("/run/netns/a", 4, 100, cookie=7)
+    assert known.same(NetnsId("/elsewhere", 4, 100, cookie=7))
+    # A later namespace that got the freed one's inode number.
+    assert not known.same(NetnsId("/run/netns/a", 4, 100, cookie=8))
+    assert not known.same(NetnsId("/run/netns/a", 4, 101, cookie=7))
+    # An older record, or a kernel before 5.14: the inode is all there is.
+    assert known.same(NetnsId("/run/netns/a", 4, 100))
+    assert NetnsId("/run/netns/a", 4, 100).same(known)
+
+
+def test_a_namespace_with_the_inode_of_the_record_but_another_cookie_is_not_alive() -> None:
+    path = "/proc/self/ns/net"
+    mine = os.stat(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        cookie = netns_cookie(fd)
+        if cookie is None:
+            pytest.skip(f"this kernel ({os.uname().release}) has no SO_NETNS_COOKIE (5.14)")
+        assert NetnsId.of(path, fd) == NetnsId(path, mine.st_dev, mine.st_ino, cookie)
+    finally:
+        os.close(fd)
+    assert NetnsId(path, mine.st_dev, mine.st_ino, cookie).alive()
+    assert not NetnsId(path, mine.st_dev, mine.st_ino, cookie + 1).alive()
+    assert NetnsId(path, mine.st_dev, mine.st_ino).alive()  # no cookie to compare
+
+
+def test_the_container_process_is_named_by_pid_and_start_time() -> None:
+    start = records.process_start_time(os.getpid())
+    assert start is not None
+    mine = replace(full_record(), container_pid=os.getpid(), container_start=start)
+    assert mine.container() == ProcessId(os.getpid(), start)
+    assert ProcessId(os.getpid(), start).alive()
+    later = replace(mine, container_start=start + 1)  # what a recycled pid looks like
+    assert later.container() is not None and not later.container().alive()
+    assert replace(mine, container_start=None).container() is None
+    assert replace(mine, container_pid=None).container() is None

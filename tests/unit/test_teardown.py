@@ -24,6 +24,8 @@ ROUTE = {"family": 2, "dst_len": 0, "table": 254, "gateway": "10.88.0.1"}
 class FakeNetlink:
     """Stands in for netlink.Netlink inside the container's namespace."""
 
+    netns_fd = 1000  # nft.apply gets the namespace's fd, never its path
+
     def __init__(self, fail: str | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.fail = fail
@@ -104,7 +106,7 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
     fake = FakeNetlink()
     teardown.teardown(done, inside=cast(Netlink, fake))
     assert resolv.read_text() == "nameserver 10.88.0.1\n"
-    assert nft_calls == [(done.netns.path, nft.removal())]
+    assert nft_calls == [(FakeNetlink.netns_fd, nft.removal())]
     assert fake.calls == [
         ("clear_reply_path", 4, REPLY_MARK),
         ("clear_reply_path", 6, REPLY_MARK),
@@ -129,11 +131,15 @@ def test_a_new_run_keeps_what_the_previous_one_replaced_and_its_protections(
         reply_path=(4,),
         guarded=("10.250.0.0/24",),
     )
+    records.write(done)
     fake = FakeNetlink()
     teardown.teardown(done, replacing=True, inside=cast(Netlink, fake))
     assert fake.calls == [("delete_link", "wg0")]
     assert nft_calls == []
     assert resolv.read_text() == "tunnel's\n"
+    # The record stays until the new run writes its own over it: a kill in
+    # between must not lose podman's routes and resolv.conf.
+    assert records.load(done.container_id) == done
 
 
 def test_nothing_done_inside_touches_nothing_inside(nft_calls: list[tuple[str, str]]) -> None:
@@ -176,6 +182,7 @@ def test_a_pod_member_record_only_goes_away(nft_calls: list[tuple[str, str]]) ->
 
 def test_the_step_table_names_the_fault_injection_points() -> None:
     assert lifecycle.STEP_NAMES == (
+        "replace",
         "create",
         "configure",
         "move",
@@ -220,3 +227,60 @@ def test_a_failure_at_step_n_tears_down_exactly_steps_1_to_n_minus_1(
     assert fake.calls == [("restore_route", ROUTE), ("delete_link", "wg0")]
     assert nft_calls == []  # the failed step had not noted a table
     assert records.load(run.record.container_id) is None
+
+
+def test_a_failed_run_that_replaced_a_running_tunnel_keeps_the_namespace_closed(
+    tmp_path: Path, nft_calls: list[tuple[str, str]]
+) -> None:
+    """A repair, a pod member's restart, ``join`` again: only what the run
+    made itself goes (its interface); the kill switch, the guards, podman's
+    removed routes and resolv.conf stay, and the record stays, marked
+    failed with the reason."""
+    resolv = podman_resolv_conf(tmp_path, "tunnel's\n")
+    previous = record(
+        moved=True,
+        complete=True,
+        removed_routes=(ROUTE,),
+        resolv_conf=str(resolv),
+        resolv_conf_original="podman's\n",
+        nftables=True,
+        reply_path=(4,),
+        guarded=("10.250.0.0/24",),
+    )
+    records.write(previous)
+    fake = FakeNetlink()
+    run = lifecycle.Run(
+        plan=cast(Any, None),
+        host=cast(Any, None),
+        inside=cast(Netlink, fake),
+        netns_fd=-1,
+        device=cast(Any, None),
+        resolv_conf=None,
+        record=replace(previous, moved=False, complete=False),
+        previous=previous,
+    )
+
+    def moved(run: lifecycle.Run) -> None:
+        run.did(moved=True)
+
+    def broken(run: lifecycle.Run) -> None:
+        raise SetupError("apply nftables", "nft", "it failed")
+
+    steps = [("replace", lifecycle._replace), ("move", moved), ("nftables", broken)]
+    with pytest.raises(SetupError, match="apply nftables nft: it failed"):
+        lifecycle.execute(run, steps)
+    # The previous interface, then this run's: nothing else.
+    assert fake.calls == [("delete_link", "wg0"), ("delete_link", "wg0")]
+    assert nft_calls == []
+    assert resolv.read_text() == "tunnel's\n"
+    kept = records.load(previous.container_id)
+    assert kept is not None
+    assert kept.failed == "apply nftables nft: it failed"
+    assert kept.failed_at is not None and not kept.complete and not kept.moved
+    assert (kept.nftables, kept.guarded, kept.removed_routes, kept.reply_path) == (
+        True,
+        ("10.250.0.0/24",),
+        (ROUTE,),
+        (4,),
+    )
+    assert kept.resolv_conf_original == "podman's\n"

@@ -1,0 +1,157 @@
+"""The settings file is held to the configs' rule: root's, writable by no
+one else, in directories only root can change (sshd's StrictModes).
+
+It names a command root runs (``userspace_command``) and where configs may
+be, so whoever can write it can make the hook run anything.  Making files
+owned by root (or by someone else) needs root, as these tests run in CI;
+as another user, only the refusal of that user's own file is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wg_pod_hook import settings as settings_module
+from wg_pod_hook.errors import SettingsError, describe
+from wg_pod_hook.settings import Settings, load_settings
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="making files owned by root or by another user needs root"
+)
+
+
+def write(directory: Path, mode: int = 0o644, text: str = "backend: kernel\n") -> Path:
+    path = directory / "wg-pod.yaml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def refusal(path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The one line the hook prints when ``path`` is its settings file."""
+    monkeypatch.setenv("WG_POD_SETTINGS", str(path))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    line = describe(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"settings: {path}: ")
+    return line
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [0o644, 0o600, 0o640, 0o400])
+def test_a_file_of_roots_that_only_root_writes_is_read(
+    mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WG_POD_SETTINGS", str(write(tmp_path, mode)))
+    assert load_settings().backend == "kernel"
+
+
+def test_a_file_not_owned_by_root_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path)
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+    # (Not root: the file is this user's already.)
+    assert refusal(path, monkeypatch).endswith("settings file is not owned by root")
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("mode", "group"), [(0o664, NOBODY), (0o646, 0), (0o666, 0), (0o620, NOBODY)]
+)
+def test_a_file_others_may_write_is_refused(
+    mode: int, group: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, mode)
+    os.chown(path, 0, group)
+    assert refusal(path, monkeypatch).endswith("settings file is writable by others (chmod 644)")
+
+
+@needs_root
+def test_group_root_may_write_as_with_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, 0o664)
+    os.chown(path, 0, 0)
+    monkeypatch.setenv("WG_POD_SETTINGS", str(path))
+    assert load_settings().backend == "kernel"
+
+
+@needs_root
+def test_a_directory_others_may_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = write(shared)
+    shared.chmod(0o777)
+    assert refusal(path, monkeypatch).endswith(f"directory {shared} is writable by others")
+
+
+@needs_root
+def test_a_directory_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    path = write(theirs)
+    os.chown(theirs, NOBODY, NOBODY)
+    assert refusal(path, monkeypatch).endswith(f"directory {theirs} is not owned by root")
+
+
+@needs_root
+def test_a_sticky_directory_is_accepted_like_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others cannot rename or remove root's file in a sticky directory."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    monkeypatch.setenv("WG_POD_SETTINGS", str(write(sticky)))
+    assert load_settings().backend == "kernel"
+
+
+@needs_root
+def test_a_symlink_is_judged_by_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = write(tmp_path)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(good)
+    monkeypatch.setenv("WG_POD_SETTINGS", str(link))
+    assert load_settings().backend == "kernel"
+    os.chown(good, NOBODY, NOBODY)
+    assert refusal(link, monkeypatch).endswith("settings file is not owned by root")
+
+
+@needs_root
+def test_what_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo, 0o600)
+    assert refusal(fifo, monkeypatch).endswith("settings file is not a regular file")
+    assert refusal(tmp_path, monkeypatch).endswith("settings file is not a regular file")
+
+
+@needs_root
+def test_a_huge_or_binary_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    huge = write(tmp_path, text="#" * (settings_module.MAX_SIZE + 1))
+    assert refusal(huge, monkeypatch).endswith("settings file is larger than 1 MiB")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"backend: \xff\n")
+    assert refusal(binary, monkeypatch).endswith("settings file is not UTF-8 text")
+
+
+def test_an_absent_default_file_means_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WG_POD_SETTINGS", raising=False)
+    monkeypatch.setattr(settings_module, "DEFAULT_PATH", tmp_path / "absent" / "wg-pod.yaml")
+    assert load_settings() == Settings()
