@@ -79,7 +79,7 @@ def follow(
 
 def _set_endpoint(record: TunnelRecord, key: Key, endpoint: tuple[IPAddress, int]) -> None:
     if record.backend == "kernel":
-        with open_netns(record.netns.path) as fd:
+        with open_netns(record.netns.path, record.netns) as fd:  # only the tunnel's
             kernel.set_endpoint(fd, record.interface, key, endpoint)
     else:
         userspace.set_endpoint(str(record.temp_name), key, endpoint)
