@@ -195,7 +195,7 @@ def test_restarting_the_daemon_rebuilds_nothing(
 
 
 @pytest.mark.parametrize("step", ["create", "move", "nftables"])
-def test_a_daemon_killed_in_the_middle_of_a_repair_leaves_nothing_the_next_does_not_converge(
+def test_a_repair_killed_midway_and_its_daemon_leave_nothing_the_next_does_not_converge(
     step: str,
     peer: Peer,
     standin: ContainerStandIn,
@@ -203,12 +203,21 @@ def test_a_daemon_killed_in_the_middle_of_a_repair_leaves_nothing_the_next_does_
     hook: HookRunner,
     daemon: Callable[[HookRunner], Daemon],
 ) -> None:
+    """A repair runs in a worker of the daemon: the worker killed at a
+    step (and the daemon with it, as a host-wide crash would) leaves a
+    record that the next daemon sets up again."""
     crashing = daemon(hook.with_settings(fault_injection_kill_after=step))
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     watched(standin.id)
     standin.run(["ip", "link", "del", "wg0"])
+    wait_for(
+        lambda: f"killing the hook after {step}" in crashing.path.read_text(),
+        timeout=REPAIR_DEADLINE,
+        what=f"a repair killed after {step}",
+    )
+    assert crashing.process.poll() is None  # only its worker died
+    crashing.process.send_signal(signal.SIGKILL)
     crashing.process.wait(timeout=REPAIR_DEADLINE)
-    assert crashing.process.returncode == -signal.SIGKILL
     interrupted = records.load(standin.id)
     assert interrupted is not None and not interrupted.complete
 
