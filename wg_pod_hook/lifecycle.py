@@ -305,7 +305,7 @@ def up(
             check_key_unused(plan, netns, others)
             previous = _converge(plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
-            record = _new_record(plan, netns, spec.directory, previous)
+            record = _new_record(plan, ProcessId(plan.pid, start), netns, spec.directory, previous)
             run = Run(plan, host, inside, netns_fd, device, resolv_conf, record, previous=previous)
             execute(run, STEPS, kill_after=fault)
     log.info(
@@ -389,7 +389,11 @@ def execute(
 
 
 def _new_record(
-    plan: Plan, netns: NetnsId, bundle: str | None, previous: TunnelRecord | None
+    plan: Plan,
+    container: ProcessId,
+    netns: NetnsId,
+    bundle: str | None,
+    previous: TunnelRecord | None,
 ) -> TunnelRecord:
     """The record before the first step; what a previous run in this
     namespace replaced (podman's default routes and resolv.conf) is still
@@ -397,8 +401,8 @@ def _new_record(
     return _record(
         plan,
         netns,
-        container_pid=plan.pid,
-        container_start=process_start_in(plan.pid, netns),
+        container_pid=container.pid,
+        container_start=container.start,
         writer=ProcessId.mine(),
         temp_name=plan.temp_name,
         annotations=dict(plan.annotations),

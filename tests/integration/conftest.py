@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import kernel_has_wireguard
-from tests.lab import HookRunner, Lab, token
+from tests.lab import Daemon, HookRunner, Lab, token
 from wg_pod_hook import cgroups
 
 
@@ -50,3 +50,18 @@ def cgroup() -> Iterator[Path]:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 (mount / "cgroup.procs").write_text(pid)
         path.rmdir()
+
+
+@pytest.fixture
+def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
+    """Starts ``wg-pod daemon`` with the settings (and the argv prefix) of
+    a hook runner; each is stopped when the test ends."""
+    started: list[Daemon] = []
+
+    def start(hook: HookRunner) -> Daemon:
+        started.append(Daemon(lab, hook.settings, hook.prefix))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.stop()

@@ -21,8 +21,10 @@ from tests.lab import (
     Peer,
     run,
     token,
+    wait_for,
     wg_pod_processes,
 )
+from wg_pod_hook import health
 from wg_pod_hook.names import temp_name
 from wg_pod_hook.records import path_for
 
@@ -198,3 +200,9 @@ class DnsServer:
         self.hosts.write_text(f"{moved.inner_v4.ip} {PEER_NAME}\n")
         self.process.send_signal(signal.SIGHUP)  # dnsmasq reads its hosts file again
         return str(moved.inner_v4.ip)
+
+
+def watched(container_id: str) -> None:
+    """The daemon has looked at the tunnel (it is told at once by the hook;
+    the bound is generous for a loaded machine)."""
+    wait_for(lambda: health.read(container_id) is not None, timeout=10, what="the daemon's look")

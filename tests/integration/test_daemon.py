@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from tests.integration.support import (
     PEER_NAME,
     DnsServer,
     fetch_in,
+    watched,
     wireguard_processes,
     write_config,
 )
@@ -44,25 +45,6 @@ pytestmark = pytest.mark.root
 
 WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
 REPAIR_DEADLINE = 20.0
-
-
-@pytest.fixture
-def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
-    started: list[Daemon] = []
-
-    def start(hook: HookRunner) -> Daemon:
-        """A daemon with the settings (and the argv prefix) of ``hook``."""
-        started.append(Daemon(lab, hook.settings, hook.prefix))
-        return started[-1]
-
-    yield start
-    for each in started:
-        each.stop()
-
-
-def watched(container_id: str) -> None:
-    """The daemon has looked at the tunnel: told by the hook, at once."""
-    wait_for(lambda: health.read(container_id) is not None, timeout=2, what="the daemon's look")
 
 
 def repaired(standin: ContainerStandIn, peer: Peer, before: records.TunnelRecord) -> float:

@@ -13,12 +13,12 @@ import copy
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, nft_tables, write_config
+from tests.integration.support import fetch_in, nft_tables, watched, write_config
 from tests.integration.test_leaks import FULL_TUNNEL, Outside, ways_out
 from tests.integration.test_leaks import outside as outside  # the fixture
 from tests.lab import (
@@ -40,19 +40,6 @@ pytestmark = pytest.mark.root
 WG_POD = venv_command("wg-pod", "wg_pod_hook.cli")
 # Backoff after a failed repair: 1, 2, 4, ... 60 s; the first tries come soon.
 RETRY_DEADLINE = 40.0
-
-
-@pytest.fixture
-def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
-    started: list[Daemon] = []
-
-    def start(hook: HookRunner) -> Daemon:
-        started.append(Daemon(lab, hook.settings, hook.prefix))
-        return started[-1]
-
-    yield start
-    for each in started:
-        each.stop()
 
 
 class FlakyBackend:
@@ -130,7 +117,7 @@ def test_a_failed_repair_keeps_the_namespace_closed_until_a_mended_cause_brings_
     annotations = closed_tunnel(peer, config_dir)
     flaky.hook.up(standin, annotations)
     assert peer.page in fetch_in(standin, peer.url_v4)
-    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's look")
+    watched(standin.id)
 
     flaky.breaks()
     standin.run(["ip", "link", "del", "wg0"])
@@ -280,7 +267,7 @@ def test_a_slow_repair_never_holds_up_a_container_start(
     its hook is answered while the repair still waits."""
     running = daemon(hook)
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
-    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's look")
+    watched(standin.id)
     netns = Path(f"/proc/{standin.pid}/ns/net")
     with open_netns(str(netns)) as fd, namespace_lock(fd):
         standin.run(["ip", "link", "del", "wg0"])

@@ -19,18 +19,17 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.support import fetch_in, wireguard_processes, write_config
+from tests.integration.support import fetch_in, watched, wireguard_processes, write_config
 from tests.lab import (
     ConfigDir,
     ContainerStandIn,
     Daemon,
     HookRunner,
-    Lab,
     Peer,
     run,
     venv_command,
@@ -178,23 +177,6 @@ def test_a_repair_gives_nothing_to_a_namespace_it_cannot_prove_is_the_records(
         assert peer.page in fetch_in(standin, peer.url_v4)  # nor the real tunnel
     finally:
         path_for(standin.id).write_text(original)  # for the lab's poststop
-
-
-@pytest.fixture
-def daemon(lab: Lab) -> Iterator[Callable[[HookRunner], Daemon]]:
-    started: list[Daemon] = []
-
-    def start(hook: HookRunner) -> Daemon:
-        started.append(Daemon(lab, hook.settings, hook.prefix))
-        return started[-1]
-
-    yield start
-    for each in started:
-        each.stop()
-
-
-def watched(container_id: str) -> None:
-    wait_for(lambda: health.read(container_id) is not None, timeout=5, what="the daemon's look")
 
 
 @pytest.mark.parametrize("backend", ["userspace"], indirect=True)
