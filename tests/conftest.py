@@ -27,8 +27,10 @@ from tests.lab import (
     Netns,
     Peer,
     Podman,
+    daemon_lock_holders,
     make_config_dir,
     run,
+    socket_servers,
     venv_command,
     write_settings,
 )
@@ -88,6 +90,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker("root")
         if not is_root and (item.get_closest_marker("root") or item.get_closest_marker("podman")):
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Root tiers refuse to start beside a wg-pod daemon this session did
+    not start (the package's wg-pod.service, an orphan of an aborted run):
+    every Daemon() test would fail beside it, and the hooks would hand
+    their work to its code. It is left running: the message says how to
+    stop it."""
+    if os.geteuid() != 0 or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("root") for item in session.items):
+        return
+    problem = foreign_daemon()
+    if problem is not None:
+        raise pytest.UsageError(problem)
+
+
+def foreign_daemon() -> str | None:
+    """What is wrong, in one message, when a wg-pod daemon runs: the
+    process holding the daemon's lock on /run/wg-pod, or serving its
+    sockets (found without connecting to them)."""
+    from wg_pod_hook import handoff, notify
+    from wg_pod_hook.records import RECORD_DIR
+
+    locks = daemon_lock_holders()
+    sockets = {path: socket_servers(path) for path in (handoff.SOCKET, str(notify.SOCKET))}
+    described = []
+    for pid in sorted({*locks, *(pid for pids in sockets.values() for pid in pids)}):
+        served = [path for path, pids in sockets.items() if pid in pids]
+        what = ", ".join(
+            ([f"holds the lock on {RECORD_DIR}"] if pid in locks else [])
+            + ([f"serves {' and '.join(served)}"] if served else [])
+        )
+        if pid == 0:
+            described.append(f"a process in another PID namespace {what}")
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            unit = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:  # ended meanwhile
+            argv, unit = "ended meanwhile", ""
+        stop = "systemctl stop wg-pod.service" if "/wg-pod.service" in unit else f"kill {pid}"
+        described.append(f"PID {pid} ({argv.strip()}) {what}: stop it with `{stop}`")
+    if not described:
+        return None
+    return (
+        "a wg-pod daemon this test session did not start is running; the root tiers "
+        "refuse to run beside it (Daemon() tests would fail, hooks would go to its "
+        "code) and leave it alone: " + "; ".join(described) + ", then run again"
+    )
 
 
 @pytest.fixture

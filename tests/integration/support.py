@@ -16,6 +16,7 @@ from typing import Any
 from tests.lab import (
     ConfigDir,
     ContainerStandIn,
+    Daemon,
     HookRunner,
     Lab,
     Peer,
@@ -81,6 +82,10 @@ def wireguard_processes(name: str) -> list[str]:
     return [pid for pid, temp in wg_pod_processes().items() if temp == name]
 
 
+# How many of those a tunnel that is up has, by backend (after its end: none).
+WIREGUARD_GO = {"userspace": 1, "kernel": 0}
+
+
 def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | None = None) -> None:
     name = temp_name(standin.id)
     assert sorted(standin.links()) == ["eth0", "lo"]
@@ -92,6 +97,16 @@ def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | No
     assert standin.resolv_conf.read_text().startswith("# written by the wg-pod test lab")
     if before_routes is not None:
         assert standin.default_routes(4) + standin.default_routes(6) == before_routes
+
+
+def handled_by_the_daemon(daemon: Daemon, container_id: str, what: str) -> bool:
+    """Whether a line of the daemon's log names the container (the first 12
+    characters of its id; "?" for a state that named none) and says
+    ``what``: a line its worker logs while doing the hook's work.  The hook
+    that gets no answer does the work itself and prints the same line, but
+    logs nothing there."""
+    lines = daemon.path.read_text().splitlines()
+    return any(container_id[:12] in line and what in line for line in lines)
 
 
 def write_config(config_dir: ConfigDir, text: str, name: str = "wg0.conf") -> str:

@@ -3,7 +3,9 @@
 The hook runs as root on input that whoever creates containers controls:
 config paths, annotation values and the OCI state.  Every case runs twice:
 the hook alone, and with a daemon running, which the hook hands the state
-to; its answer must be the hook's own.
+to; its answer must be the hook's own, and must be the daemon's: a hook
+that gets no answer does the work itself and prints the same line, so
+each case through the daemon also finds the work in the daemon's log.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import os
 
 import pytest
 
-from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in
+from tests.integration.support import (
+    assert_nothing_left,
+    fails_cleanly,
+    fetch_in,
+    handled_by_the_daemon,
+)
 from tests.lab import (
     ConfigDir,
     ContainerStandIn,
@@ -21,8 +28,10 @@ from tests.lab import (
     HookRunner,
     Lab,
     Peer,
+    children,
     run,
     venv_command,
+    wait_for,
 )
 
 pytestmark = pytest.mark.root
@@ -35,10 +44,21 @@ def backend() -> str:
 
 
 @pytest.fixture(params=["hook alone", "through the daemon"], autouse=True)
-def way(request: pytest.FixtureRequest, lab: Lab, hook: HookRunner) -> str:
+def way(request: pytest.FixtureRequest, lab: Lab, hook: HookRunner) -> Daemon | None:
+    """The daemon the hook hands its stage to; None: the hook alone."""
     if request.param == "through the daemon":
-        Daemon(lab, hook.settings, hook.prefix)
-    return str(request.param)
+        return Daemon(lab, hook.settings, hook.prefix)
+    return None
+
+
+def said_by_the_daemon(way: Daemon | None, line: str) -> None:
+    """Through the daemon, the hook's line is the daemon's answer: its
+    worker logged the same refusal ("container ID: createRuntime: WHY")."""
+    if way is None:
+        return
+    container, _, rest = line.removeprefix("wg-pod: container ").partition(": ")
+    why = rest.removesuffix(" (journalctl -t wg-pod)")
+    assert handled_by_the_daemon(way, container, f"createRuntime: {why}"), way.path.read_text()
 
 
 def place_config(case: str, lab: Lab, config_dir: ConfigDir, text: str) -> str:
@@ -99,20 +119,28 @@ def test_config_path_refused(
     standin: ContainerStandIn,
     config_dir: ConfigDir,
     hook: HookRunner,
+    way: Daemon | None,
 ) -> None:
     value = place_config(case, lab, config_dir, peer.client_config())
     message = fails_cleanly(hook, standin, {"wg-pod.config": value})
     assert CONFIG_CASES[case] in message
+    said_by_the_daemon(way, message)
     print(f"{case}: {message}")
 
 
 def test_readable_config_accepted_when_the_settings_allow_it(
-    peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    way: Daemon | None,
 ) -> None:
     hook = hook.with_settings(allow_readable_configs=True)
     path = config_dir.write("wg0.conf", peer.client_config())
     path.chmod(0o644)
     hook.up(standin, {"wg-pod.config": str(path)})
+    if way is not None:
+        assert handled_by_the_daemon(way, standin.id, "wg0 up"), way.path.read_text()
     assert peer.page in fetch_in(standin, peer.url_v4)
 
 
@@ -130,13 +158,19 @@ ANNOTATION_CASES = {
 
 @pytest.mark.parametrize("case", ANNOTATION_CASES)
 def test_annotation_refused(
-    case: str, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+    case: str,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    way: Daemon | None,
 ) -> None:
     key, value, expected = ANNOTATION_CASES[case]
     conf = str(config_dir.write("wg0.conf", peer.client_config()))
     message = fails_cleanly(hook, standin, {"wg-pod.config": conf, key: value})
     assert key in message and expected in message
     assert "\x00" not in message
+    said_by_the_daemon(way, message)
     print(f"{case}: {message}")
 
 
@@ -171,7 +205,12 @@ STATE_CASES = {
 
 @pytest.mark.parametrize("case", STATE_CASES)
 def test_oci_state_refused(
-    case: str, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+    case: str,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    way: Daemon | None,
 ) -> None:
     mangle, expected = STATE_CASES[case]
     conf = str(config_dir.write("wg0.conf", peer.client_config()))
@@ -179,13 +218,39 @@ def test_oci_state_refused(
     assert code == 1
     assert len(stderr.strip().splitlines()) == 1 and expected in stderr
     assert_nothing_left(standin)
+    said_by_the_daemon(way, stderr.strip())
     print(f"{case}: {stderr.strip()}")
+
+
+def the_spare(daemon: Daemon) -> int:
+    """The daemon's one worker, forked ahead of the next request."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = children(daemon.process.pid)
+        return len(found) == 1
+
+    wait_for(one, timeout=10, what="the daemon's spare worker")
+    return found[0]
 
 
 @pytest.mark.parametrize("how", ["non-root user", "user namespace"])
 def test_rootless_is_refused(
-    how: str, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+    how: str,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    way: Daemon | None,
 ) -> None:
+    """Through the daemon this is the hook alone by construction: a hook
+    that finds itself rootless (hook.rootless_reason) refuses before it
+    would ask, and a non-root user could not reach the socket anyway (its
+    0700 directory; test_handoff tests that guard and SO_PEERCRED).  The
+    variant stays for what only it can show: the daemon heard nothing.  A
+    hook that asked first would, in a user namespace mapping root, be
+    served as root and have its tunnel set up."""
+    spare = None if way is None else the_spare(way)
     conf = str(config_dir.write("wg0.conf", peer.client_config()))
     state = standin.oci_state({"wg-pod.config": conf})
     hook_argv = venv_command("wg-pod-hook", "wg_pod_hook.hook")
@@ -198,4 +263,8 @@ def test_rootless_is_refused(
     assert done.returncode == 1
     assert "needs rootful podman" in done.stderr
     assert_nothing_left(standin)
+    if way is not None:
+        assert children(way.process.pid) == [spare], "a request reached the daemon"
+        heard = way.path.read_text()
+        assert standin.id[:12] not in heard and "refused" not in heard, heard
     print(f"{how}: {done.stderr.strip()}")

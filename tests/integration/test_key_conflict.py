@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.support import fails_cleanly, fetch_in, write_config
+from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Peer, run, venv_command
 
 pytestmark = pytest.mark.root
@@ -73,20 +73,28 @@ def test_the_same_key_towards_another_peer_is_allowed(
     assert "wg1" in other.links()
 
 
-def test_two_containers_starting_at_once_with_one_key_never_both_run(
+def test_two_containers_starting_at_once_with_one_key_exactly_one_runs(
     peer: Peer,
     make_standin: Callable[[], ContainerStandIn],
     config_dir: ConfigDir,
     hook: HookRunner,
 ) -> None:
     """No lock between them: each checks again once its record is written,
-    so the later writer always sees the other."""
+    so the later writer always sees the other.  Exactly one runs (which
+    one is the race's), and the other is refused naming it."""
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
     pair = [make_standin(), make_standin()]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda s: hook.up(s, annotations, ok=False), pair))
-    assert [d.returncode for d in done].count(0) <= 1, [d.stderr for d in done]
-    for standin, result in zip(pair, done, strict=True):
-        if result.returncode != 0:
-            assert "its private key is already in use" in result.stderr
-            assert "wg0" not in standin.links()
+    assert sorted(d.returncode for d in done) == [0, 1], [d.stderr for d in done]
+    outcomes = sorted(zip(pair, done, strict=True), key=lambda each: each[1].returncode)
+    (winner, won), (loser, lost) = outcomes
+    assert won.stderr == ""
+    assert len(lost.stderr.strip().splitlines()) == 1, lost.stderr
+    assert lost.stderr.startswith(f"wg-pod: container {loser.id[:12]}: check key ")
+    assert (
+        f"its private key is already in use by container {winner.id[:12]} (tunnel wg0) "
+        f"towards peer {peer.public_key}"
+    ) in lost.stderr
+    assert peer.page in fetch_in(winner, peer.url_v4)
+    assert_nothing_left(loser)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -18,6 +19,7 @@ from tests.lab import (
     Lab,
     LabError,
     Peer,
+    free_udp_port,
     link_names,
     netns_names,
     run,
@@ -69,7 +71,7 @@ def test_peer_reaches_client_when_it_knows_the_endpoint(
 ) -> None:
     # With a ListenPort the peer knows the client's endpoint before any handshake,
     # as port-remapping tests need (traffic starts on the peer side).
-    client = peer.add_client(listen_port=51999)
+    client = peer.add_client(listen_port=free_udp_port())
     lab.userspace_client(standin, client)
     www = lab.tmp / "client-www"
     www.mkdir()
@@ -82,6 +84,17 @@ def test_peer_reaches_client_when_it_knows_the_endpoint(
     assert client.address_v4 is not None
     url = f"http://{client.address_v4.ip}:8080/"
     assert peer.fetch(url, timeout=10).strip() == "from the client"
+
+
+def test_a_free_udp_port_is_free_for_both_families() -> None:
+    """What wireguard-go binds for a ListenPort: IPv4 and IPv6 (v6-only)."""
+    port = free_udp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
+        v4.bind(("0.0.0.0", port))
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
+            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            v6.bind(("::", port))
+        assert free_udp_port() != port  # held now: never handed out
 
 
 def test_client_config_is_wg_quick_text(peer: Peer, config_dir: ConfigDir) -> None:

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import sys
-import time
+import threading
 from collections.abc import Callable
 from ipaddress import ip_network
 from typing import TypeVar
@@ -171,21 +171,41 @@ def test_the_callers_namespace_never_changes(netns: Netns) -> None:
 
 
 def test_the_deadline_bounds_the_wait(netns: Netns) -> None:
-    started = time.monotonic()
-    with pytest.raises(SetupError) as info:
-        in_netns(netns, lambda report: time.sleep(2), 0.2)
-    assert str(info.value) == "apply nftables nft: no answer within 0.2s"
-    assert time.monotonic() - started < 1.5
+    """The wait ends at its deadline while the work is still blocked: the
+    work cannot end before this test lets it, after the wait returned."""
+    release, ended = threading.Event(), threading.Event()
+
+    def work(report: Callable[[int], None]) -> None:
+        release.wait(30)  # released below; 30 s only if the wait ignored its deadline
+        ended.set()
+
+    try:
+        with pytest.raises(SetupError) as info:
+            in_netns(netns, work, 0.2)
+        assert not ended.is_set(), "the wait returned only once the work had ended"
+        assert str(info.value) == "apply nftables nft: no answer within 0.2s"
+    finally:
+        release.set()
+    assert ended.wait(10)
 
 
 def test_the_answer_comes_before_the_tidying_up(netns: Netns) -> None:
+    """The caller has the answer while the work is still tidying up (as
+    closing libnftables' socket waits for the kernel): the tidying cannot
+    end before this test lets it, after the answer came."""
+    release, ended = threading.Event(), threading.Event()
+
     def work(report: Callable[[int], None]) -> None:
         report(7)
-        time.sleep(2)  # as closing libnftables' socket waits for the kernel
+        release.wait(30)
+        ended.set()
 
-    started = time.monotonic()
-    assert in_netns(netns, work, 5.0) == 7
-    assert time.monotonic() - started < 1.5
+    try:
+        assert in_netns(netns, work, 60.0) == 7
+        assert not ended.is_set(), "the answer came only once the work had ended"
+    finally:
+        release.set()
+    assert ended.wait(10)
 
 
 def test_a_failure_in_the_thread_is_raised_in_the_caller(netns: Netns) -> None:

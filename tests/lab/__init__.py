@@ -17,7 +17,8 @@ Private keys are passed to ``wg`` through 0600 files or stdin, never argv.
 
 The modules, each importing only those above it at run time:
 
-  base        run, wait_for, keys, names, LabError, host leftovers, underlays
+  base        run, wait_for, keys, names, LabError, host leftovers, underlays,
+              free UDP ports, a running daemon's lock and sockets
   peer        Peer, Client, their wg setconf and wg-quick texts
   standin     ContainerStandIn, ConfigDir, make_config_dir, write_settings
   namespaces  Lab (which makes peers and stand-ins), Netns, delete_link
@@ -38,6 +39,8 @@ from tests.lab.base import (
     Underlay,
     allocate_underlay,
     children,
+    daemon_lock_holders,
+    free_udp_port,
     genkey,
     genpsk,
     host_addresses,
@@ -47,6 +50,7 @@ from tests.lab.base import (
     pubkey,
     require_root,
     run,
+    socket_servers,
     stop_process,
     token,
     wait_for,
@@ -93,7 +97,9 @@ __all__ = [
     "Underlay",
     "allocate_underlay",
     "children",
+    "daemon_lock_holders",
     "delete_link",
+    "free_udp_port",
     "genkey",
     "genpsk",
     "host_addresses",
@@ -105,6 +111,7 @@ __all__ = [
     "require_root",
     "rss_kib",
     "run",
+    "socket_servers",
     "stop_process",
     "token",
     "venv_command",

@@ -187,6 +187,79 @@ def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     return links, sorted(wg_pod_processes()), records
 
 
+def daemon_lock_holders() -> list[int]:
+    """The processes holding the lock a running ``wg-pod daemon`` keeps on
+    the records' directory (daemon.py _claim), read from /proc/locks: seen
+    without taking the lock, so a daemon starting meanwhile is not turned
+    away. PID 0 is a holder in another PID namespace."""
+    from wg_pod_hook.records import RECORD_DIR
+
+    try:
+        info = os.stat(RECORD_DIR)
+    except FileNotFoundError:
+        return []
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            holders.append(int(fields[4]))
+    return sorted(set(holders))
+
+
+def socket_servers(path: str | os.PathLike[str]) -> list[int]:
+    """The processes holding a Unix socket bound to ``path`` (this network
+    namespace's /proc/net/unix), found without connecting to it; a forked
+    worker holding the same socket is left out for its parent."""
+    name = str(path)
+    inodes = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == name:
+            inodes.add(f"socket:[{fields[6]}]")
+    pids = set()
+    for entry in os.listdir("/proc") if inodes else ():
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                pids.add(int(entry))
+        except OSError:  # gone meanwhile, or a fd closed while read
+            continue
+    return sorted(pid for pid in pids if _parent(pid) not in pids)
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def free_udp_port() -> int:
+    """A UDP port free for IPv4 and IPv6 in this namespace, where a lab
+    client's WireGuard socket lives (wireguard-go and the kernel's link are
+    born in the host namespace): the kernel picks it (bind to port 0), so
+    a second run or a busy host does not collide; the IPv6 check is for
+    wireguard-go's second socket. Free when asked: bind it at once."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
+            v4.bind(("0.0.0.0", 0))
+            port: int = v4.getsockname()[1]
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
+                v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    v6.bind(("::", port))
+                except OSError:  # taken for IPv6 only: ask again
+                    continue
+                return port
+    raise LabError("no UDP port free for both IPv4 and IPv6 in 100 tries")
+
+
 @dataclass(frozen=True)
 class Underlay:
     """Addresses of one veth link between the host namespace and a lab namespace."""

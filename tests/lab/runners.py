@@ -287,11 +287,16 @@ class Daemon:
     def __init__(
         self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str] = ()
     ) -> None:
+        from tests.lab.base import daemon_lock_holders
         from wg_pod_hook.notify import SOCKET
 
         self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
         self.path = Path(self.log.name)
-        SOCKET.unlink(missing_ok=True)  # what a killed one left: not a sign of this one
+        # A socket left by a killed daemon is no sign of this one: removed,
+        # unless a daemon runs (holds the lock), whose socket it is.
+        holders = daemon_lock_holders()
+        if not holders:
+            SOCKET.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [*prefix, *venv_command("wg-pod", "wg_pod_hook.cli"), "--debug", "daemon"],
             stdin=subprocess.DEVNULL,
@@ -300,6 +305,9 @@ class Daemon:
             env={**os.environ, "WG_POD_SETTINGS": str(settings)},
         )
         lab.defer(f"stop daemon {self.process.pid}", self.stop)
+        if holders:  # the socket is the running one's: this one is to refuse
+            what = f"this daemon to refuse beside the one running (PID {holders[0]})"
+            wait_for(lambda: self.process.poll() is not None, timeout=15, what=what)
         wait_for(self._listening, timeout=15, what="the daemon's socket")
 
     def _listening(self) -> bool:

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers
+from tests.lab import ConfigDir, Lab, Peer, Podman, free_udp_port, host_leftovers
 
 pytestmark = pytest.mark.podman
 
@@ -32,7 +32,7 @@ def test_container_fetches_the_peer_page_through_the_tunnel(
 def test_port_remapping_in_a_real_container(
     peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
 ) -> None:
-    client = peer.add_client(listen_port=51999)
+    client = peer.add_client(listen_port=free_udp_port())
     conf = config_dir.write("wg0.conf", client.config)
     name, _ = hooked_podman.run(
         "sh",

@@ -35,6 +35,7 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
+from tests.lab.base import INSTALLED_HOOKS_DIR, SYSTEM_PODMAN
 from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook import records
 
@@ -175,7 +176,13 @@ def flaky(lab: Lab, make_settings: Callable[..., Path]) -> tuple[Podman, Path, P
     settings = make_settings(userspace_command=[str(wrapper)])
     hooks = lab.tmp / "hooks-flaky.d"
     hooks.mkdir()
-    run([*WG_POD, "install", "--hooks-dir", str(hooks), "--settings", str(settings)])
+    # The installed package's hook where the suite runs against it (the
+    # platform machine), else this tree's (install finds it beside python).
+    hook = []
+    if SYSTEM_PODMAN:
+        definition = INSTALLED_HOOKS_DIR / "wg-pod-createRuntime.json"
+        hook = ["--hook", json.loads(definition.read_text())["hook"]["path"]]
+    run([*WG_POD, "install", "--hooks-dir", str(hooks), "--settings", str(settings), *hook])
     return Podman(lab, hooks_dir=hooks), flag, settings
 
 

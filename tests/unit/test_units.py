@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from pathlib import Path
 
@@ -44,9 +46,54 @@ def test_ready_tells_the_notify_socket(tmp_path: Path, monkeypatch: pytest.Monke
         assert listener.recv(64) == b"READY=1"
 
 
-def test_ready_without_systemd_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+class Sockets:
+    """Stands in for the socket module in units: counts the sockets opened
+    and records what is sent, to whom."""
+
+    AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC = socket.AF_UNIX, socket.SOCK_DGRAM, socket.SOCK_CLOEXEC
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.sent: list[tuple[bytes, str]] = []
+
+    def socket(self, *args: object) -> Sockets:
+        self.opened += 1
+        return self
+
+    def __enter__(self) -> Sockets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def sendto(self, data: bytes, address: str) -> None:
+        self.sent.append((data, address))
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_ready_without_systemd_does_nothing(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No NOTIFY_SOCKET (or an empty one, which sd_notify ignores too): no
+    socket opened, nothing sent to a guessed address, nothing logged, nothing
+    raised, and the environment as it was."""
+    if value is None:
+        monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    else:
+        monkeypatch.setenv("NOTIFY_SOCKET", value)
+    sockets = Sockets()
+    monkeypatch.setattr(units, "socket", sockets)
+    environment = dict(os.environ)
+    caplog.set_level(logging.INFO)
     units.ready()
+    assert (sockets.opened, sockets.sent) == (0, [])
+    assert caplog.records == []
+    assert dict(os.environ) == environment
+
+    # The control: with a socket named, the stand-in sees the datagram.
+    monkeypatch.setenv("NOTIFY_SOCKET", "@wg-pod-test")
+    units.ready()
+    assert (sockets.opened, sockets.sent) == (1, [(b"READY=1", "\0wg-pod-test")])
 
 
 def test_the_module_prints_the_unit_for_the_makefile(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,10 @@ KERNEL_SCENARIOS = {
     ),
     "test_daemon.py": ("test_a_tunnel_whose_link_was_deleted_is_repaired_in_place",),
     "test_mtu_endpoints.py": ("test_mtu_follows_the_underlay_and_large_transfers_complete",),
-    "test_robustness.py": ("test_keys_appear_nowhere",),
+    "test_robustness.py": (
+        "test_keys_appear_nowhere",
+        "test_keys_appear_nowhere_through_the_daemon",
+    ),
 }
 
 
@@ -45,6 +48,8 @@ def wanted(item: pytest.Item) -> bool:
         return True
     callspec = getattr(item, "callspec", None)
     backend = callspec.params.get("backend") if callspec is not None else None
+    if callspec is not None and callspec.params.get("hook_log") == "journal":
+        return False  # the VM runs no journald: the [syslog] variant reads the same lines
     function = getattr(item, "originalname", item.name)
     return backend == "kernel" and function in KERNEL_SCENARIOS.get(item.path.name, ())
 

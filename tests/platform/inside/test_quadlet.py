@@ -25,6 +25,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
+    free_udp_port,
     host_leftovers,
     run,
     venv_command,
@@ -80,7 +81,7 @@ def journal(identifier: str = "wg-pod") -> str:
 def unit(lab: Lab, peer: Peer) -> Iterator[Path]:
     """The example unit and its config in place; both removed afterwards."""
     config = example_config_path()
-    client = peer.add_client(listen_port=51999, allowed_ips=["0.0.0.0/0", "::/0"])
+    client = peer.add_client(listen_port=free_udp_port(), allowed_ips=["0.0.0.0/0", "::/0"])
     config.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

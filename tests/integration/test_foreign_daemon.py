@@ -1,0 +1,89 @@
+"""A wg-pod daemon the suite did not start (the package's wg-pod.service, an
+orphan of an aborted run): a root session refuses to start beside it,
+saying which process it is and how to stop it, and leaves it running; the
+lab's Daemon() never removes its socket."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.lab import (
+    REPO,
+    Daemon,
+    Lab,
+    LabError,
+    daemon_lock_holders,
+    socket_servers,
+    venv_command,
+    wait_for,
+)
+from wg_pod_hook import handoff, notify
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def foreign(lab: Lab, settings: Path) -> subprocess.Popen[str]:
+    """``wg-pod daemon`` started by hand, as systemd or a lost run would."""
+    argv = ["env", f"WG_POD_SETTINGS={settings}", *venv_command("wg-pod", "wg_pod_hook.cli")]
+    process = lab.popen([*argv, "daemon"], name="foreign-daemon")
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise LabError(f"the daemon exited: {lab.log_of('foreign-daemon')}")
+        return socket_servers(handoff.SOCKET) == [process.pid]
+
+    wait_for(serving, timeout=15, what="the daemon started by hand")
+    return process
+
+
+def still_serving(process: subprocess.Popen[str]) -> bool:
+    return (
+        process.poll() is None
+        and daemon_lock_holders() == [process.pid]
+        and socket_servers(handoff.SOCKET) == [process.pid]
+        and socket_servers(notify.SOCKET) == [process.pid]
+        and Path(handoff.SOCKET).exists()
+        and notify.SOCKET.exists()
+    )
+
+
+def test_a_root_session_refuses_to_start_beside_it(foreign: subprocess.Popen[str]) -> None:
+    session = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_lab.py::test_a_free_udp_port_is_free_for_both_families",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    pid = foreign.pid
+    assert session.returncode == pytest.ExitCode.USAGE_ERROR, session.stdout + session.stderr
+    (line,) = [line for line in session.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert "a wg-pod daemon this test session did not start is running" in line
+    assert f"PID {pid} (" in line
+    assert (
+        f"holds the lock on /run/wg-pod, serves {handoff.SOCKET} and {notify.SOCKET}: " in line
+    )
+    assert f"stop it with `kill {pid}`" in line
+    assert "passed" not in session.stdout
+    assert still_serving(foreign), "the session touched the daemon it refused"
+
+
+def test_the_runner_leaves_a_running_daemons_socket(
+    lab: Lab, settings: Path, foreign: subprocess.Popen[str]
+) -> None:
+    with pytest.raises(LabError, match="another wg-pod daemon is running"):
+        Daemon(lab, settings)
+    assert still_serving(foreign), "Daemon() removed the running daemon's socket"
