@@ -194,6 +194,11 @@ class Daemon:
                     _guarded(self.look_all)
                     _guarded(self._end_overdue_workers)
                     _guarded(self._end_overdue_repairs)
+                    # Each fork freezes the heap and thaws it into the oldest
+                    # generation, whose collections then rarely come: the
+                    # looks' garbage (pyroute2's messages are cycles) would
+                    # pile up there, some 30 KiB a container.
+                    gc.collect()
                     next_tick = now + TICK
                 _guarded(self._repair_due)
                 timeout = max(0.0, min([next_tick, *(t for t, _ in self.repairs[:1])]) - now)
