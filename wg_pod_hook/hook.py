@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = args[0]
     text = sys.stdin.read()
     reason = rootless_reason()
-    answer = None  # BROKEN: the hook never hands off
+    answer = handoff.ask(stage, text) if reason is None else None
     if answer is None:
         answer = here(stage, text, reason)
     code, line = answer
