@@ -41,6 +41,7 @@ from .netlink import (
     VERSION_BY_AF,
     Netlink,
     is_host_netns,
+    keys_lock,
     namespace_lock,
     open_netns,
     process_start_in,
@@ -234,10 +235,14 @@ def _dns(run: Run) -> None:
 
 
 def _finish(run: Run) -> None:
-    run.did(complete=True, writer=None, failed=None, failed_at=None)
-    # Again, now that this tunnel's record is there: of two hooks starting
-    # with one key at once, the later writer sees the other.
-    check_key_unused(run.plan, run.record.netns)
+    # Again, with the check and the completed record one step for all
+    # hooks: of two starting with one key at once, the first here
+    # completes, and the second sees its record (an incomplete one is a
+    # hook still on its way here, or one killed before: not a tunnel).
+    with keys_lock():
+        completed = [other for other in records.read_all() if other.complete]
+        check_key_unused(run.plan, run.record.netns, completed)
+        run.did(complete=True, writer=None, failed=None, failed_at=None)
 
 
 # The setup, in order.  ``fault_injection_kill_after`` (tests only) names

@@ -158,12 +158,30 @@ def _same_inode(netns_fd: int, path: str) -> bool:
 def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
     """Serialise the hooks working on one namespace (pod members share one).
 
-    The lock is a file of root's alone, ``/run/wg-pod/locks/netns-DEV-INO``
-    (0600, in a 0700 directory), named after the namespace: nobody else
-    can open it, so nobody else can hold it and keep a hook waiting (the
-    namespace's own file is world-readable: any user could flock it).  The
-    inode number names one namespace while it lives, and the caller holds
-    it open throughout.
+    The lock is ``/run/wg-pod/locks/netns-DEV-INO`` (see root_lock), named
+    after the namespace: the namespace's own file is world-readable, so any
+    user could flock it and keep a hook waiting.  The inode number names
+    one namespace while it lives, and the caller holds it open throughout.
+    """
+    info = os.fstat(netns_fd)
+    with root_lock(f"netns-{info.st_dev}-{info.st_ino}", "network namespace", deadline):
+        yield
+
+
+@contextmanager
+def keys_lock(deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+    """Serialise the last key check of every hook with the record it
+    completes: of two hooks starting with one key at once, the first to
+    take it completes, and the second sees that record."""
+    with root_lock("keys", "private keys", deadline):
+        yield
+
+
+@contextmanager
+def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+    """Hold the lock ``/run/wg-pod/locks/NAME``, a file of root's alone
+    (0600, in a 0700 directory): nobody else can open it, so nobody else
+    can hold it and keep a hook waiting.  ``what`` names it in errors.
 
     The holder removes the file before it lets go, so none is left behind;
     a hook that was waiting on the removed file then finds that its name is
@@ -172,11 +190,9 @@ def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[N
     file's).  A killed holder's file stays, to be used by the next hook or
     removed by ``wg-pod gc`` (sweep_locks).
     """
-    info = os.fstat(netns_fd)
-    name = f"netns-{info.st_dev}-{info.st_ino}"
     directory = _lock_directory()
     try:
-        fd = _lock_file(directory, name, time.monotonic() + deadline)
+        fd = _lock_file(directory, name, what, time.monotonic() + deadline)
         try:
             yield
         finally:
@@ -206,7 +222,7 @@ def _lock_directory() -> int:
     return fd
 
 
-def _lock_file(directory: int, name: str, until: float) -> int:
+def _lock_file(directory: int, name: str, what: str, until: float) -> int:
     """Open ``name`` (made if needed) and lock it, waiting until ``until``;
     again while the file locked is no longer the one the name gives."""
     flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -214,7 +230,7 @@ def _lock_file(directory: int, name: str, until: float) -> int:
         try:
             fd = os.open(name, flags, 0o600, dir_fd=directory)
         except OSError as exc:
-            raise SetupError("lock", f"network namespace ({name})", str(exc)) from None
+            raise SetupError("lock", f"{what} ({name})", str(exc)) from None
         try:
             while True:
                 try:
@@ -222,9 +238,7 @@ def _lock_file(directory: int, name: str, until: float) -> int:
                     break
                 except BlockingIOError:
                     if time.monotonic() > until:
-                        raise SetupError(
-                            "lock", "network namespace", "another hook holds it"
-                        ) from None
+                        raise SetupError("lock", what, "another hook holds it") from None
                     time.sleep(0.02)
             if _names(directory, name, fd):
                 return fd
@@ -255,7 +269,7 @@ def sweep_locks() -> list[str]:
     try:
         for name in os.listdir(directory):
             try:
-                fd = _lock_file(directory, name, until=0.0)
+                fd = _lock_file(directory, name, name, until=0.0)
             except SetupError:  # held: its hook removes it
                 continue
             try:

@@ -49,9 +49,7 @@ class FlakyBackend:
     def __init__(self, lab: Lab, hook: HookRunner) -> None:
         self.broken = lab.tmp / "backend-broken"
         script = lab.tmp / "flaky-wireguard-go"
-        script.write_text(
-            f'#!/bin/sh\n[ -e {self.broken} ] && exit 1\nexec wireguard-go "$@"\n'
-        )
+        script.write_text(f'#!/bin/sh\n[ -e {self.broken} ] && exit 1\nexec wireguard-go "$@"\n')
         script.chmod(0o755)
         self.hook = hook.with_settings(userspace_command=[str(script)])
 
@@ -272,8 +270,9 @@ def test_a_slow_repair_never_holds_up_a_container_start(
     with open_netns(str(netns)) as fd, namespace_lock(fd):
         standin.run(["ip", "link", "del", "wg0"])
         wait_for(
-            lambda: (h := health.read(standin.id)) is not None
-            and h.state is health.State.REPAIRING,
+            lambda: (
+                (h := health.read(standin.id)) is not None and h.state is health.State.REPAIRING
+            ),
             timeout=15,
             what="the repair",
         )

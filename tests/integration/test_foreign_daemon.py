@@ -73,9 +73,7 @@ def test_a_root_session_refuses_to_start_beside_it(foreign: subprocess.Popen[str
     (line,) = [line for line in session.stderr.splitlines() if line.startswith("ERROR: ")]
     assert "a wg-pod daemon this test session did not start is running" in line
     assert f"PID {pid} (" in line
-    assert (
-        f"holds the lock on /run/wg-pod, serves {handoff.SOCKET} and {notify.SOCKET}: " in line
-    )
+    assert f"holds the lock on /run/wg-pod, serves {handoff.SOCKET} and {notify.SOCKET}: " in line
     assert f"stop it with `kill {pid}`" in line
     assert "passed" not in session.stdout
     assert still_serving(foreign), "the session touched the daemon it refused"

@@ -79,9 +79,10 @@ def test_two_containers_starting_at_once_with_one_key_exactly_one_runs(
     config_dir: ConfigDir,
     hook: HookRunner,
 ) -> None:
-    """No lock between them: each checks again once its record is written,
-    so the later writer always sees the other.  Exactly one runs (which
-    one is the race's), and the other is refused naming it."""
+    """Each checks again at its last step, under one lock for all hooks,
+    and completes its record there: the second to get there sees the
+    first's.  Exactly one runs (which one is the race's), and the other is
+    refused naming it."""
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
     pair = [make_standin(), make_standin()]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -261,9 +261,7 @@ def test_nothing_falls_back_to_eth0_while_the_interface_is_missing(
     """Unreachable routes below the tunnel's own guard every prefix it
     carried: counted on the host side of the container's eth0, nothing for
     them leaves; podman's own network still answers."""
-    destinations = tunnel_without_interface(
-        peer, standin, config_dir, hook, outside, kind, switch
-    )
+    destinations = tunnel_without_interface(peer, standin, config_dir, hook, outside, kind, switch)
     with Sniffer(standin.host_ifname, destinations) as sniffer:
         reached = send_everywhere(standin, destinations)
     assert sniffer.count == 0
@@ -284,9 +282,7 @@ def test_without_the_guards_the_tunnel_traffic_would_leave_through_eth0(
 ) -> None:
     """The control: remove the unreachable routes by hand and the same
     sends are seen on the host side (so the count above can fail)."""
-    destinations = tunnel_without_interface(
-        peer, standin, config_dir, hook, outside, kind, "off"
-    )
+    destinations = tunnel_without_interface(peer, standin, config_dir, hook, outside, kind, "off")
     for version in ("-4", "-6"):
         standin.run(["ip", version, "route", "flush", "type", "unreachable"])
     with Sniffer(standin.host_ifname, destinations) as sniffer:

@@ -160,9 +160,7 @@ def test_the_callers_namespace_never_changes(netns: Netns) -> None:
     apply(netns, ruleset())
     assert os.readlink("/proc/thread-self/ns/net") == mine
     # The work itself ran in theirs.
-    seen = in_netns(
-        netns, lambda report: report(os.readlink("/proc/thread-self/ns/net")), 5.0
-    )
+    seen = in_netns(netns, lambda report: report(os.readlink("/proc/thread-self/ns/net")), 5.0)
     assert seen == theirs
     assert os.readlink("/proc/thread-self/ns/net") == mine
     with pytest.raises(SetupError):

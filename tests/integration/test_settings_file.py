@@ -53,7 +53,11 @@ def test_a_group_writable_settings_file_stops_the_container(
 
 
 def test_a_command_in_a_settings_file_of_another_user_is_never_run(
-    way: str, lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir,
+    way: str,
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
     hook: HookRunner,
 ) -> None:
     marker = lab.tmp / "ran-as-root"
@@ -68,7 +72,11 @@ def test_a_command_in_a_settings_file_of_another_user_is_never_run(
 
 
 def test_a_settings_file_in_a_directory_others_may_write_is_refused(
-    way: str, lab: Lab, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir,
+    way: str,
+    lab: Lab,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
     hook: HookRunner,
 ) -> None:
     shared = lab.tmp / "shared"

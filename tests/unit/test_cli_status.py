@@ -7,9 +7,7 @@ import pytest
 from wg_pod_hook import status
 from wg_pod_hook.cli import _join_annotations, parser
 
-SUBCOMMANDS = [
-    "join", "leave", "status", "check", "gc", "install", "uninstall", "daemon", "health"
-]
+SUBCOMMANDS = ["join", "leave", "status", "check", "gc", "install", "uninstall", "daemon", "health"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -19,9 +19,7 @@ from wg_pod_hook.health import (
 NOW = 1_800_000_000.0
 
 
-def look(
-    at: float, handshake: float | None, tx: int, rx: int = 0, endpoint: bool = True
-) -> Sample:
+def look(at: float, handshake: float | None, tx: int, rx: int = 0, endpoint: bool = True) -> Sample:
     peer = PeerSample("K" * 43 + "=", endpoint, int(handshake) if handshake else None, rx, tx)
     return Sample(at, (peer,))
 

@@ -15,7 +15,7 @@ import pytest
 
 from wg_pod_hook import netlink, records
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.netlink import namespace_lock, sweep_locks
+from wg_pod_hook.netlink import keys_lock, namespace_lock, sweep_locks
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +78,23 @@ def test_a_second_hook_waits_for_the_first_then_gives_up(
     assert 0.2 <= clock.now - 1000.0 < 0.25
     with namespace_lock(netns_fd, deadline=0.2):  # free again
         pass
+
+
+def test_the_keys_lock_is_one_for_all_namespaces_and_goes_with_its_holder(
+    record_dir: Path, netns_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held across namespaces (a namespace's lock does not stand in its
+    way), named in the error of the hook that waited too long."""
+    monkeypatch.setattr(netlink, "time", SleepClock())
+    with keys_lock(), namespace_lock(netns_fd):
+        path = record_dir / netlink.LOCK_DIR_NAME / "keys"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with (
+            pytest.raises(SetupError, match="lock private keys: another hook holds it"),
+            keys_lock(deadline=0.2),
+        ):
+            pass
+    assert list(path.parent.iterdir()) == []
 
 
 def test_hooks_one_after_the_other_never_overlap(record_dir: Path, netns_fd: int) -> None:

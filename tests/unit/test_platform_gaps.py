@@ -89,7 +89,7 @@ def test_other_tests_pass_and_fail_as_they_are() -> None:
     assert verdict("crun", "t.py::x", failed(("call", "E")), GAPS)[0] is Verdict.FAILED
 
 
-FAKE_TESTS = '''
+FAKE_TESTS = """
 def nameservers():
     return ["198.18.0.1"]
 
@@ -103,7 +103,7 @@ def test_leak_first():
 
 def test_fixed():
     assert nameservers() == ["198.18.0.1"], "the gap's assertion"
-'''
+"""
 
 
 def test_a_real_inner_report_gives_the_verdicts(tmp_path: Path) -> None:

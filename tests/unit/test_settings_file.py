@@ -118,9 +118,7 @@ def test_a_sticky_directory_is_accepted_like_tmp(
 
 
 @needs_root
-def test_a_symlink_is_judged_by_its_target(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_symlink_is_judged_by_its_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     good = write(tmp_path)
     link = tmp_path / "link.yaml"
     link.symlink_to(good)
