@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.integration.support import PEER_NAME, DnsServer, fetch_in
 from tests.lab import Daemon, HookRunner, Lab, rss_kib, with_resolv_conf, write_settings
 from wg_pod_hook import daemon as daemon_module
-from wg_pod_hook import health, records
+from wg_pod_hook import records, runtime
 
 from .common import Result, Row, Setup, Stats, timed
 
@@ -85,7 +85,10 @@ def run(lab: Lab, small: bool) -> Result:
         hook.up(idle, {"wg-pod.config": str(setup.config(f"i{index}.conf"))})
     wait = 5.0 if small else 30.0
     deadline = time.monotonic() + 20
-    while len(list(health.HEALTH_DIR.glob("*.json"))) < count and time.monotonic() < deadline:
+    while (
+        len(list(Path(runtime.current().health).glob("*.json"))) < count
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     cpu_before, started = _cpu_seconds(daemon.process.pid), time.monotonic()
     time.sleep(wait)

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.lab import Daemon, Lab, link_names
+from wg_pod_hook import runtime
 from wg_pod_hook.names import temp_name
-from wg_pod_hook.records import RECORD_DIR
 
 from .common import Result, Row, Setup, Stats, hook_command, timed
 
@@ -121,5 +121,9 @@ def _leftovers(container_ids: list[str]) -> list[str]:
             continue
         if "wireguard-go" in argv[0] and names & set(argv):
             left.append(f"process {pid}")
-    left += [f"record {c[:12]}" for c in container_ids if (RECORD_DIR / f"{c}.json").exists()]
+    left += [
+        f"record {c[:12]}"
+        for c in container_ids
+        if Path(runtime.current().records, f"{c}.json").exists()
+    ]
     return left

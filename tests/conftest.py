@@ -9,6 +9,7 @@ so the lab fails with a message pointing at it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 from tests.lab import (
     CONTAINERS_CONF,
     INSTALLED_HOOKS_DIR,
+    SUITE_STATE_DIR,
     SYSTEM_PODMAN,
     TEST_IMAGE,
     ConfigDir,
@@ -31,9 +33,11 @@ from tests.lab import (
     make_config_dir,
     run,
     socket_servers,
+    use_state_dir,
     venv_command,
     write_settings,
 )
+from wg_pod_hook.runtime import STATE_DIR_ENV
 
 TESTS = Path(__file__).resolve().parent
 _ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root", "platform": "root"}
@@ -44,21 +48,31 @@ _ROOT_DIRS = {"integration": "root", "system": "podman", "vm": "root", "platform
 # configured there.
 if not SYSTEM_PODMAN:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
+    # And a state directory of the suite's own (records, sockets, locks):
+    # a packaged daemon serving /run/wg-pod is none of its business. The
+    # hooks podman runs get it from the definitions `wg-pod install` writes.
+    os.environ.setdefault(STATE_DIR_ENV, str(SUITE_STATE_DIR))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_kept_state_left() -> Iterator[None]:
-    """What the product keeps in /run/wg-pod beside the records for the
-    containers the tests make fail or watch (the hook's kept failures, the
-    daemon's health looks, the namespaces' locks) goes with the session, and so do those
-    directories when the session made them."""
-    from wg_pod_hook.failures import FAILURE_DIR
-    from wg_pod_hook.health import HEALTH_DIR
-    from wg_pod_hook.netlink import LOCK_DIR_NAME
-    from wg_pod_hook.records import RECORD_DIR
+    """The suite's own state directory starts absent, as on a fresh
+    machine (what an aborted run left goes first), and goes with the
+    session. Inside the platform machine, where the suite uses the
+    installation's /run/wg-pod, what the product keeps beside the records
+    for the containers the tests make fail or watch (the hook's kept
+    failures, the daemon's health looks, the namespaces' locks) goes with
+    the session, and so do those directories when the session made them."""
+    from wg_pod_hook import runtime
 
+    state = runtime.current()
+    if os.geteuid() == 0 and Path(state.state_dir) == SUITE_STATE_DIR:
+        shutil.rmtree(SUITE_STATE_DIR, ignore_errors=True)
+        yield
+        shutil.rmtree(SUITE_STATE_DIR, ignore_errors=True)
+        return
     # The namespaces' lock files too (a hook killed on purpose leaves its own).
-    dirs = (FAILURE_DIR, HEALTH_DIR, RECORD_DIR / LOCK_DIR_NAME)
+    dirs = tuple(Path(d) for d in (state.failed, state.health, state.locks))
     existed = {d: d.exists() for d in dirs}
     before = {p for d in dirs if d.exists() for p in d.iterdir()}
     yield
@@ -94,10 +108,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Root tiers refuse to start beside a wg-pod daemon this session did
-    not start (the package's wg-pod.service, an orphan of an aborted run):
-    every Daemon() test would fail beside it, and the hooks would hand
-    their work to its code. It is left running: the message says how to
-    stop it."""
+    not start on the suite's state directory (an orphan of an aborted run;
+    inside the platform machine, the package's wg-pod.service): every
+    Daemon() test would fail beside it, and the hooks would hand their work
+    to its code. It is left running: the message says how to stop it. A
+    packaged daemon on /run/wg-pod is none of the suite's business outside
+    the machine."""
     if os.geteuid() != 0 or session.config.option.collectonly:
         return
     if not any(item.get_closest_marker("root") for item in session.items):
@@ -108,19 +124,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def foreign_daemon() -> str | None:
-    """What is wrong, in one message, when a wg-pod daemon runs: the
-    process holding the daemon's lock on /run/wg-pod, or serving its
-    sockets (found without connecting to them)."""
-    from wg_pod_hook import handoff, notify
-    from wg_pod_hook.records import RECORD_DIR
+    """What is wrong, in one message, when a wg-pod daemon runs on the
+    suite's state directory: the process holding the daemon's lock on it,
+    or serving its sockets (found without connecting to them)."""
+    from wg_pod_hook import runtime
 
+    state = runtime.current()
     locks = daemon_lock_holders()
-    sockets = {path: socket_servers(path) for path in (handoff.SOCKET, str(notify.SOCKET))}
+    sockets = {path: socket_servers(path) for path in (state.hook_socket, state.daemon_socket)}
     described = []
     for pid in sorted({*locks, *(pid for pids in sockets.values() for pid in pids)}):
         served = [path for path, pids in sockets.items() if pid in pids]
         what = ", ".join(
-            ([f"holds the lock on {RECORD_DIR}"] if pid in locks else [])
+            ([f"holds the lock on {state.state_dir}"] if pid in locks else [])
             + ([f"serves {' and '.join(served)}"] if served else [])
         )
         if pid == 0:
@@ -176,6 +192,13 @@ def standin(lab: Lab) -> ContainerStandIn:
 @pytest.fixture
 def make_standin(lab: Lab) -> Callable[[], ContainerStandIn]:
     return lab.standin
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's state directory (runtime.py) for one test: ``wg-pod``
+    in ``tmp_path``, not made yet."""
+    return use_state_dir(monkeypatch, tmp_path / "wg-pod")
 
 
 @pytest.fixture

@@ -12,7 +12,20 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, failures, hooksd, logs, nft, notify, oci, podman, records, status, units
+from . import (
+    __version__,
+    failures,
+    hooksd,
+    logs,
+    nft,
+    notify,
+    oci,
+    podman,
+    records,
+    runtime,
+    status,
+    units,
+)
 from .backends import PeerSetup
 from .bundle import read_bundle
 from .errors import AnnotationError, WgPodError, describe
@@ -267,7 +280,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     hook = args.hook or hooksd.installed()
-    for path in hooksd.install(Path(args.hooks_dir), hook, args.settings):
+    state = runtime.current()
+    state_dir = None if state.is_default else state.state_dir
+    for path in hooksd.install(Path(args.hooks_dir), hook, args.settings, state_dir):
         print(f"wrote {path}")
     if args.daemon:
         unit = units.install(Path(args.systemd_dir), hooksd.installed("wg-pod"))
@@ -416,6 +431,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup("debug" if args.debug else "warning", stderr=True)
+    try:
+        runtime.current()
+    except ValueError as exc:
+        print(f"wg-pod: {exc}", file=sys.stderr)
+        return 1
     try:
         return int(args.func(args))
     except WgPodError as exc:

@@ -58,6 +58,7 @@ from . import (
     nft,
     notify,
     records,
+    runtime,
     stages,
     status,
     units,
@@ -146,7 +147,8 @@ class Daemon:
         self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
         self.spare: Spare | None = None
         self.stopping = False
-        self.claim = _claim()
+        self.state = runtime.current()
+        self.claim = _claim(self.state)
         self.control = self._listen()
         self.hooks = self._listen_for_hooks()
         self.metrics = self._serve_metrics()
@@ -214,10 +216,13 @@ class Daemon:
     def close(self) -> None:
         for container_id in list(self.watches):
             self.drop(container_id)
-        for sock, path in ((self.control, notify.SOCKET), (self.hooks, Path(handoff.SOCKET))):
+        for sock, path in (
+            (self.control, self.state.daemon_socket),
+            (self.hooks, self.state.hook_socket),
+        ):
             self.selector.unregister(sock)
             sock.close()
-            path.unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
         # Workers still at work finish their requests: their hooks wait for
         # them.  The spare sees its channel close, and ends.
         if self.spare is not None:
@@ -225,11 +230,12 @@ class Daemon:
         os.close(self.claim)
 
     def _listen(self) -> socket.socket:
-        notify.SOCKET.unlink(missing_ok=True)
+        path = Path(self.state.daemon_socket)
+        path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         old = os.umask(0o177)  # root only, from the moment it exists
         try:
-            sock.bind(str(notify.SOCKET))
+            sock.bind(str(path))
         finally:
             os.umask(old)
         sock.setblocking(False)
@@ -239,7 +245,7 @@ class Daemon:
     # -- hooks' requests -------------------------------------------------------
 
     def _listen_for_hooks(self) -> socket.socket:
-        path = Path(handoff.SOCKET)
+        path = Path(self.state.hook_socket)
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)  # root only, from the moment it exists
@@ -684,17 +690,17 @@ def _waiting(conn: socket.socket) -> bool:
     return not poll.poll(0)
 
 
-def _claim() -> int:
-    """One daemon per host: it holds a lock on the records' directory
-    while it runs (released by the kernel however it ends)."""
-    records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(records.RECORD_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _claim(state: runtime.Runtime) -> int:
+    """One daemon per state directory (per host, but for a test suite's
+    own): it holds a lock on the directory while it runs (released by the
+    kernel however it ends)."""
+    fd = os.open(state.make(state.state_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise SetupError(
-            "start daemon", str(records.RECORD_DIR), "another wg-pod daemon is running"
+            "start daemon", state.state_dir, "another wg-pod daemon is running"
         ) from None
     return fd
 

@@ -1,4 +1,4 @@
-"""The last hook failures, in /run/wg-pod/failed/, for ``wg-pod status``.
+"""The last hook failures, in ``failed/`` of the state directory, for ``wg-pod status``.
 
 crun (podman's default runtime on Fedora, RHEL and Debian 13) throws a
 hook's output away: a container whose tunnel cannot be set up fails with
@@ -19,16 +19,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import RECORD_DIR
+from . import runtime
 
 log = logging.getLogger(__name__)
 
-FAILURE_DIR = RECORD_DIR / "failed"
 MAX_KEPT = 20
 MAX_MESSAGE = 500
 MAX_NAME = 128
@@ -71,31 +69,26 @@ def remember(
         "stage": _cut(stage, 32),
         "message": _cut(message, MAX_MESSAGE),
     }
+    state = runtime.current()
     try:
-        # /run/wg-pod as records.write makes it (0700), should a failure come first.
-        FAILURE_DIR.parent.mkdir(mode=0o700, exist_ok=True)
-        FAILURE_DIR.mkdir(mode=0o700, exist_ok=True)
-        target = FAILURE_DIR / f"{int(now * 1e9):020d}-{cid}.json"
-        fd, tmp = tempfile.mkstemp(dir=FAILURE_DIR, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, sort_keys=True)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target = runtime.write_file(
+            state.make(state.failed),
+            f"{int(now * 1e9):020d}-{cid}.json",
+            json.dumps(data, sort_keys=True).encode(),
+        )
         _prune()
     except OSError as exc:
-        log.warning("could not keep the failure of %s in %s: %s", cid[:12], FAILURE_DIR, exc)
+        log.warning("could not keep the failure of %s in %s: %s", cid[:12], state.failed, exc)
         return None
     log.debug("kept failure %s", target)
-    return target
+    return Path(target)
 
 
 def _files() -> list[Path]:
     """Failure files, oldest first (their names start with the time)."""
     try:
-        return sorted(p for p in FAILURE_DIR.iterdir() if _FILE.fullmatch(p.name))
+        directory = Path(runtime.current().failed)
+        return sorted(p for p in directory.iterdir() if _FILE.fullmatch(p.name))
     except OSError:
         return []
 

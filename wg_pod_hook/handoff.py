@@ -1,7 +1,7 @@
 """The hook hands its stage to the warm daemon, when one runs.
 
-One request and one answer on the root-only Unix socket
-``/run/wg-pod/hook.sock`` (SOCK_SEQPACKET: one message each way).  The
+One request and one answer on the root-only Unix socket ``hook.sock`` in
+the state directory (runtime.py; SOCK_SEQPACKET: one message each way).  The
 request is the stage, the hook's settings file (``WG_POD_SETTINGS``), when
 the hook started and the OCI state exactly as the runtime gave it on
 stdin; the answer is the hook's exit status and the line it says on
@@ -23,7 +23,6 @@ from __future__ import annotations
 import _socket
 import os
 
-SOCKET = "/run/wg-pod/hook.sock"
 # The hook waits this long for an answer, then does the work itself: well
 # inside the hooks' 90 s, with room for its own deadlines after it.
 DEADLINE = 30.0
@@ -59,8 +58,9 @@ def decode_answer(data: bytes) -> Answer:
     return int(code), line.decode(errors="replace") or None
 
 
-def ask(stage: str, state: str, deadline: float = DEADLINE, path: str = SOCKET) -> Answer | None:
-    """The daemon's answer, or None when the hook must do the work itself."""
+def ask(stage: str, state: str, path: str, deadline: float = DEADLINE) -> Answer | None:
+    """The daemon's answer on the socket ``path``, or None when the hook
+    must do the work itself."""
     data = encode_request(stage, os.environ.get("WG_POD_SETTINGS"), started(), state)
     if len(data) > MAX_MESSAGE:
         return None

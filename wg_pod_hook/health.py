@@ -17,7 +17,7 @@ States (the README defines them for users):
   idle tunnel is healthy; it has simply had nothing to carry.
 
 ``stale`` needs two looks at least 6 seconds apart: the daemon takes one
-every few seconds and keeps the last in ``/run/wg-pod/health/<id>.json``
+every few seconds and keeps the last in ``health/<id>.json`` of the state directory
 (with its repairs count and last failure); without it, ``wg-pod health``
 looks twice.  Pure but for the small file functions at the end.
 """
@@ -26,20 +26,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import runtime
 from .errors import WgPodError
-from .records import RECORD_DIR
 
 log = logging.getLogger(__name__)
 
-HEALTH_DIR = RECORD_DIR / "health"
 REJECT_AFTER_TIME = 180  # seconds: WireGuard's limit on a session's age
 # The shortest window in which a tunnel that is sending must show it: one
 # handshake retry (REKEY_TIMEOUT, 5 s, plus jitter).
@@ -174,7 +171,7 @@ def next_health(
 
 
 def path_for(container_id: str) -> Path:
-    return HEALTH_DIR / f"{container_id}.json"
+    return Path(runtime.current().health, f"{container_id}.json")
 
 
 class HealthError(WgPodError):
@@ -203,15 +200,9 @@ def read(container_id: str) -> Health | None:
 
 
 def write(health: Health) -> None:
-    HEALTH_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=HEALTH_DIR, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(health.to_json(), handle)
-        os.replace(tmp, path_for(health.container_id))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    state = runtime.current()
+    data = json.dumps(health.to_json()).encode()
+    runtime.write_file(state.make(state.health), f"{health.container_id}.json", data)
 
 
 def forget(container_id: str) -> None:
@@ -221,7 +212,7 @@ def forget(container_id: str) -> None:
 def forget_all_but(container_ids: Iterable[str]) -> None:
     keep = set(container_ids)
     try:
-        paths = list(HEALTH_DIR.glob("*.json"))
+        paths = list(Path(runtime.current().health).glob("*.json"))
     except OSError:
         return
     for path in paths:

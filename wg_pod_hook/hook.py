@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import handoff
+from . import handoff, runtime
 
 # Not typing itself: every import is paid by every container start.
 TYPE_CHECKING = False
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 STAGES = ("createRuntime", "poststop")
 
 
-def rootless_reason() -> str | None:
+def rootless_reason(context: runtime.Runtime) -> str | None:
     """Why this hook cannot do its work here, if it cannot."""
-    if os.geteuid() != 0:
+    if not context.root:
         return handoff.NOT_ROOT
     try:
         with open("/proc/self/uid_map") as f:
@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stage = args[0]
     text = sys.stdin.read()
-    reason = rootless_reason()
-    answer = handoff.ask(stage, text) if reason is None else None
+    try:
+        context = runtime.current()
+    except ValueError as exc:
+        print(f"wg-pod: {exc}", file=sys.stderr)
+        return 1
+    reason = rootless_reason(context)
+    answer = handoff.ask(stage, text, context.hook_socket) if reason is None else None
     if answer is None:
         answer = here(stage, text, reason)
     code, line = answer

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import SetupError
 from .oci import KEY_PATTERN
+from .runtime import STATE_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,14 @@ def file_name(stage: str) -> str:
     return f"wg-pod-{stage}.json"
 
 
-def definition(stage: str, hook: str, settings: str | None = None) -> dict[str, Any]:
+def definition(
+    stage: str, hook: str, settings: str | None = None, state_dir: str | None = None
+) -> dict[str, Any]:
     env = [PATH]
     if settings:
         env.append(f"WG_POD_SETTINGS={settings}")
+    if state_dir:  # an installation of its own (a test suite's)
+        env.append(f"{STATE_DIR_ENV}={state_dir}")
     return {
         "version": "1.0.0",
         "hook": {
@@ -64,7 +69,9 @@ def installed(command: str = "wg-pod-hook") -> str:
     raise SetupError("install", command, "executable not found beside python or on PATH")
 
 
-def install(directory: Path, hook: str, settings: str | None = None) -> list[Path]:
+def install(
+    directory: Path, hook: str, settings: str | None = None, state_dir: str | None = None
+) -> list[Path]:
     if not Path(hook).is_absolute():
         raise SetupError("install", hook, "the hook path must be absolute")
     if settings and not Path(settings).is_absolute():
@@ -74,7 +81,9 @@ def install(directory: Path, hook: str, settings: str | None = None) -> list[Pat
         written = []
         for stage in STAGES:
             target = directory / file_name(stage)
-            target.write_text(json.dumps(definition(stage, hook, settings), indent=2) + "\n")
+            target.write_text(
+                json.dumps(definition(stage, hook, settings, state_dir), indent=2) + "\n"
+            )
             log.debug("wrote %s", target)
             written.append(target)
     except OSError as exc:

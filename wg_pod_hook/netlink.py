@@ -25,7 +25,7 @@ from functools import partial
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import records, rtnl
+from . import records, rtnl, runtime
 from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
@@ -41,8 +41,6 @@ CLONE_NEWNET = 0x40000000
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
 LOCK_DEADLINE = 10.0
-# The namespaces' locks: root's alone (0700), under the records' directory.
-LOCK_DIR_NAME = "locks"
 # getsockopt(2): the cookie of the socket's network namespace (Linux 5.14;
 # asm-generic's number, which Python 3.11's socket module does not name).
 SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
@@ -158,7 +156,7 @@ def _same_inode(netns_fd: int, path: str) -> bool:
 def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
     """Serialise the hooks working on one namespace (pod members share one).
 
-    The lock is ``/run/wg-pod/locks/netns-DEV-INO`` (see root_lock), named
+    The lock is ``locks/netns-DEV-INO`` in the state directory (see root_lock), named
     after the namespace: the namespace's own file is world-readable, so any
     user could flock it and keep a hook waiting.  The inode number names
     one namespace while it lives, and the caller holds it open throughout.
@@ -179,7 +177,7 @@ def keys_lock(deadline: float = LOCK_DEADLINE) -> Iterator[None]:
 
 @contextmanager
 def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
-    """Hold the lock ``/run/wg-pod/locks/NAME``, a file of root's alone
+    """Hold the lock ``locks/NAME`` in the state directory, a file of root's alone
     (0600, in a 0700 directory): nobody else can open it, so nobody else
     can hold it and keep a hook waiting.  ``what`` names it in errors.
 
@@ -205,18 +203,16 @@ def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator
 
 def _lock_directory() -> int:
     """An fd on the locks' directory, made if needed; root's alone."""
-    path = records.RECORD_DIR / LOCK_DIR_NAME
+    state = runtime.current()
+    path = state.locks
     try:
-        records.RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(state.make(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise SetupError("lock", str(path), exc.strerror or str(exc)) from None
+        raise SetupError("lock", path, exc.strerror or str(exc)) from None
     info = os.fstat(fd)
     if info.st_uid != os.geteuid():
         os.close(fd)
-        raise SetupError("lock", str(path), f"owned by uid {info.st_uid}, not by root")
+        raise SetupError("lock", path, f"owned by uid {info.st_uid}, not by root")
     if info.st_mode & 0o077:
         os.fchmod(fd, 0o700)
     return fd
@@ -261,8 +257,7 @@ def _names(directory: int, name: str, fd: int) -> bool:
 def sweep_locks() -> list[str]:
     """Remove the lock files killed holders left (those nobody holds now),
     the way a holder removes its own: under the lock.  Their names."""
-    path = records.RECORD_DIR / LOCK_DIR_NAME
-    if not path.is_dir():
+    if not os.path.isdir(runtime.current().locks):
         return []
     removed = []
     directory = _lock_directory()

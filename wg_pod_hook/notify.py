@@ -12,11 +12,10 @@ import logging
 import re
 import socket
 
-from .records import RECORD_DIR
+from . import runtime
 
 log = logging.getLogger(__name__)
 
-SOCKET = RECORD_DIR / "daemon.sock"
 EVENTS = ("up", "down")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -29,7 +28,7 @@ def tell(event: str, container_id: str, seconds: float | None = None) -> None:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            sock.sendto(message.encode(), str(SOCKET))
+            sock.sendto(message.encode(), runtime.current().daemon_socket)
     except OSError as exc:  # no daemon, or its queue is full: it will scan
         log.debug("daemon not told (%s): %s", event, exc)
 

@@ -1,5 +1,6 @@
 """What wg-pod set up for each container: one typed record per container,
-kept in ``/run/wg-pod/<container-id>.json``.
+kept in ``<container-id>.json`` in the state directory (runtime.py:
+``/run/wg-pod``).
 
 The record is the state of a tunnel.  The hook fills it in as each step of
 the setup succeeds and writes it after each one, so that whoever comes
@@ -55,11 +56,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import runtime
 from .errors import WgPodError
 
 log = logging.getLogger(__name__)
 
-RECORD_DIR = Path("/run/wg-pod")
 VERSION = 3
 
 # A netlink route spec, as Netlink.default_routes gives and restore_route takes.
@@ -314,32 +315,17 @@ def _annotations(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def path_for(container_id: str) -> Path:
-    return RECORD_DIR / f"{container_id}.json"
+    return Path(runtime.current().records, f"{container_id}.json")
 
 
 def write(record: TunnelRecord) -> Path:
     """Write atomically: a reader never sees half a record."""
-    RECORD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = path_for(record.container_id)
-    # This process's own temporary name (a killed writer's is truncated by
-    # the next with its pid): no random name to make at every step.
-    tmp = RECORD_DIR / f".tmp-{record.container_id}-{os.getpid()}.json"
+    state = runtime.current()
     # Compact: json's C encoder writes no indented text.
     text = json.dumps(record.to_json(), sort_keys=True).encode()
-    try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
-        try:
-            os.write(fd, text)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    target = runtime.write_file(state.make(state.records), f"{record.container_id}.json", text)
     log.debug("wrote record %s", target)
-    return target
+    return Path(target)
 
 
 def load(container_id: str) -> TunnelRecord | None:
@@ -394,7 +380,7 @@ def list_ids() -> list[str]:
     """Every container with a record; none when the directory does not
     exist, OSError when it cannot be read (``wg-pod health`` must know)."""
     try:
-        names = os.listdir(RECORD_DIR)
+        names = os.listdir(runtime.current().records)
     except FileNotFoundError:
         return []
     return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and n[0] != ".")
@@ -409,10 +395,17 @@ def all_ids() -> list[str]:
 
 def orphaned_temporaries() -> list[Path]:
     """Temporary files of writers that died between writing and renaming
-    (write() names them after the writer's pid)."""
+    (runtime.write_file names them after the writer's pid): of records,
+    kept failures and health looks."""
+    state = runtime.current()
     found = []
-    for path in RECORD_DIR.glob(".tmp-*.json"):
-        pid = path.stem.rpartition("-")[2]
-        if pid.isdigit() and process_start_time(int(pid)) is None:
-            found.append(path)
+    for directory in (state.records, state.failed, state.health):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            pid = runtime.writer_pid(name)
+            if pid is not None and process_start_time(pid) is None:
+                found.append(Path(directory, name))
     return found

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import _pyroute2, health, records
+from . import _pyroute2, health, records, runtime
 from ._pyroute2 import NetlinkError
 from .backends.userspace import uapi_request
 from .errors import SetupError, WgPodError
@@ -262,7 +262,7 @@ def recorded_ids() -> list[str]:
         return records.list_ids()
     except OSError as exc:
         hint = " (run it as root)" if isinstance(exc, PermissionError) else ""
-        raise CannotKnow(f"cannot read {records.RECORD_DIR}: {exc.strerror}{hint}") from None
+        raise CannotKnow(f"cannot read {runtime.current().records}: {exc.strerror}{hint}") from None
 
 
 def _examined_record(container_id: str) -> TunnelRecord:

@@ -21,7 +21,7 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import handoff, notify
+from wg_pod_hook import runtime
 
 pytestmark = pytest.mark.root
 
@@ -35,20 +35,21 @@ def foreign(lab: Lab, settings: Path) -> subprocess.Popen[str]:
     def serving() -> bool:
         if process.poll() is not None:
             raise LabError(f"the daemon exited: {lab.log_of('foreign-daemon')}")
-        return socket_servers(handoff.SOCKET) == [process.pid]
+        return socket_servers(runtime.current().hook_socket) == [process.pid]
 
     wait_for(serving, timeout=15, what="the daemon started by hand")
     return process
 
 
 def still_serving(process: subprocess.Popen[str]) -> bool:
+    state = runtime.current()
     return (
         process.poll() is None
         and daemon_lock_holders() == [process.pid]
-        and socket_servers(handoff.SOCKET) == [process.pid]
-        and socket_servers(notify.SOCKET) == [process.pid]
-        and Path(handoff.SOCKET).exists()
-        and notify.SOCKET.exists()
+        and socket_servers(state.hook_socket) == [process.pid]
+        and socket_servers(state.daemon_socket) == [process.pid]
+        and Path(state.hook_socket).exists()
+        and Path(state.daemon_socket).exists()
     )
 
 
@@ -73,7 +74,9 @@ def test_a_root_session_refuses_to_start_beside_it(foreign: subprocess.Popen[str
     (line,) = [line for line in session.stderr.splitlines() if line.startswith("ERROR: ")]
     assert "a wg-pod daemon this test session did not start is running" in line
     assert f"PID {pid} (" in line
-    assert f"holds the lock on /run/wg-pod, serves {handoff.SOCKET} and {notify.SOCKET}: " in line
+    state = runtime.current()
+    served = f"serves {state.hook_socket} and {state.daemon_socket}"
+    assert f"holds the lock on {state.state_dir}, {served}: " in line
     assert f"stop it with `kill {pid}`" in line
     assert "passed" not in session.stdout
     assert still_serving(foreign), "the session touched the daemon it refused"

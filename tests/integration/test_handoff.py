@@ -35,7 +35,7 @@ from tests.lab import (
     run,
     wait_for,
 )
-from wg_pod_hook import cgroups, handoff, health, records
+from wg_pod_hook import cgroups, handoff, health, records, runtime
 from wg_pod_hook.lifecycle import STEP_NAMES
 from wg_pod_hook.names import temp_name
 
@@ -225,7 +225,7 @@ def test_a_waiting_worker_killed_is_replaced_and_ends_with_the_daemon(
 def ask_raw(data: bytes) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(10)
-        sock.connect(handoff.SOCKET)
+        sock.connect(runtime.current().hook_socket)
         sock.sendall(data)
         return sock.recv(handoff.MAX_MESSAGE)
 
@@ -252,19 +252,20 @@ def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
     directory and the socket opened to everyone for this test, the daemon
     still refuses anyone but root (SO_PEERCRED) with the hook's own words."""
     state = standin.oci_state({"wg-pod.config": write_config(config_dir, peer.client_config())})
-    directory = Path(handoff.SOCKET).parent
+    socket_path = runtime.current().hook_socket
+    directory = Path(socket_path).parent
     assert os.stat(directory).st_mode & 0o777 == 0o700
-    assert os.stat(handoff.SOCKET).st_mode & 0o777 == 0o600
+    assert os.stat(socket_path).st_mode & 0o777 == 0o600
     asking = (
         "import sys; from wg_pod_hook import handoff; "
-        "print(handoff.ask(sys.argv[1], sys.stdin.read()))"
+        "print(handoff.ask(sys.argv[1], sys.stdin.read(), sys.argv[2]))"
     )
 
     def ask_as_nobody(stage: str) -> str:
         done = run(
             [
                 *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-                *(sys.executable, "-c", asking, stage),
+                *(sys.executable, "-c", asking, stage, socket_path),
             ],
             input=state,
             env={"PYTHONPATH": str(Path(handoff.__file__).parent.parent)},
@@ -278,13 +279,13 @@ def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
     assert "not root" not in daemon.path.read_text()
 
     os.chmod(directory, 0o711)
-    os.chmod(handoff.SOCKET, 0o666)
+    os.chmod(socket_path, 0o666)
     try:
         refused = f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
         for stage, expected in (("createRuntime", (1, refused)), ("poststop", (0, None))):
             assert ask_as_nobody(stage) == repr(expected)
     finally:
-        os.chmod(handoff.SOCKET, 0o600)
+        os.chmod(socket_path, 0o600)
         os.chmod(directory, 0o700)
     assert "not root" in daemon.path.read_text()
     assert not records.path_for(standin.id).exists()

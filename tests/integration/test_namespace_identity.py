@@ -37,10 +37,10 @@ from tests.lab import (
     wg_pod_processes,
 )
 from wg_pod_hook import daemon as wg_pod_daemon
-from wg_pod_hook import health, lifecycle, notify, records, teardown
+from wg_pod_hook import health, lifecycle, notify, records, runtime, teardown
 from wg_pod_hook.errors import Superseded
 from wg_pod_hook.names import temp_name
-from wg_pod_hook.netlink import LOCK_DIR_NAME, namespace_lock, open_netns
+from wg_pod_hook.netlink import namespace_lock, open_netns
 from wg_pod_hook.records import path_for, process_start_time
 from wg_pod_hook.settings import load_settings
 
@@ -51,7 +51,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 def lock_file_of(standin: ContainerStandIn) -> Path:
     info = os.stat(standin.ns.path)
-    return records.RECORD_DIR / LOCK_DIR_NAME / f"netns-{info.st_dev}-{info.st_ino}"
+    return Path(runtime.current().locks, f"netns-{info.st_dev}-{info.st_ino}")
 
 
 def held_by_another(path: str) -> bool:

@@ -46,12 +46,10 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import failures, health
-from wg_pod_hook.failures import FAILURE_DIR
-from wg_pod_hook.health import HEALTH_DIR
+from wg_pod_hook import failures, health, runtime
 from wg_pod_hook.lifecycle import STEP_NAMES
 from wg_pod_hook.names import is_temp_name, temp_name
-from wg_pod_hook.records import RECORD_DIR, path_for
+from wg_pod_hook.records import path_for
 
 pytestmark = pytest.mark.root
 
@@ -182,18 +180,19 @@ class Secrets:
 
 
 def run_dir_files() -> dict[str, bytes]:
-    """Every regular file under /run/wg-pod (records, failed/, health/,
-    locks/, anything else), and the names of everything there."""
+    """Every regular file in the state directory (records, failed/,
+    health/, locks/, anything else), and the names of everything there."""
+    state_dir = Path(runtime.current().state_dir)
     found: dict[str, bytes] = {}
     names = []
-    for path in sorted(RECORD_DIR.rglob("*")):
+    for path in sorted(state_dir.rglob("*")):
         names.append(str(path))
         try:
             if path.is_file() and not path.is_symlink():  # sockets are not regular files
                 found[str(path)] = path.read_bytes()
         except FileNotFoundError:  # gone meanwhile: a temp file, a pruned failure
             continue
-    found[f"names under {RECORD_DIR}"] = "\n".join(names).encode()
+    found[f"names under {state_dir}"] = "\n".join(names).encode()
     return found
 
 
@@ -282,7 +281,7 @@ def test_keys_appear_nowhere(
     )
     files = run_dir_files()
     assert str(path_for(standin.id)) in files
-    assert [p for p in files if p.startswith(f"{FAILURE_DIR}/")]
+    assert [p for p in files if p.startswith(f"{runtime.current().failed}/")]
     seen: dict[str, str | bytes] = {
         "spawned processes": spawned.text(),
         hook_log.name: hook_log.text(),
@@ -384,7 +383,7 @@ def test_keys_appear_nowhere_through_the_daemon(
         what=f"the daemon's debug lines in the {hook_log.name}",
     )
     files = run_dir_files()
-    for directory in (FAILURE_DIR, HEALTH_DIR):
+    for directory in (runtime.current().failed, runtime.current().health):
         assert [p for p in files if p.startswith(f"{directory}/")], f"nothing in {directory}"
     tunnels = [temp_name(s.id) for s in (repaired, broken)]
     pids = [running.process.pid, *children(running.process.pid)]

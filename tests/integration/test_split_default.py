@@ -31,7 +31,7 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import handoff, teardown
+from wg_pod_hook import runtime, teardown
 from wg_pod_hook.plan import REPLY_MARK
 
 pytestmark = pytest.mark.root
@@ -60,7 +60,7 @@ def leaks_without_interface(
     way towards the outside echo servers tried (bound to eth0, from eth0's
     address, routed): the packets seen on the host side of eth0 and what
     got an answer."""
-    assert not Path(handoff.SOCKET).exists(), "a daemon would repair the tunnel"
+    assert not Path(runtime.current().hook_socket).exists(), "a daemon would repair the tunnel"
     conf = write_config(config_dir, peer.client_config(allowed_ips=SPLIT_DEFAULT))
     hook.up(standin, {"wg-pod.config": conf, **annotations})
     assert peer.page in fetch_in(standin, peer.url_v4)

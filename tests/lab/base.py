@@ -40,6 +40,10 @@ SYSTEM_CONFIG_ROOT = Path("/etc/wg")
 INSTALLED_HOOKS_DIR = Path("/usr/share/containers/oci/hooks.d")
 
 PREFIX = "wgpt"
+# The suite's own state directory (WG_POD_STATE_DIR, set by tests/conftest.py
+# but inside the platform machine): records, sockets and locks apart from an
+# installed wg-pod's /run/wg-pod.
+SUITE_STATE_DIR = Path("/run/wg-pod-tests")
 WG_RUN_DIR = Path("/var/run/wireguard")
 
 _UNDERLAY_V4 = ipaddress.IPv4Network("198.18.0.0/15")
@@ -177,13 +181,24 @@ def wg_pod_processes() -> dict[str, str]:
     return {str(process.pid): name for process, name in running_processes().items()}
 
 
+def use_state_dir(monkeypatch: Any, directory: Path) -> Path:
+    """Point this process's runtime (wg_pod_hook/runtime.py) at
+    ``directory`` until the test ends (``monkeypatch``: pytest's)."""
+    from wg_pod_hook import runtime
+
+    state = runtime.Runtime(str(directory), root=os.geteuid() == 0)
+    monkeypatch.setattr(runtime, "_current", state)
+    return directory
+
+
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     """wg-pod's host-side interfaces, userspace processes and records."""
+    from wg_pod_hook import runtime
     from wg_pod_hook.names import is_temp_name
-    from wg_pod_hook.records import RECORD_DIR
 
     links = [name for name in link_names() if is_temp_name(name)]
-    records = sorted(p.name for p in RECORD_DIR.glob("*.json")) if RECORD_DIR.exists() else []
+    directory = Path(runtime.current().records)
+    records = sorted(p.name for p in directory.glob("*.json")) if directory.exists() else []
     return links, sorted(wg_pod_processes()), records
 
 
@@ -192,10 +207,10 @@ def daemon_lock_holders() -> list[int]:
     the records' directory (daemon.py _claim), read from /proc/locks: seen
     without taking the lock, so a daemon starting meanwhile is not turned
     away. PID 0 is a holder in another PID namespace."""
-    from wg_pod_hook.records import RECORD_DIR
+    from wg_pod_hook import runtime
 
     try:
-        info = os.stat(RECORD_DIR)
+        info = os.stat(runtime.current().state_dir)
     except FileNotFoundError:
         return []
     wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"

@@ -167,8 +167,9 @@ def venv_command(name: str, module: str) -> list[str]:
 class HookRunner:
     """Runs ``wg-pod-hook STAGE`` the way the runtime does, against a stand-in.
 
-    The environment is only what the hooks.d definition sets (PATH and
-    WG_POD_SETTINGS); the OCI state goes to stdin. Every stand-in that got a
+    The environment is only what the hooks.d definition sets (PATH,
+    WG_POD_SETTINGS and the suite's WG_POD_STATE_DIR); the OCI state goes to
+    stdin. Every stand-in that got a
     ``createRuntime`` gets a ``poststop`` when the lab closes (before the
     stand-in's namespace goes), unless the test already ran it.
     """
@@ -213,7 +214,13 @@ class HookRunner:
     @property
     def env(self) -> dict[str, str]:
         path = HOOK_PATH_ENV.partition("=")[2]
-        return {"PATH": path, "WG_POD_SETTINGS": str(self.settings)}
+        from wg_pod_hook import runtime
+
+        env = {"PATH": path, "WG_POD_SETTINGS": str(self.settings)}
+        state = runtime.current()
+        if not state.is_default:
+            env[runtime.STATE_DIR_ENV] = state.state_dir
+        return env
 
     def __call__(
         self,
@@ -288,15 +295,16 @@ class Daemon:
         self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str] = ()
     ) -> None:
         from tests.lab.base import daemon_lock_holders
-        from wg_pod_hook.notify import SOCKET
+        from wg_pod_hook import runtime
 
+        self.socket = Path(runtime.current().daemon_socket)
         self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
         self.path = Path(self.log.name)
         # A socket left by a killed daemon is no sign of this one: removed,
         # unless a daemon runs (holds the lock), whose socket it is.
         holders = daemon_lock_holders()
         if not holders:
-            SOCKET.unlink(missing_ok=True)
+            self.socket.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [*prefix, *venv_command("wg-pod", "wg_pod_hook.cli"), "--debug", "daemon"],
             stdin=subprocess.DEVNULL,
@@ -311,12 +319,10 @@ class Daemon:
         wait_for(self._listening, timeout=15, what="the daemon's socket")
 
     def _listening(self) -> bool:
-        from wg_pod_hook.notify import SOCKET
-
         if self.process.poll() is not None:
             code = self.process.returncode
             raise LabError(f"wg-pod daemon exited {code}: {self.path.read_text()}")
-        return SOCKET.exists()
+        return self.socket.exists()
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -117,11 +117,14 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
 ) -> None:
     """The hook's launcher starts Python with -S; without a daemon it adds
     the site directories itself, where python3-yaml is, for the settings."""
-    from wg_pod_hook import handoff
+    from wg_pod_hook import runtime
 
     with open(HOOK) as f:
         assert f.readline().split()[1:] == ["-IS"]
-    assert not Path(handoff.SOCKET).exists(), "a daemon runs: the hook would hand its work over"
+    # The suite's own state directory: the package's daemon, where it runs,
+    # serves /run/wg-pod, and this hook must not hand its work to it.
+    state = runtime.current()
+    assert not Path(state.hook_socket).exists(), "a daemon runs: the hook would hand its work over"
     settings = tmp_path / "wg-pod.yaml"
     settings.write_text(f"config_dirs: [{tmp_path}]\n")
     container_id = "c0ffee" * 10 + "abcd"
@@ -137,7 +140,11 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
         [HOOK, "createRuntime"],
         input=json.dumps(state),
         check=False,
-        env={"PATH": "/usr/bin:/bin", "WG_POD_SETTINGS": str(settings)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WG_POD_SETTINGS": str(settings),
+            runtime.STATE_DIR_ENV: state.state_dir,
+        },
     )
     assert done.returncode == 1
     assert done.stderr == (

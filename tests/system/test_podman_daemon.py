@@ -23,7 +23,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.system.test_podman_hook import RETRYING_WGET
-from wg_pod_hook import health, records
+from wg_pod_hook import health, records, runtime
 
 pytestmark = pytest.mark.podman
 
@@ -113,4 +113,4 @@ def test_soak_containers_come_and_go_while_the_daemon_runs(
     assert daemon.process.poll() is None
     assert rss_end - rss_warm < GROWTH_KIB
     assert host_leftovers() == ([], [], [])
-    assert list(health.HEALTH_DIR.glob("*.json")) == []
+    assert list(Path(runtime.current().health).glob("*.json")) == []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from tests.lab import ConfigDir, Lab, Podman, genkey, run, venv_command
-from wg_pod_hook.failures import FAILURE_DIR
+from wg_pod_hook import runtime
 
 pytestmark = pytest.mark.podman
 
@@ -51,5 +52,6 @@ def test_wg_pod_status_names_a_container_that_failed_to_start(
     assert len(failure["container_id"]) == 64
     assert failure["stage"] == "createRuntime"
     assert f"{conf}:3" in failure["message"] and "ListenPort" in failure["message"]
-    everything = human + json.dumps(data) + "".join(p.read_text() for p in FAILURE_DIR.iterdir())
+    kept = "".join(p.read_text() for p in Path(runtime.current().failed).iterdir())
+    everything = human + json.dumps(data) + kept
     assert key not in everything

@@ -10,20 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import use_state_dir
 from wg_pod_hook import failures, status
 from wg_pod_hook.oci import parse_state
 
 CID = "ab" * 32
 
 
-@pytest.fixture(autouse=True)
-def failure_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "failed"
-    monkeypatch.setattr(failures, "FAILURE_DIR", path)
-    return path
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
-def test_a_failure_is_kept_with_id_name_time_stage_and_message(failure_dir: Path) -> None:
+def test_a_failure_is_kept_with_id_name_time_stage_and_message(state_dir: Path) -> None:
+    failure_dir = state_dir / "failed"
     path = failures.remember(CID, "createRuntime", "config: /etc/wg/x.conf:2: bad", "web", 1e9)
     assert path is not None and path.parent == failure_dir
     assert oct(failure_dir.stat().st_mode & 0o777) == "0o700"
@@ -62,9 +60,9 @@ def test_a_start_forgets_the_containers_failures() -> None:
     assert [f.container_id for f in failures.recent()] == [other]
 
 
-def test_unreadable_files_are_skipped(failure_dir: Path) -> None:
+def test_unreadable_files_are_skipped(state_dir: Path) -> None:
     failures.remember(CID, "createRuntime", "kept", now=2)
-    (failure_dir / f"{1:020d}-{CID}.json").write_text("{not json")
+    (state_dir / "failed" / f"{1:020d}-{CID}.json").write_text("{not json")
     assert [f.message for f in failures.recent()] == ["kept"]
 
 
@@ -73,7 +71,7 @@ def test_an_unwritable_directory_is_not_an_error(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setattr(failures, "FAILURE_DIR", blocker / "failed")
+    use_state_dir(monkeypatch, blocker)
     assert failures.remember(CID, "createRuntime", "lost", now=1) is None
     assert failures.recent() == []
 

@@ -27,13 +27,12 @@ DB = "b2" * 32
 MEMBER = "c3" * 32
 
 
+pytestmark = pytest.mark.usefixtures("state_dir")
+
+
 @pytest.fixture(autouse=True)
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    run = tmp_path / "wg-pod"
-    monkeypatch.setattr(records, "RECORD_DIR", run)
-    monkeypatch.setattr(health, "HEALTH_DIR", run / "health")
+def _names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(podman, "names", lambda url=None: {WEB: "web", MEMBER: "member"})
-    return run
 
 
 def tunnel(container_id: str, state: State | None = None, shared_with: str | None = None) -> None:

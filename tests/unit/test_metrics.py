@@ -4,7 +4,6 @@ the records and health files (prometheus-client's own parser reads it)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -28,11 +27,8 @@ def test_listen_setting() -> None:
             parse_settings(f"metrics_listen: '{bad}'", "s")
 
 
-def test_a_scrape_shows_state_repairs_and_peers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(records, "RECORD_DIR", tmp_path)
-    monkeypatch.setattr(health, "HEALTH_DIR", tmp_path / "health")
+@pytest.mark.usefixtures("state_dir")
+def test_a_scrape_shows_state_repairs_and_peers() -> None:
     info = os.stat("/proc/self/ns/net")
     netns = records.NetnsId("/proc/self/ns/net", info.st_dev, info.st_ino)
     records.write(records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0, complete=True))

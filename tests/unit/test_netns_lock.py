@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import netlink, records
+from wg_pod_hook import netlink
 from wg_pod_hook.errors import SetupError
 from wg_pod_hook.netlink import keys_lock, namespace_lock, sweep_locks
 
-
-@pytest.fixture(autouse=True)
-def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "wg-pod"
-    monkeypatch.setattr(records, "RECORD_DIR", directory)
-    return directory
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 @pytest.fixture
@@ -32,16 +27,16 @@ def netns_fd() -> Iterator[int]:
     os.close(fd)
 
 
-def lock_path(record_dir: Path) -> Path:
+def lock_path(state_dir: Path) -> Path:
     info = os.stat("/proc/self/ns/net")
-    return record_dir / netlink.LOCK_DIR_NAME / f"netns-{info.st_dev}-{info.st_ino}"
+    return state_dir / "locks" / f"netns-{info.st_dev}-{info.st_ino}"
 
 
 def test_the_lock_is_a_root_only_file_named_after_the_namespace_and_goes_with_its_holder(
-    record_dir: Path, netns_fd: int
+    state_dir: Path, netns_fd: int
 ) -> None:
     with namespace_lock(netns_fd):
-        path = lock_path(record_dir)
+        path = lock_path(state_dir)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         assert path.stat().st_uid == path.parent.stat().st_uid == os.geteuid()
@@ -81,13 +76,13 @@ def test_a_second_hook_waits_for_the_first_then_gives_up(
 
 
 def test_the_keys_lock_is_one_for_all_namespaces_and_goes_with_its_holder(
-    record_dir: Path, netns_fd: int, monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, netns_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Held across namespaces (a namespace's lock does not stand in its
     way), named in the error of the hook that waited too long."""
     monkeypatch.setattr(netlink, "time", SleepClock())
     with keys_lock(), namespace_lock(netns_fd):
-        path = record_dir / netlink.LOCK_DIR_NAME / "keys"
+        path = state_dir / "locks" / "keys"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         with (
             pytest.raises(SetupError, match="lock private keys: another hook holds it"),
@@ -97,7 +92,7 @@ def test_the_keys_lock_is_one_for_all_namespaces_and_goes_with_its_holder(
     assert list(path.parent.iterdir()) == []
 
 
-def test_hooks_one_after_the_other_never_overlap(record_dir: Path, netns_fd: int) -> None:
+def test_hooks_one_after_the_other_never_overlap(state_dir: Path, netns_fd: int) -> None:
     """Each holder removes the file as it lets go; one that waited on that
     file starts again on the new one, so two never hold the lock at once."""
     inside: list[int] = []
@@ -122,13 +117,13 @@ def test_hooks_one_after_the_other_never_overlap(record_dir: Path, netns_fd: int
     for thread in threads:
         thread.join(timeout=60)
     assert errors == [] and overlaps == []
-    assert list(lock_path(record_dir).parent.iterdir()) == []
+    assert list(lock_path(state_dir).parent.iterdir()) == []
 
 
-def test_a_file_a_killed_holder_left_is_used_and_swept(record_dir: Path, netns_fd: int) -> None:
+def test_a_file_a_killed_holder_left_is_used_and_swept(state_dir: Path, netns_fd: int) -> None:
     with namespace_lock(netns_fd):
         pass
-    left = lock_path(record_dir)
+    left = lock_path(state_dir)
     left.touch(mode=0o600)  # as a holder killed before it removed its file
     with namespace_lock(netns_fd, deadline=0.2):
         pass
@@ -138,25 +133,25 @@ def test_a_file_a_killed_holder_left_is_used_and_swept(record_dir: Path, netns_f
     assert not left.exists()
 
 
-def test_the_sweep_leaves_a_held_lock_alone(record_dir: Path, netns_fd: int) -> None:
+def test_the_sweep_leaves_a_held_lock_alone(state_dir: Path, netns_fd: int) -> None:
     with namespace_lock(netns_fd):
         assert sweep_locks() == []
-        assert lock_path(record_dir).exists()
+        assert lock_path(state_dir).exists()
     assert sweep_locks() == []
 
 
-def test_a_lock_directory_open_to_others_is_closed_again(record_dir: Path, netns_fd: int) -> None:
-    directory = record_dir / netlink.LOCK_DIR_NAME
+def test_a_lock_directory_open_to_others_is_closed_again(state_dir: Path, netns_fd: int) -> None:
+    directory = state_dir / "locks"
     directory.mkdir(parents=True)
     directory.chmod(0o755)
     with namespace_lock(netns_fd):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
-def test_a_lock_directory_of_another_user_is_refused(record_dir: Path, netns_fd: int) -> None:
+def test_a_lock_directory_of_another_user_is_refused(state_dir: Path, netns_fd: int) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to give the directory away")
-    directory = record_dir / netlink.LOCK_DIR_NAME
+    directory = state_dir / "locks"
     directory.mkdir(parents=True, mode=0o700)
     os.chown(directory, 65534, 65534)
     with (
@@ -167,12 +162,12 @@ def test_a_lock_directory_of_another_user_is_refused(record_dir: Path, netns_fd:
 
 
 def test_a_symlink_in_place_of_the_lock_file_is_not_followed(
-    record_dir: Path, netns_fd: int, tmp_path: Path
+    state_dir: Path, netns_fd: int, tmp_path: Path
 ) -> None:
     with namespace_lock(netns_fd):
         pass
     target = tmp_path / "elsewhere"
-    lock_path(record_dir).symlink_to(target)
+    lock_path(state_dir).symlink_to(target)
     with (
         pytest.raises(SetupError, match="lock network namespace"),
         namespace_lock(netns_fd, deadline=0.2),

@@ -19,9 +19,8 @@ CID = "c" * 64
 
 
 @pytest.fixture(autouse=True)
-def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(records, "RECORD_DIR", tmp_path)
-    return tmp_path
+def _made(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
 
 
 def full_record() -> TunnelRecord:
@@ -132,14 +131,14 @@ def test_records_hold_no_private_key_fields() -> None:
 
 
 def test_a_writers_temporary_file_is_no_record_and_an_orphan_once_it_died(
-    record_dir: Path,
+    state_dir: Path,
 ) -> None:
     records.write(full_record())
     dead = subprocess.Popen(["true"])
     dead.wait()
-    orphan = record_dir / f".tmp-{'b' * 64}-{dead.pid}.json"
+    orphan = state_dir / f".tmp-{'b' * 64}-{dead.pid}.json"
     orphan.write_text("{")
-    live = record_dir / f".tmp-{'c' * 64}-{os.getpid()}.json"
+    live = state_dir / f".tmp-{'c' * 64}-{os.getpid()}.json"
     live.write_text("{")
     assert records.all_ids() == [CID]
     assert records.orphaned_temporaries() == [orphan]

@@ -49,11 +49,7 @@ class FakeNetlink:
         self._call("unguard", str(destination), table)
 
 
-@pytest.fixture(autouse=True)
-def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "records"
-    monkeypatch.setattr(records, "RECORD_DIR", directory)
-    return directory
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 @pytest.fixture
