@@ -58,6 +58,7 @@ from . import (
     nft,
     notify,
     records,
+    rtnl,
     runtime,
     stages,
     status,
@@ -82,25 +83,19 @@ WORKER_DEADLINE = 60.0
 REQUEST_TIMEOUT = 5.0  # a connection that sends no request in time is dropped
 
 RTMGRP_LINK = 1
-RTM_DELLINK = 17
-_NLMSGHDR = struct.Struct("=LHHLL")
+RTM_DELLINK = rtnl.RTM_DELLINK
 _IFINFOMSG = struct.Struct("=BxHiII")
 
 
 def deleted_links(data: bytes) -> list[int]:
     """Interface indexes of the RTM_DELLINK messages in a netlink datagram."""
     indexes = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        if kind == RTM_DELLINK and length >= _NLMSGHDR.size + _IFINFOMSG.size:
-            _family, _type, index, _flags2, _change = _IFINFOMSG.unpack_from(
-                data, offset + _NLMSGHDR.size
+    for kind, _sequence, message in rtnl.messages(data):
+        if kind == RTM_DELLINK and len(message) >= rtnl.HEADER.size + _IFINFOMSG.size:
+            _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(
+                message, rtnl.HEADER.size
             )
             indexes.append(index)
-        offset += (length + 3) & ~3
     return indexes
 
 

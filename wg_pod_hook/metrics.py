@@ -12,34 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from ipaddress import ip_address
 from typing import Any
 
 from . import health, records
-from .errors import SettingsError
 
 log = logging.getLogger(__name__)
 
 # Buckets for a hook's run: from a warm start to a slow machine's.
 HOOK_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
-
-
-def parse_listen(source: str, value: object) -> tuple[str, int]:
-    """``HOST:PORT`` (``[V6]:PORT``) with an IP literal: where to serve."""
-    if not isinstance(value, str) or ":" not in value:
-        raise SettingsError(source, "metrics_listen", "must be ADDRESS:PORT, e.g. 127.0.0.1:9586")
-    host, _, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise SettingsError(
-            source, "metrics_listen", f"{value!r} is not ADDRESS:PORT with an IP address"
-        ) from None
-    if not 0 < number < 65536:
-        raise SettingsError(source, "metrics_listen", f"port {number} out of range")
-    return host, number
 
 
 class Metrics:

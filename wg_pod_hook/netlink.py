@@ -11,7 +11,6 @@ sides can be handled from one process without forking.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
@@ -25,7 +24,7 @@ from functools import partial
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import records, rtnl, runtime
+from . import namespaces, records, rtnl, runtime
 from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
@@ -59,17 +57,6 @@ def _netlink(step: str, obj: str, call: Callable[[], T]) -> T:
         raise SetupError(step, obj, os.strerror(exc.code) or str(exc)) from None
 
 
-# libc as this process already has it loaded, for setns(2) (os.setns is
-# Python 3.12's; Debian 12 has 3.11).
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
 @contextmanager
 def entered(netns_fd: int | None) -> Iterator[None]:
     """Run the body in the namespace ``netns_fd`` (None: stay where we are),
@@ -80,11 +67,11 @@ def entered(netns_fd: int | None) -> Iterator[None]:
         return
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(netns_fd)
+        namespaces.enter(netns_fd)
         try:
             yield
         finally:
-            _setns(home)
+            namespaces.enter(home)
     finally:
         os.close(home)
 

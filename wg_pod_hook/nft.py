@@ -28,6 +28,7 @@ from functools import partial
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
+from . import namespaces
 from .config import IPAddress, IPNetwork
 from .errors import SetupError
 from .oci import is_interface_name
@@ -38,7 +39,6 @@ T = TypeVar("T")
 
 APPLY_TIMEOUT = 10.0
 LIBNFTABLES = "libnftables.so.1"
-CLONE_NEWNET = 0x40000000
 NETLINK_NETFILTER = 12
 ERROR_MAX = 300
 # libnftables keeps state between contexts (its interface cache), and a
@@ -437,27 +437,12 @@ def in_netns(netns_fd: int, work: Callable[[Callable[[T], None]], None], timeout
 def _enter_netns(fd: int) -> None:
     """Move this thread into the namespace open as ``fd``, and close it."""
     try:
-        _setns(fd)
+        namespaces.enter(fd)
     except OSError as exc:
         cause = f"enter network namespace: {exc.strerror or exc}"
         raise SetupError("apply nftables", "network namespace", cause) from None
     finally:
         os.close(fd)
-
-
-def _setns(fd: int) -> None:
-    """setns(2) into a network namespace, for the calling thread only:
-    os.setns from Python 3.12 on, libc's own before."""
-    setns = getattr(os, "setns", None)
-    if setns is not None:
-        setns(fd, CLONE_NEWNET)
-        return
-    import ctypes  # the hook has it loaded already (pyroute2); `wg-pod check` never gets here
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def _apply_with_nft(netns_fd: int, ruleset: str) -> None:

@@ -48,7 +48,7 @@ IFF_UP = 0x1
 CHANGE = NLM_F_REQUEST | NLM_F_ACK
 REPLACE = CHANGE | NLM_F_CREATE | NLM_F_REPLACE
 CREATE = CHANGE | NLM_F_CREATE | NLM_F_EXCL
-_HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
+HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
 _ERROR = struct.Struct("=i")  # nlmsgerr's error, after the header
 _ROUTE = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, ..., table, proto, scope, type
 
@@ -92,14 +92,7 @@ class Rtnl:
         self.sock.send(message.data)
         answers: list[bytes] = []
         while True:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, kind_, _flags, sequence, _port = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    break  # not a message: the rest of this datagram neither
-                chunk = data[offset : offset + length]
-                offset += (length + 3) & ~3
+            for kind_, sequence, chunk in messages(self.sock.recv(1 << 16)):
                 if sequence != self.sequence:
                     continue  # an answer to an earlier request that gave up
                 if kind_ in (NLMSG_ERROR, NLMSG_DONE):
@@ -110,9 +103,21 @@ class Rtnl:
                 answers.append(chunk)
 
 
+def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """The netlink messages of one datagram, each as its type, its sequence
+    number and the message itself (with its header, HEADER.size bytes)."""
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, kind, _flags, sequence, _port = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            return  # not a message: the rest of this datagram neither
+        yield kind, sequence, data[offset : offset + length]
+        offset += (length + 3) & ~3
+
+
 def _raise_error(chunk: bytes) -> None:
-    if len(chunk) >= _HEADER.size + _ERROR.size:
-        (error,) = _ERROR.unpack_from(chunk, _HEADER.size)
+    if len(chunk) >= HEADER.size + _ERROR.size:
+        (error,) = _ERROR.unpack_from(chunk, HEADER.size)
         if error < 0:
             raise NetlinkError(-error, os.strerror(-error))
 
@@ -204,7 +209,7 @@ def main_table_defaults(answers: Sequence[bytes]) -> Iterator[Any]:
     answers, decoded (the others are skipped on their fixed part alone)."""
     for data in answers:
         _family, dst_len, _src, _tos, table, _proto, _scope, kind, _flags = _ROUTE.unpack_from(
-            data, _HEADER.size
+            data, HEADER.size
         )
         if dst_len == 0 and kind == RTN_UNICAST and table == RT_TABLE_MAIN:
             yield decoded(rtmsg, data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,24 @@ def _choice(source: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
+def parse_listen(source: str, value: object) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT``) with an IP literal: where to serve."""
+    if not isinstance(value, str) or ":" not in value:
+        raise SettingsError(source, "metrics_listen", "must be ADDRESS:PORT, e.g. 127.0.0.1:9586")
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise SettingsError(
+            source, "metrics_listen", f"{value!r} is not ADDRESS:PORT with an IP address"
+        ) from None
+    if not 0 < number < 65536:
+        raise SettingsError(source, "metrics_listen", f"port {number} out of range")
+    return host, number
+
+
 def parse_settings(text: str, source: str) -> Settings:
     import yaml  # only when there is a settings file: it costs every start ~10 ms
 
@@ -103,8 +122,6 @@ def parse_settings(text: str, source: str) -> Settings:
                 raise SettingsError(source, key, "must be a number of seconds, 1 to 86400")
             values[key] = value
         elif key == "metrics_listen":
-            from .metrics import parse_listen
-
             values[key] = parse_listen(source, value)
         elif key == "fault_injection_kill_after":
             # Test only: the hook SIGKILLs itself right after this step of
