@@ -53,8 +53,9 @@ def ruleset() -> str:
 
 
 @pytest.fixture(params=["libnftables", "nft"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """In-process, or the fallback as taken when python3-nftables is missing."""
+def applier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What applies the ruleset: in-process (libnftables), or the fallback
+    (nsenter + nft) as taken when python3-nftables is missing."""
     if request.param == "nft":
         monkeypatch.setitem(sys.modules, "nftables", None)  # `import nftables` fails
     else:
@@ -88,7 +89,7 @@ def listed(ns: Netns) -> str | None:
 
 
 def test_the_ruleset_is_applied_and_reads_back(
-    netns: Netns, way: str, caplog: pytest.LogCaptureFixture
+    netns: Netns, applier: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
     apply(netns, ruleset())
@@ -99,7 +100,7 @@ def test_the_ruleset_is_applied_and_reads_back(
     assert "type filter hook output priority filter; policy drop;" in table
     assert "dnat ip to 10.250.0.1" in table
     assert table.count("chain ") == 6
-    if way == "libnftables":
+    if applier == "libnftables":
         assert "in-process (libnftables)" in caplog.text
         assert "run: nsenter" not in caplog.text
     else:
@@ -118,7 +119,7 @@ def test_both_ways_apply_the_same_table(lab: Lab, monkeypatch: pytest.MonkeyPatc
     assert listed(in_process) == listed(with_nft) is not None
 
 
-def test_a_rejected_batch_fails_in_one_line_and_changes_nothing(netns: Netns, way: str) -> None:
+def test_a_rejected_batch_fails_in_one_line_and_changes_nothing(netns: Netns, applier: str) -> None:
     apply(netns, ruleset())
     before = listed(netns)
     with pytest.raises(SetupError) as info:
@@ -131,7 +132,7 @@ def test_a_rejected_batch_fails_in_one_line_and_changes_nothing(netns: Netns, wa
     assert listed(netns) == before
 
 
-def test_a_syntax_error_applies_nothing(netns: Netns, way: str) -> None:
+def test_a_syntax_error_applies_nothing(netns: Netns, applier: str) -> None:
     with pytest.raises(SetupError) as info:
         apply(netns, ruleset().replace("policy drop", "policy dorp"))
     assert str(info.value).startswith("apply nftables nft: /dev/stdin:")

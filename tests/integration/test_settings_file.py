@@ -30,14 +30,19 @@ def backend() -> str:
 
 
 @pytest.fixture(params=["hook alone", "through the daemon"])
-def way(request: pytest.FixtureRequest, lab: Lab, hook: HookRunner) -> str:
+def way(request: pytest.FixtureRequest, lab: Lab, hook: HookRunner) -> Daemon | None:
+    """The daemon the hook hands its stage to; None: the hook alone."""
     if request.param == "through the daemon":
-        Daemon(lab, hook.settings)  # its own settings are fine; the hook's are not
-    return str(request.param)
+        return Daemon(lab, hook.settings)  # its own settings are fine; the hook's are not
+    return None
 
 
 def test_a_group_writable_settings_file_stops_the_container(
-    way: str, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+    way: Daemon | None,
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
 ) -> None:
     conf = write_config(config_dir, peer.client_config())
     settings = Path(hook.settings)
@@ -53,7 +58,7 @@ def test_a_group_writable_settings_file_stops_the_container(
 
 
 def test_a_command_in_a_settings_file_of_another_user_is_never_run(
-    way: str,
+    way: Daemon | None,
     lab: Lab,
     peer: Peer,
     standin: ContainerStandIn,
@@ -72,7 +77,7 @@ def test_a_command_in_a_settings_file_of_another_user_is_never_run(
 
 
 def test_a_settings_file_in_a_directory_others_may_write_is_refused(
-    way: str,
+    way: Daemon | None,
     lab: Lab,
     peer: Peer,
     standin: ContainerStandIn,

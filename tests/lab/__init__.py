@@ -22,7 +22,8 @@ The modules, each importing only those above it at run time:
   peer        Peer, Client, their wg setconf and wg-quick texts
   standin     ContainerStandIn, ConfigDir, make_config_dir, write_settings
   namespaces  Lab (which makes peers and stand-ins), Netns, delete_link
-  runners     Podman, HookRunner, Daemon, venv_command, with_resolv_conf, rss_kib
+  runners     Podman, RETRYING_WGET, HookRunner, Daemon, venv_command,
+              with_resolv_conf, rss_kib, collect_inner_ids
 
 Tests import from the package: ``from tests.lab import Lab, Peer``.
 """
@@ -63,10 +64,12 @@ from tests.lab.peer import PEER_HTTP_PORT, PEER_LISTEN_PORT, Client, Peer
 from tests.lab.runners import (
     CONTAINERS_CONF,
     HOOK_PATH_ENV,
+    RETRYING_WGET,
     TEST_IMAGE,
     Daemon,
     HookRunner,
     Podman,
+    collect_inner_ids,
     rss_kib,
     venv_command,
     with_resolv_conf,
@@ -82,6 +85,7 @@ __all__ = [
     "PODMAN_MODE_ENV",
     "PREFIX",
     "REPO",
+    "RETRYING_WGET",
     "SUITE_STATE_DIR",
     "SYSTEM_CONFIG_ROOT",
     "SYSTEM_PODMAN",
@@ -100,6 +104,7 @@ __all__ = [
     "Underlay",
     "allocate_underlay",
     "children",
+    "collect_inner_ids",
     "daemon_lock_holders",
     "delete_link",
     "free_udp_port",

@@ -1,9 +1,11 @@
-"""The programs the tests drive: podman, the hook, the daemon.
+"""The programs the tests drive: podman, the hook, the daemon, pytest inside.
 
 :class:`Podman` runs podman with the test configuration (or, with
-``SYSTEM_PODMAN``, the machine's own); :class:`HookRunner` runs
-``wg-pod-hook`` the way an OCI runtime does, against a stand-in;
-:class:`Daemon` runs ``wg-pod daemon`` as systemd would.
+``SYSTEM_PODMAN``, the machine's own), and :data:`RETRYING_WGET` is the
+fetch the containers run; :class:`HookRunner` runs ``wg-pod-hook`` the way
+an OCI runtime does, against a stand-in; :class:`Daemon` runs
+``wg-pod daemon`` as systemd would; :func:`collect_inner_ids` lists the
+tests a tier runs inside a VM or a machine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def _containers_conf() -> Path:
 
 CONTAINERS_CONF = _containers_conf()
 TEST_IMAGE = "localhost/wg-pod-test"
+# busybox wget has no retry; the first attempt may race the handshake. A
+# subshell: its status is the fetch's, and a script goes on after it.
+RETRYING_WGET = (
+    "(for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1)"
+)
 
 
 class Podman:
@@ -340,3 +347,23 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise LabError(f"no VmRSS for {pid}")
+
+
+def collect_inner_ids(args: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The ids of ``pytest --collect-only -q ARGS`` in this tree, for a tier
+    that runs those tests inside (a VM, a machine): collected here on the
+    host, ``env`` added to the environment. A failed collection is one id,
+    ``collection-failed: <the output's tail>``, so the outer test says why."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {}), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    if proc.returncode != 0 or not ids:
+        return [f"collection-failed: {(proc.stdout + proc.stderr).strip()[-2000:]}"]
+    return ids

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import PODMAN_MODE_ENV, REPO
+from tests.lab import PODMAN_MODE_ENV, collect_inner_ids
 from tests.platform.conftest import SUMMARY_KEY
 from tests.platform.gaps import KNOWN_GAPS, Verdict, known_gap, verdict
 from tests.platform.inner import REPORT_ENV
@@ -56,33 +54,8 @@ INNER_TIMEOUT = float(os.environ.get("WG_POD_PLATFORM_TIMEOUT", "600"))
 LOG_DIR = Path("/var/tmp/wgpt-platform-logs")
 
 
-def collect_inner_ids() -> list[str]:
-    """The inner test ids, collected on the host with the machine's selection."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *SELECTION,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, PODMAN_MODE_ENV: "system", "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    ids = [line for line in proc.stdout.splitlines() if "::" in line]
-    if proc.returncode != 0 or not ids:
-        return [f"collection-failed: {(proc.stdout + proc.stderr).strip()[-2000:]}"]
-    return ids
-
-
-INNER_IDS = collect_inner_ids()
+# The inner test ids, collected on the host with the machine's selection.
+INNER_IDS = collect_inner_ids(["-p", "no:cacheprovider", *SELECTION], {PODMAN_MODE_ENV: "system"})
 
 
 @dataclass

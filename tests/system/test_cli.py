@@ -13,6 +13,7 @@ import pytest
 from tests.hostfile import assert_untouched, host_file
 from tests.lab import (
     CONTAINERS_CONF,
+    RETRYING_WGET,
     SYSTEM_PODMAN,
     ConfigDir,
     Lab,
@@ -23,7 +24,6 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from tests.system.test_podman_hook import RETRYING_WGET
 from tests.system.test_podman_safety import dns_config
 from wg_pod_hook.backends.userspace import accepts_connections
 from wg_pod_hook.podman import DEFAULT_SOCKET

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import (
+    RETRYING_WGET,
     SYSTEM_PODMAN,
     ConfigDir,
     Daemon,
@@ -22,7 +23,6 @@ from tests.lab import (
     rss_kib,
     wait_for,
 )
-from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook import health, records, runtime
 
 pytestmark = pytest.mark.podman

@@ -9,21 +9,16 @@ import urllib.request
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, free_udp_port, host_leftovers
+from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, free_udp_port, host_leftovers
 
 pytestmark = pytest.mark.podman
-
-# busybox wget has no retry; the first attempt may race the handshake.
-RETRYING_WGET = "for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1"
 
 
 def test_container_fetches_the_peer_page_through_the_tunnel(
     peer: Peer, config_dir: ConfigDir, hooked_podman: Podman
 ) -> None:
     conf = config_dir.write("wg0.conf", peer.client_config())
-    script = " && ".join(
-        RETRYING_WGET.format(url=url).join("()") for url in (peer.url_v4, peer.url_v6)
-    )
+    script = " && ".join(RETRYING_WGET.format(url=url) for url in (peer.url_v4, peer.url_v6))
     _, done = hooked_podman.run("sh", "-c", script, annotations={"wg-pod.config": str(conf)})
     assert done.stdout.count(peer.page) == 2, done.stdout
     assert host_leftovers() == ([], [], [])

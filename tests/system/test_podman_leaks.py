@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, run, wait_for
+from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, run, wait_for
 
 pytestmark = pytest.mark.podman
 
 DNSD = str(Path(__file__).resolve().parents[1] / "dnsd.py")
-RETRYING_WGET = "for i in 1 2 3 4 5; do timeout 5 wget -qO- {url} && break; sleep 1; done"
 
 
 @pytest.mark.parametrize("switch", ["off", "on"])

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import (
+    RETRYING_WGET,
     ConfigDir,
     Lab,
     Peer,
@@ -36,7 +37,6 @@ from tests.lab import (
     wait_for,
 )
 from tests.lab.base import INSTALLED_HOOKS_DIR, SYSTEM_PODMAN
-from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook import records
 
 pytestmark = pytest.mark.podman

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.lab import (
+    RETRYING_WGET,
     ConfigDir,
     Lab,
     Peer,
@@ -16,7 +17,6 @@ from tests.lab import (
     wait_for,
     wg_pod_processes,
 )
-from tests.system.test_podman_hook import RETRYING_WGET
 from wg_pod_hook.names import temp_name
 
 pytestmark = pytest.mark.podman
@@ -53,7 +53,7 @@ def test_restart_policy_keeps_the_tunnel(
     (namespace alive, tunnel kept), then createRuntime again (the tunnel
     converges). Every run must fetch through the tunnel, with one process."""
     conf = config_dir.write("wg0.conf", peer.client_config())
-    script = f"({RETRYING_WGET.format(url=peer.url_v4)}); exit 1"
+    script = f"{RETRYING_WGET.format(url=peer.url_v4)}; exit 1"
     name, _ = hooked_podman.run(
         "sh",
         "-c",

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.hostfile import TEXT, assert_untouched, host_file
-from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, token
-from tests.system.test_podman_hook import RETRYING_WGET
+from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, host_leftovers, token
 from tests.system.test_podman_leaks import dns_servers, nameservers
 
 pytestmark = pytest.mark.podman

@@ -87,7 +87,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="config files must be 
 
 
 @pytest.fixture
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def allowed_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the settings (in WG_POD_SETTINGS) allow configs in."""
     configs = tmp_path / "wg"
     configs.mkdir()
     settings = tmp_path / "wg-pod.yaml"
@@ -105,9 +106,9 @@ def write(directory: Path, text: str) -> Path:
 
 @needs_root
 def test_check_command_resolves_endpoints(
-    config_dir: Path, capsys: pytest.CaptureFixture[str]
+    allowed_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(config_dir, config_text("localhost:51820", "[fd00::1]:51820"))
+    path = write(allowed_dir, config_text("localhost:51820", "[fd00::1]:51820"))
 
     assert cli.main(["check", str(path)]) == 0
 
@@ -122,9 +123,9 @@ def test_check_command_resolves_endpoints(
 
 @needs_root
 def test_check_command_fails_on_an_unresolvable_name_as_the_hook(
-    config_dir: Path, capsys: pytest.CaptureFixture[str]
+    allowed_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(config_dir, config_text(f"{UNRESOLVABLE}:51820"))
+    path = write(allowed_dir, config_text(f"{UNRESOLVABLE}:51820"))
 
     assert cli.main(["check", str(path)]) == 1
 
@@ -137,9 +138,9 @@ def test_check_command_fails_on_an_unresolvable_name_as_the_hook(
 
 @needs_root
 def test_check_command_reports_a_config_edge_with_file_and_line(
-    config_dir: Path, capsys: pytest.CaptureFixture[str]
+    allowed_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(config_dir, f"[Interface]\nPrivateKey = {KEY_A}\nDNS = 10.0.0.1\n")
+    path = write(allowed_dir, f"[Interface]\nPrivateKey = {KEY_A}\nDNS = 10.0.0.1\n")
 
     assert cli.main(["check", str(path)]) == 1
 
@@ -150,13 +151,13 @@ def test_check_command_reports_a_config_edge_with_file_and_line(
 
 @needs_root
 def test_check_command_warns_about_what_wg_pod_does_not_do(
-    config_dir: Path, capsys: pytest.CaptureFixture[str]
+    allowed_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = config_text("198.51.100.7:4500").replace(
         "Address = 10.250.0.2/24\n",
         "Address = 10.250.0.2/24\nPreUp =\nPostUp = echo up\nSaveConfig = true\n",
     )
-    path = write(config_dir, text)
+    path = write(allowed_dir, text)
 
     assert cli.main(["check", str(path)]) == 0
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.lab import collect_inner_ids
 from tests.vm.vm import GUEST_OUT, REPO, VMError, VMRun, run_pytest_in_vm
 
 SELECTION = ["tests/integration", "-p", "no:cacheprovider", "-p", "tests.vm.inner"]
@@ -38,24 +37,8 @@ VM_TIMEOUT = float(os.environ.get("WG_POD_VM_TIMEOUT", "1500"))
 SUMMARY_KEY = pytest.StashKey["InnerRun"]()
 
 
-def collect_inner_ids() -> list[str]:
-    """The inner test ids, collected on the host with the VM's selection."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", *SELECTION],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    ids = [line for line in proc.stdout.splitlines() if "::" in line]
-    if proc.returncode != 0 or not ids:
-        return [f"collection-failed: {(proc.stdout + proc.stderr).strip()[-2000:]}"]
-    return ids
-
-
-INNER_IDS = collect_inner_ids()
+# The inner test ids, collected on the host with the VM's selection.
+INNER_IDS = collect_inner_ids(SELECTION)
 
 
 @dataclass
