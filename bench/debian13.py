@@ -12,6 +12,7 @@ inner run's; the machine is removed afterwards, also on failure.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -36,20 +37,7 @@ def run(bench_args: Sequence[str]) -> tuple[int, str]:
     try:
         machine.boot()
         install(machine)
-        done = machine.run(
-            [f"{INNER_VENV}/bin/python", "-m", "bench", *bench_args, "--tree", PACKAGE_DIR],
-            env={
-                PODMAN_MODE_ENV: "system",
-                # pyroute2 for the benches' own helpers: the package's copy
-                "PYTHONPATH": PACKAGE_DIR,
-                "PYTHONDONTWRITEBYTECODE": "1",  # the tree is mounted read-only
-                "TMPDIR": "/tmp",
-            },
-            cwd=INNER_REPO,
-            check=False,
-            timeout=TIMEOUT,
-            step="the benches inside the machine",
-        )
+        done = run_inside(machine, bench_args)
     except MachineError as exc:
         print(f"bench/run --debian13: {exc}", file=sys.stderr)
         return 1, ""
@@ -58,3 +46,22 @@ def run(bench_args: Sequence[str]) -> tuple[int, str]:
             print(f"bench/run --debian13: cleanup: {problem}", file=sys.stderr)
     print(done.stderr, end="", file=sys.stderr)
     return done.returncode, done.stdout
+
+
+def run_inside(machine: Machine, bench_args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """``python -m bench BENCH_ARGS`` in a machine booted with the package
+    installed (tests/platform runs it in its own machine)."""
+    return machine.run(
+        [f"{INNER_VENV}/bin/python", "-m", "bench", *bench_args, "--tree", PACKAGE_DIR],
+        env={
+            PODMAN_MODE_ENV: "system",
+            # pyroute2 for the benches' own helpers: the package's copy
+            "PYTHONPATH": PACKAGE_DIR,
+            "PYTHONDONTWRITEBYTECODE": "1",  # the tree is mounted read-only
+            "TMPDIR": "/tmp",
+        },
+        cwd=INNER_REPO,
+        check=False,
+        timeout=TIMEOUT,
+        step="the benches inside the machine",
+    )

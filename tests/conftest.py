@@ -240,6 +240,15 @@ def podman_ready() -> None:
     proc = run(["podman", "image", "exists", TEST_IMAGE], check=False, env=env)
     if proc.returncode != 0:
         pytest.fail(f"image {TEST_IMAGE} missing: run scripts/setup")
+    # The image carries the key of the recipe it was built from.
+    want = run([str(TESTS.parent / "scripts" / "test-image"), "--key"]).stdout.strip()
+    label = '{{index .Config.Labels "wg-pod.test-image"}}'
+    have = run(["podman", "image", "inspect", "--format", label, TEST_IMAGE], env=env)
+    if have.stdout.strip() != want:
+        pytest.fail(
+            f"image {TEST_IMAGE} is not this recipe's (label {have.stdout.strip()!r}, "
+            f"scripts/test-image --key {want!r}): run scripts/setup"
+        )
 
 
 @pytest.fixture

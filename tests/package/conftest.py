@@ -2,28 +2,25 @@
 the machine for the tests of this directory and purged afterwards, and a
 hooks dir holding the INSTALLED hook definitions.
 
-The package is built with ``make deb`` into a temp dir (a copy of the tree,
-so the work tree gets no debian/), installed with apt-get and purged at the
-end of the package's tests, also when they fail: the machine is left as it
-was, with nothing under /etc.
+The package is built with ``make deb`` (a copy of the tree, so the work tree
+gets no debian/) once per content of the tree (build.py: the platform tier
+and the benches take the same file), installed with apt-get and purged at
+the end of the package's tests, also when they fail: the machine is left as
+it was, with nothing under /etc.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.lab import REPO, Lab, run
+from tests.package.build import PACKAGE, Deb, built_deb
 
-PACKAGE = "wg-pod"
 HOOK = "/usr/libexec/wg-pod/wg-pod-hook"
 INSTALLED_HOOKS_DIR = Path("/usr/share/containers/oci/hooks.d")
 STAGES = ("createRuntime", "poststop")
@@ -40,12 +37,6 @@ OWNED = (
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
-@dataclass(frozen=True)
-class Deb:
-    path: Path
-    build_seconds: float
-
-
 def installed_version() -> str | None:
     proc = run(["dpkg-query", "-W", "-f=${Status} ${Version}", PACKAGE], check=False)
     words = proc.stdout.split()
@@ -59,19 +50,25 @@ def expected_definition(stage: str) -> dict[str, object]:
     return data
 
 
+DEB_KEY = pytest.StashKey[Deb]()
+
+
 @pytest.fixture(scope="package")
-def deb() -> Iterator[Deb]:
-    """``make deb`` into a temp dir; the dir is removed afterwards."""
+def deb(request: pytest.FixtureRequest) -> Deb:
+    """The .deb of this tree (build.py: built once per content)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (installs the package): run sudo ./scripts/test")
-    out = Path(tempfile.mkdtemp(prefix="wgpt-deb-"))
-    try:
-        start = time.monotonic()
-        run(["make", "-C", str(REPO), "deb", f"DEBDIR={out}"], timeout=300)
-        (path,) = out.glob(f"{PACKAGE}_*_all.deb")
-        yield Deb(path, time.monotonic() - start)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    request.config.stash[DEB_KEY] = built = built_deb()
+    return built
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    deb = config.stash.get(DEB_KEY, None)
+    if deb is not None:
+        how = f"built in {deb.build_seconds:.0f}s" if deb.built else "from the cache"
+        terminalreporter.write_line(f"tests/package: the .deb {deb.path.name} {deb.key}: {how}")
 
 
 @pytest.fixture(scope="package")

@@ -1,10 +1,14 @@
 """A Debian 13 machine for the platform tier: podman 5.4, crun, netavark,
 quadlet and journald under a real systemd, booted with systemd-nspawn.
 
-The root is built once per package list with mmdebstrap and kept in
-``CACHE`` (``/var/cache/wg-pod-platform/<key>/root``, the key a hash of the
-package list, the suite, the inner pytest's version and ``RECIPE``; a new
-key removes the old roots). Each boot runs on a copy of it, so the cache is
+The root is built with mmdebstrap and kept in ``CACHE``
+(``/var/cache/wg-pod-platform/<recipe>-<archive>/root``) by what it
+contains: ``<recipe>`` a hash of the package list, the suite, the inner
+pytest's version and ``RECIPE``, ``<archive>`` a hash of the package
+indexes of ``SOURCES`` it was made from (their ``InRelease``). A changed
+recipe, or a package updated in the archive, builds a new root and removes
+the old ones; when the archive cannot be reached, the newest root of the
+same recipe is used. Each boot runs on a copy of it, so the cache is
 never changed by a test. The recipe and its traps are the ones in
 ENVIRONMENT.md ("Debian 13"):
 
@@ -36,15 +40,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.lab import REPO, children
+from tests.package.build import Deb, built_deb
 
 SUITE = "trixie"
+# What mmdebstrap installs from (its own default for trixie, spelled out:
+# the cache key reads the same indexes).
+SOURCES = (
+    ("http://deb.debian.org/debian", SUITE),
+    ("http://deb.debian.org/debian", f"{SUITE}-updates"),
+    ("http://security.debian.org/debian-security", f"{SUITE}-security"),
+)
+COMPONENT = "main"
 # Bump when the build steps below change: the cached root is rebuilt.
-RECIPE = 1
+RECIPE = 2
 PACKAGES = (
     # podman 5 with its default runtime (crun), runc as the second runtime,
     # netavark + aardvark-dns networking, quadlet (in podman), conmon
@@ -89,22 +103,6 @@ PLATFORM_CONF = "/etc/containers/containers.conf.d/50-wg-pod-platform.conf"
 RUNTIME_CONF = "/etc/containers/containers.conf.d/60-wg-pod-platform-runtime.conf"
 TEST_IMAGE = "localhost/wg-pod-test"
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
-
-IMAGE_SCRIPT = f"""set -e
-d=$(mktemp -d)
-for sub in bin etc tmp var/tmp www root proc sys dev run; do mkdir -p "$d/$sub"; done
-chmod 1777 "$d/tmp" "$d/var/tmp"
-cp /bin/busybox "$d/bin/busybox"
-for applet in $("$d/bin/busybox" --list-full); do
-    mkdir -p "$d/$(dirname "$applet")"
-    [ -e "$d/$applet" ] || ln -s /bin/busybox "$d/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' \\
-    > "$d/etc/passwd"
-printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$d/etc/group"
-tar -C "$d" -c . | podman import --quiet --change 'CMD ["/bin/sh"]' - {TEST_IMAGE} >/dev/null
-rm -rf "$d"
-"""
 
 
 class MachineError(RuntimeError):
@@ -151,14 +149,57 @@ def inner_pytest_version() -> str:
     return pytest.__version__
 
 
-def cache_key() -> str:
+def recipe_key(
+    packages: Sequence[str] = PACKAGES, recipe: int = RECIPE, pytest_version: str | None = None
+) -> str:
+    """How the root is made: suite, sources, packages, inner pytest, recipe."""
     spec = {
         "suite": SUITE,
-        "packages": sorted(PACKAGES),
-        "pytest": inner_pytest_version(),
-        "recipe": RECIPE,
+        "sources": [list(source) for source in SOURCES],
+        "packages": sorted(packages),
+        "pytest": pytest_version or inner_pytest_version(),
+        "recipe": recipe,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def index_entry(in_release: str, path: str) -> str:
+    """The SHA256 line of ``path`` (e.g. ``main/binary-amd64/Packages``) in a
+    Release file; a MachineError when it lists none."""
+    section = False
+    for line in in_release.splitlines():
+        if not line.startswith(" "):
+            section = line.rstrip() == "SHA256:"
+            continue
+        words = line.split()
+        if section and len(words) == 3 and words[2] == path:
+            return words[0]
+    raise MachineError("read the archive's index", f"no SHA256 of {path} in the Release file")
+
+
+def archive_key(fetch: Callable[[str], str] | None = None, arch: str = "amd64") -> str:
+    """A hash of the package indexes the root is made from: the SHA256 of each
+    source's ``main/binary-ARCH/Packages`` in its ``InRelease``. Raises
+    OSError when the archive cannot be reached."""
+    get = fetch or _fetch
+    digest = hashlib.sha256()
+    for mirror, suite in SOURCES:
+        text = get(f"{mirror}/dists/{suite}/InRelease")
+        entry = index_entry(text, f"{COMPONENT}/binary-{arch}/Packages")
+        digest.update(f"{mirror} {suite} {entry}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=20) as response:
+        text: str = response.read().decode("utf-8", errors="replace")
+        return text
+
+
+def host_arch() -> str:
+    return host_run(
+        "read the host's architecture", ["dpkg", "--print-architecture"], timeout=30
+    ).stdout.strip()
 
 
 @dataclass
@@ -168,6 +209,7 @@ class Root:
     built: bool  # False: taken from the cache
     seconds: float
     versions: dict[str, str] = field(default_factory=dict)
+    offline: str = ""  # why the archive was not asked: the newest cached root was taken
 
 
 @contextlib.contextmanager
@@ -179,21 +221,33 @@ def _cache_lock() -> Iterator[None]:
 
 
 def root() -> Root:
-    """The cached Debian 13 root for the current package list, built when missing."""
-    key = cache_key()
+    """The cached Debian 13 root of this recipe and the archive's current
+    packages, built when missing (then the other roots are removed)."""
+    recipe = recipe_key()
     start = time.monotonic()
+    offline = ""
+    try:
+        key = f"{recipe}-{archive_key(arch=host_arch())}"
+    except (OSError, MachineError) as exc:
+        offline = f"the archive could not be read ({exc})"
+        key = ""
     with _cache_lock():
+        if not key:
+            ready = [p for p in CACHE.glob(f"{recipe}-*") if (p / "ready.json").is_file()]
+            if not ready:
+                raise MachineError("build the Debian 13 root", offline + "; no cached root")
+            key = max(ready, key=lambda p: (p / "ready.json").stat().st_mtime).name
         final = CACHE / key
         if not (final / "ready.json").is_file():
             for old in CACHE.iterdir():
                 if old.is_dir() and old.name != key:
-                    shutil.rmtree(old, ignore_errors=True)  # an older package list, or a crash
+                    shutil.rmtree(old, ignore_errors=True)  # another recipe or archive, or a crash
             _build(final)
             built = True
         else:
             built = False
         versions = json.loads((final / "ready.json").read_text())
-    return Root(final / "root", key, built, time.monotonic() - start, versions)
+    return Root(final / "root", key, built, time.monotonic() - start, versions, offline)
 
 
 def _build(final: Path) -> None:
@@ -202,10 +256,15 @@ def _build(final: Path) -> None:
     try:
         target = work / "root"
         argv = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE]
+        mirrors = [f"deb {mirror} {suite} {COMPONENT}" for mirror, suite in SOURCES]
         # A second try for a download that broke off; a real error repeats.
         for attempt in (1, 2):
             try:
-                host_run("build the Debian 13 root (mmdebstrap)", [*argv, str(target)], timeout=900)
+                host_run(
+                    "build the Debian 13 root (mmdebstrap)",
+                    [*argv, str(target), *mirrors],
+                    timeout=900,
+                )
                 break
             except MachineError:
                 shutil.rmtree(target, ignore_errors=True)
@@ -544,16 +603,17 @@ class Machine:
         return problems
 
 
-def install(machine: Machine) -> None:
-    """The .deb built from this tree, installed with apt-get (offline: its
-    dependencies are in the root); the busybox test image."""
+def install(machine: Machine) -> Deb:
+    """The .deb built from this tree (once per content, tests/package/build.py),
+    installed with apt-get (offline: its dependencies are in the root); the
+    busybox test image (scripts/test-image, the host's recipe)."""
+    try:
+        deb = built_deb()
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        raise MachineError("build the .deb from this tree (make deb)", str(exc)) from None
     deb_dir = machine.out / "deb"
-    host_run(
-        "build the .deb from this tree (make deb)",
-        ["make", "-C", str(REPO), "deb", f"DEBDIR={deb_dir}"],
-        timeout=300,
-    )
-    (deb,) = deb_dir.glob("wg-pod_*_all.deb")
+    deb_dir.mkdir()
+    shutil.copy2(deb.path, deb_dir / deb.path.name)
     machine.run(
         [
             "apt-get",
@@ -561,7 +621,7 @@ def install(machine: Machine) -> None:
             "-y",
             "-q",
             "--no-install-recommends",
-            f"{INNER_OUT}/deb/{deb.name}",
+            f"{INNER_OUT}/deb/{deb.path.name}",
         ],
         env=APT_ENV,
         timeout=300,
@@ -575,4 +635,9 @@ def install(machine: Machine) -> None:
         if said != wanted:
             raise MachineError("the package's wg-pod.service", f"{check} says {said!r}")
     machine.run(["systemctl", "stop", "wg-pod.service"], step="stop wg-pod.service")
-    machine.run(["sh", "-c", IMAGE_SCRIPT], timeout=120, step="import the busybox test image")
+    machine.run(
+        ["sh", f"{INNER_REPO}/scripts/test-image", TEST_IMAGE],
+        timeout=120,
+        step="import the busybox test image (scripts/test-image)",
+    )
+    return deb

@@ -2,8 +2,9 @@
 quadlet and journald under a real systemd (see machine.py for the machine).
 
 One machine per session: the cached Debian 13 root booted with
-systemd-nspawn, the ``.deb`` built from this tree installed with apt-get,
-the busybox test image imported. Then the podman scenarios of
+systemd-nspawn, the ``.deb`` built from this tree installed with apt-get
+(the package tier's file when the tree has not changed), the busybox test
+image imported. Then the podman scenarios of
 ``tests/system`` (the same code as on the host, run against the machine's
 own podman, ``WG_POD_TEST_PODMAN=system``) and the machine-only ones of
 ``tests/platform/inside`` (quadlet, journald) run inside, once with crun
@@ -12,7 +13,9 @@ test ``test_in_machine[<runtime>-<inner id>]``; an inner skip is a failure
 here (the machine has every facility), and so is an inner test that never
 reported. A known gap (gaps.py: one test, failing at one assertion, exactly)
 is an xfail; the same test failing otherwise, or passing, is a failure
-(strict). The inner ids are collected on the host.
+(strict). The inner ids are collected on the host. The benches' small
+mode runs in the same machine at the end (``bench/run --debian13`` boots
+one of its own).
 
 Fails, never skips, when the machine cannot be built, booted or set up,
 naming the step; skips only without root. The machine, its cgroups and its
@@ -31,7 +34,9 @@ from typing import Any
 
 import pytest
 
+from bench.debian13 import run_inside
 from tests.lab import PODMAN_MODE_ENV, collect_inner_ids
+from tests.package.build import Deb
 from tests.platform.conftest import SUMMARY_KEY
 from tests.platform.gaps import KNOWN_GAPS, Verdict, known_gap, verdict
 from tests.platform.inner import REPORT_ENV
@@ -77,6 +82,7 @@ class InnerRun:
 class Summary:
     start: float = field(default_factory=time.monotonic)
     image: Root | None = None
+    deb: Deb | None = None
     boot_seconds: float | None = None
     setup_seconds: float | None = None
     runs: dict[str, InnerRun] = field(default_factory=dict)
@@ -97,6 +103,11 @@ class Summary:
                     if p in v
                 )
             )
+            if self.image.offline:
+                out.append(f"newest cached root taken: {self.image.offline}")
+        if self.deb is not None:
+            how = f"built in {self.deb.build_seconds:.0f}s" if self.deb.built else "from the cache"
+            out.append(f"the .deb {self.deb.path.name} {self.deb.key}: {how}")
         if self.boot_seconds is not None:
             out.append(
                 f"boot to systemd 'running': {self.boot_seconds:.0f}s; "
@@ -212,7 +223,7 @@ def machine(request: pytest.FixtureRequest) -> Iterator[Machine]:
         booted.boot()
         summary.boot_seconds = booted.boot_seconds
         start = time.monotonic()
-        install(booted)
+        summary.deb = install(booted)
         summary.setup_seconds = time.monotonic() - start
     except MachineError as exc:
         summary.failed_step = exc.step
@@ -313,3 +324,16 @@ def test_the_cache_holds_one_root(machine: Machine) -> None:
     parent = machine.image.path.parent.parent
     roots = [p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert roots == [machine.image.key], roots
+
+
+def test_the_benches_run_inside(machine: Machine) -> None:
+    """The benches' small mode inside this machine (podman 5.4 + crun, Python
+    3.13), against the installed package: what ``bench/run --debian13`` does
+    after its own boot. Only that the table comes out is checked, never a time."""
+    use_runtime(machine, "crun")
+    done = run_inside(machine, ["--only", "hook", "--small"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = done.stdout
+    assert "| hook | wg-pod-hook createRuntime, through the daemon |" in table, table
+    assert "Python 3.13" in table and "package measured: /usr/lib/wg-pod/wg_pod_hook" in table
+    assert "FAILED" not in table
