@@ -34,6 +34,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .backends import LivePeer
 from .errors import WgPodError
 from .records import RECORD_DIR
 
@@ -59,20 +60,11 @@ class State(Enum):
 
 
 @dataclass(frozen=True)
-class PeerSample:
-    public_key: str
-    has_endpoint: bool
-    latest_handshake: int | None  # seconds since the epoch
-    rx_bytes: int
-    tx_bytes: int
-
-
-@dataclass(frozen=True)
 class Sample:
     """One look at a tunnel: None for peers when its interface is missing."""
 
     time: float
-    peers: tuple[PeerSample, ...] | None
+    peers: tuple[LivePeer, ...] | None
 
 
 def classify(now: Sample, before: Sample | None) -> State:
@@ -80,7 +72,7 @@ def classify(now: Sample, before: Sample | None) -> State:
     one (at least SEND_WINDOW seconds before)."""
     if now.peers is None:
         return State.DOWN
-    watched = [p for p in now.peers if p.has_endpoint]
+    watched = [p for p in now.peers if p.endpoint is not None]
     old = [
         p
         for p in watched
@@ -130,12 +122,16 @@ def from_json(data: Mapping[str, Any]) -> Health:
         sample=(
             Sample(
                 time=float(sample["time"]),
-                peers=None if peers is None else tuple(PeerSample(**p) for p in peers),
+                peers=None if peers is None else tuple(_peer(p) for p in peers),
             )
             if isinstance(sample, dict)
             else None
         ),
     )
+
+
+def _peer(data: Mapping[str, Any]) -> LivePeer:
+    return LivePeer(**{**data, "allowed_ips": tuple(data["allowed_ips"])})
 
 
 def next_health(
