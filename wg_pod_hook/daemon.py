@@ -49,6 +49,7 @@ from typing import NoReturn
 
 from . import (
     _pyroute2,
+    backends,
     endpoints,
     failures,
     handoff,
@@ -179,6 +180,7 @@ class Daemon:
         # For the workers: each would load them anew.
         nft.preload()
         _pyroute2.preload()
+        backends.preload()
         self._fork_spare()
         log.info("daemon: started (pid %d)", os.getpid())
         units.ready()
@@ -636,7 +638,7 @@ class Daemon:
         elif watch.followed and sample.peers is not None:
             self._follow(watch, tunnel.peers, sample.time)
 
-    def _follow(self, watch: Watch, peers: tuple[status.PeerStatus, ...], now: float) -> None:
+    def _follow(self, watch: Watch, peers: tuple[backends.LivePeer, ...], now: float) -> None:
         try:
             moved = endpoints.follow(
                 watch.record, watch.followed, peers, now, self.settings.endpoint_refresh_after

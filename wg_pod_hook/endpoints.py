@@ -14,15 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .backends import kernel, userspace
+from . import backends
+from .backends import LivePeer
 from .config import Endpoint, IPAddress, Key
 from .configfile import read_config
 from .errors import WgPodError
-from .netlink import open_netns
 from .records import TunnelRecord
 from .resolve import resolve_endpoint
 from .settings import Settings
-from .status import PeerStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Follo
 def follow(
     record: TunnelRecord,
     followed: Mapping[str, Followed],
-    peers: Sequence[PeerStatus],
+    peers: Sequence[LivePeer],
     now: float,
     after: int,
 ) -> list[str]:
@@ -78,8 +77,4 @@ def follow(
 
 
 def _set_endpoint(record: TunnelRecord, key: Key, endpoint: tuple[IPAddress, int]) -> None:
-    if record.backend == "kernel":
-        with open_netns(record.netns.path, record.netns) as fd:  # only the tunnel's
-            kernel.set_endpoint(fd, record.interface, key, endpoint)
-    else:
-        userspace.set_endpoint(str(record.temp_name), key, endpoint)
+    backends.of(record).set_endpoint(record, key, endpoint)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
+from .backends import LivePeer
 from .errors import WgPodError
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,11 @@ class State(Enum):
 
 
 @dataclass(frozen=True)
-class PeerSample:
-    public_key: str
-    has_endpoint: bool
-    latest_handshake: int | None  # seconds since the epoch
-    rx_bytes: int
-    tx_bytes: int
-
-
-@dataclass(frozen=True)
 class Sample:
     """One look at a tunnel: None for peers when its interface is missing."""
 
     time: float
-    peers: tuple[PeerSample, ...] | None
+    peers: tuple[LivePeer, ...] | None
 
 
 def classify(now: Sample, before: Sample | None) -> State:
@@ -77,7 +69,7 @@ def classify(now: Sample, before: Sample | None) -> State:
     one (at least SEND_WINDOW seconds before)."""
     if now.peers is None:
         return State.DOWN
-    watched = [p for p in now.peers if p.has_endpoint]
+    watched = [p for p in now.peers if p.endpoint is not None]
     old = [
         p
         for p in watched
@@ -127,12 +119,16 @@ def from_json(data: Mapping[str, Any]) -> Health:
         sample=(
             Sample(
                 time=float(sample["time"]),
-                peers=None if peers is None else tuple(PeerSample(**p) for p in peers),
+                peers=None if peers is None else tuple(_peer(p) for p in peers),
             )
             if isinstance(sample, dict)
             else None
         ),
     )
+
+
+def _peer(data: Mapping[str, Any]) -> LivePeer:
+    return LivePeer(**{**data, "allowed_ips": tuple(data["allowed_ips"])})
 
 
 def next_health(

@@ -21,11 +21,8 @@ from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import cgroups, dns, nft, records
+from . import backends, dns, nft, records
 from .backends import Backend, DeviceSetup
-from .backends import userspace as userspace_backend
-from .backends.kernel import KernelBackend
-from .backends.userspace import UserspaceBackend
 from .bundle import Bundle, read_bundle
 from .configfile import read_config
 from .errors import (
@@ -104,7 +101,7 @@ def _create(run: Run) -> None:
     """Create the interface with the first backend this machine supports."""
     plan = run.plan
     reasons = []
-    for backend in _backends(plan):
+    for backend in backends.candidates(plan):
         try:
             process = backend.create(plan.temp_name)
         except BackendUnavailable as exc:
@@ -117,15 +114,6 @@ def _create(run: Run) -> None:
         backend.wait_ready(plan.temp_name)
         return
     raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
-
-
-def _backends(plan: Plan) -> list[Backend]:
-    userspace = UserspaceBackend(plan.userspace_command, home=cgroups.container_home(plan.pid))
-    if plan.backend == "kernel":
-        return [KernelBackend()]
-    if plan.backend == "userspace":
-        return [userspace]
-    return [KernelBackend(), userspace]
 
 
 def _configure(run: Run) -> None:
@@ -514,14 +502,13 @@ def check_key_unused(
 def _clear_leftovers(name: str, host: Netlink) -> None:
     """A hook killed before its first record leaves things under this
     container's derived name; clear them so this start can use the name."""
-    if host.index(name) is None and not userspace_backend.socket_path(name).exists():
+    every = backends.every()
+    if host.index(name) is None and not any(backend.left_behind(name) for backend in every):
         return
     log.info("clearing leftovers of an earlier hook: %s", name)
-    for process, temp in userspace_backend.running_processes().items():
-        if temp == name:
-            userspace_backend.stop(process, temp)
+    for backend in every:
+        backend.clear(name)
     host.delete_link(name)
-    userspace_backend.socket_path(name).unlink(missing_ok=True)
 
 
 def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:

@@ -56,7 +56,7 @@ class Plan:
     pid: int
     temp_name: str
     interface: str
-    backend: str  # auto, kernel or userspace
+    backend: str  # auto, or one of backends.NAMES
     userspace_command: tuple[str, ...]
     mtu: int | None  # None: from the route towards the endpoints, when it starts
     addresses: tuple[IPInterface, ...]

@@ -13,13 +13,14 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
+from . import backends
 from .configfile import MAX_SIZE, directory_problem, read_capped, trust_problem
 from .errors import SettingsError
 from .oci import Toggle
 
 DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
 ENV_VAR = "WG_POD_SETTINGS"
-BACKENDS = ("auto", "kernel", "userspace")
+BACKENDS = ("auto", *backends.NAMES)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DAEMON_ONLY = "daemon:"
 

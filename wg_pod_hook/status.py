@@ -1,42 +1,30 @@
 """Live state of the tunnels wg-pod manages: records plus what the
 interfaces report (read-only).
 
-Kernel interfaces answer over WireGuard netlink inside the container's
-namespace, userspace ones over their UAPI socket; both become the same
-records, rendered like ``wg show`` or as stable JSON.  The hook's last failures
+Each tunnel's backend reports its peers (backends.LivePeer, the same for
+every backend, and what the tunnel's health is judged from); rendered like
+``wg show`` or as stable JSON.  The hook's last failures
 (failures.py) are shown after the tunnels: with crun they are the only
 place the reason is kept.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import _pyroute2, health, records, runtime
-from ._pyroute2 import NetlinkError
-from .backends.userspace import uapi_request
-from .errors import SetupError, WgPodError
+from . import backends, health, records, runtime
+from .backends import LivePeer
+from .errors import WgPodError
 from .failures import Failure
-from .health import PeerSample, Sample
-from .netlink import Netlink, entered, open_netns
+from .health import Sample
+from .netlink import Netlink, open_netns
 from .records import RecordError, TunnelRecord
 
 # A daemon's look at a tunnel counts as current for this long (a few ticks).
 FRESH = 30.0
-
-
-@dataclass(frozen=True)
-class PeerStatus:
-    public_key: str
-    endpoint: str | None
-    allowed_ips: tuple[str, ...]
-    latest_handshake: int | None  # seconds since the epoch
-    rx_bytes: int
-    tx_bytes: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +36,7 @@ class TunnelStatus:
     config: str | None
     shared_with: str | None
     addresses: tuple[str, ...]
-    peers: tuple[PeerStatus, ...]
+    peers: tuple[LivePeer, ...]
     problem: str | None = None  # why live data is missing
     # Health (health.py): the daemon's when it looked lately, else from this
     # one look (which cannot tell stale from idle).
@@ -59,81 +47,6 @@ class TunnelStatus:
     # down, the namespace kept closed, the daemon trying again.
     failed: str | None = None
     failed_at: float | None = None
-
-
-def _uapi_peers(temp_name: str) -> tuple[PeerStatus, ...]:
-    """Parse ``get=1``; the reply holds the private key, which is skipped."""
-    reply = uapi_request(temp_name, b"get=1\n\n")
-    peers: list[dict[str, Any]] = []
-    for line in reply.splitlines():
-        key, _, value = line.partition("=")
-        if key == "public_key":
-            peers.append(
-                {
-                    "public_key": base64.b64encode(bytes.fromhex(value)).decode(),
-                    "allowed_ips": [],
-                    "endpoint": None,
-                    "latest_handshake": None,
-                    "rx_bytes": 0,
-                    "tx_bytes": 0,
-                }
-            )
-        elif not peers:
-            continue
-        elif key == "endpoint":
-            peers[-1]["endpoint"] = value
-        elif key == "allowed_ip":
-            peers[-1]["allowed_ips"].append(value)
-        elif key == "last_handshake_time_sec":
-            peers[-1]["latest_handshake"] = int(value) or None
-        elif key in ("rx_bytes", "tx_bytes"):
-            peers[-1][key] = int(value)
-    return tuple(
-        PeerStatus(**{**peer, "allowed_ips": tuple(peer["allowed_ips"])}) for peer in peers
-    )
-
-
-def _attr(nla: Any, name: str) -> Any:
-    value = nla.get_attr(name)
-    return value.get("value", value) if isinstance(value, dict) else value
-
-
-def _kernel_peers(netns_fd: int, interface: str) -> tuple[PeerStatus, ...]:
-    # The interface is only visible from inside its namespace.
-    with entered(netns_fd):
-        wg = _pyroute2.WireGuard()
-    try:
-        messages = wg.info(interface)
-    except NetlinkError as exc:
-        raise SetupError("read WireGuard state", interface, str(exc)) from None
-    finally:
-        wg.close()
-    peers = []
-    for message in messages:
-        for peer in message.get_attr("WGDEVICE_A_PEERS") or []:
-            key = _attr(peer, "WGPEER_A_PUBLIC_KEY")
-            endpoint = peer.get_attr("WGPEER_A_ENDPOINT")
-            handshake = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
-            seconds = int(handshake["tv_sec"]) if handshake else 0
-            address = endpoint["addr"] if endpoint else None
-            peers.append(
-                PeerStatus(
-                    public_key=key.decode() if isinstance(key, bytes) else str(key),
-                    endpoint=(
-                        None
-                        if not address or address in ("0.0.0.0", "::")
-                        else (f"[{address}]" if ":" in address else address)
-                        + f":{endpoint['port']}"
-                    ),
-                    allowed_ips=tuple(
-                        ip["addr"] for ip in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []
-                    ),
-                    latest_handshake=seconds or None,
-                    rx_bytes=int(peer.get_attr("WGPEER_A_RX_BYTES") or 0),
-                    tx_bytes=int(peer.get_attr("WGPEER_A_TX_BYTES") or 0),
-                )
-            )
-    return tuple(peers)
 
 
 def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus:
@@ -172,10 +85,7 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
             if inside.index(record.interface) is None:
                 return _with(base, problem=f"{record.interface} is missing from the namespace")
             addresses = inside.addresses(record.interface)
-            if record.backend == "kernel":
-                peers = _kernel_peers(fd, record.interface)
-            else:
-                peers = _uapi_peers(str(record.temp_name))
+            peers = backends.of(record).peers(record, fd)
     except WgPodError as exc:
         return _with(base, problem=str(exc))
     return _with(base, addresses=addresses, peers=peers)
@@ -183,18 +93,7 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
 
 def sample(tunnel: TunnelStatus, now: float | None = None) -> Sample:
     """A look at a tunnel for its health: no peers when it has no live data."""
-    peers = None
-    if tunnel.problem is None:
-        peers = tuple(
-            PeerSample(
-                public_key=p.public_key,
-                has_endpoint=p.endpoint is not None,
-                latest_handshake=p.latest_handshake,
-                rx_bytes=p.rx_bytes,
-                tx_bytes=p.tx_bytes,
-            )
-            for p in tunnel.peers
-        )
+    peers = tunnel.peers if tunnel.problem is None else None
     return Sample(time=time.time() if now is None else now, peers=peers)
 
 

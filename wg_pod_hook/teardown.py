@@ -21,13 +21,13 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import dns, health, records
-from .backends import userspace
+from . import backends, dns, health, records
 from .errors import SetupError
 from .names import is_temp_name, temp_name
 from .records import TunnelRecord
 
 if TYPE_CHECKING:
+    from .backends import Backend
     from .netlink import Netlink
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def teardown(
         if record.netns.alive() and _did_inside(record, replacing):
             with _container_netlink(record, inside) as netlink:
                 _undo_inside(record, replacing, netlink, attempt)
-        attempt("stop wireguard-go", userspace.stop, record.process, record.temp_name)
+        for backend in _backends(record):
+            attempt(f"stop {backend.name} backend", backend.stop, record)
         if not record.moved and record.temp_name:
             attempt("delete host-side interface", delete_host_link, record.temp_name)
     if replacing:  # a new run goes on with the record and its health (repairs count)
@@ -72,6 +73,15 @@ def teardown(
         log.info("container %s: tunnel taken down", record.container_id[:12])
     if errors:
         raise SetupError("take down", record.interface, "; ".join(errors))
+
+
+def _backends(record: TunnelRecord) -> list[Backend]:
+    """The record's backend; every one when it names none this wg-pod knows
+    (a hook killed before it noted one), each stopping what it may have
+    left under the record's names."""
+    if record.backend is not None and record.backend in backends.NAMES:
+        return [backends.get(record.backend)]
+    return backends.every()
 
 
 def _did_inside(record: TunnelRecord, replacing: bool) -> bool:
@@ -218,9 +228,8 @@ def gc() -> list[str]:
         for name in host.link_names():
             if is_temp_name(name) and name not in known and host.delete_link(name):
                 removed.append(f"interface {name}")
-    for process, name in userspace.running_processes().items():
-        if name not in known and userspace.stop(process, name):
-            removed.append(f"process {process.pid} ({name})")
+    for backend in backends.every():
+        removed += backend.sweep({name for name in known if name})
     for path in records.orphaned_temporaries():
         path.unlink(missing_ok=True)
         removed.append(f"unfinished record file {path.name}")

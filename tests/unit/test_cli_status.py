@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wg_pod_hook import status
+from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.cli import _join_annotations, parser
 
 SUBCOMMANDS = ["join", "leave", "status", "check", "gc", "install", "uninstall", "daemon", "health"]
@@ -61,7 +62,7 @@ TUNNEL = status.TunnelStatus(
     shared_with=None,
     addresses=("10.250.0.2/24",),
     peers=(
-        status.PeerStatus(
+        LivePeer(
             public_key="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
             endpoint="198.18.0.1:51820",
             allowed_ips=("10.250.0.0/24",),

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from wg_pod_hook import endpoints
+from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.config import Endpoint, Key
 from wg_pod_hook.records import NetnsId, TunnelRecord
-from wg_pod_hook.status import PeerStatus
 
 NOW = 1_800_000_000
 KEY = Key(bytes(range(32)))
@@ -19,9 +19,9 @@ RECORD = TunnelRecord("c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 
 FOLLOWED = {KEY.base64: endpoints.Followed(KEY, Endpoint("vpn.example", 51820))}
 
 
-def peer(handshake_age: int | None, endpoint: str = "198.18.0.2:51820") -> PeerStatus:
+def peer(handshake_age: int | None, endpoint: str = "198.18.0.2:51820") -> LivePeer:
     handshake = NOW - handshake_age if handshake_age is not None else None
-    return PeerStatus(KEY.base64, endpoint, (), handshake, 0, 0)
+    return LivePeer(KEY.base64, endpoint, (), handshake, 0, 0)
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 
 from wg_pod_hook import notify
+from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.daemon import RTM_DELLINK, deleted_links
 from wg_pod_hook.health import (
     REJECT_AFTER_TIME,
     SEND_WINDOW,
-    PeerSample,
     Sample,
     State,
     classify,
@@ -20,7 +20,8 @@ NOW = 1_800_000_000.0
 
 
 def look(at: float, handshake: float | None, tx: int, rx: int = 0, endpoint: bool = True) -> Sample:
-    peer = PeerSample("K" * 43 + "=", endpoint, int(handshake) if handshake else None, rx, tx)
+    at_endpoint = "198.18.0.2:51820" if endpoint else None
+    peer = LivePeer("K" * 43 + "=", at_endpoint, (), int(handshake) if handshake else None, rx, tx)
     return Sample(at, (peer,))
 
 

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wg_pod_hook import health, metrics, records
+from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.errors import SettingsError
 from wg_pod_hook.settings import parse_settings
 
@@ -32,7 +33,9 @@ def test_a_scrape_shows_state_repairs_and_peers() -> None:
     info = os.stat("/proc/self/ns/net")
     netns = records.NetnsId("/proc/self/ns/net", info.st_dev, info.st_ino)
     records.write(records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0, complete=True))
-    peer = health.PeerSample("K" * 43 + "=", True, 1_800_000_000, rx_bytes=1234, tx_bytes=567)
+    peer = LivePeer(
+        "K" * 43 + "=", "198.18.0.2:51820", (), 1_800_000_000, rx_bytes=1234, tx_bytes=567
+    )
     sample = health.Sample(1_800_000_005.0, (peer,))
     health.write(health.Health(CID, health.State.UP, 1.0, 2.0, repairs=2, sample=sample))
 

@@ -1,19 +1,32 @@
 """WireGuard backends behind one small Protocol, chosen by a capability probe.
 
-A backend creates the WireGuard interface in the host namespace under a
-temporary name and configures keys and peers there; moving it into the
-container is the lifecycle's job and the same for every backend, and so is
-taking it down (teardown.py), from what the record says.
+Everything that differs between backends lives behind ``Backend``: where
+and how the link is made, its configuration, what it reports of its peers,
+pointing a peer elsewhere, and stopping what serves it; no caller asks
+which backend a tunnel uses.  A backend is a module of this package named
+in ``NAMES``, whose ``BACKEND`` class is loaded only when asked for (the
+kernel's pulls in pyroute2, which poststop mostly does without).  Moving
+the link into the container and deleting it are the same for every
+backend: the lifecycle's and teardown's jobs, from what the record says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from importlib import import_module
+from typing import TYPE_CHECKING, Protocol, cast
+
+from ..errors import BackendUnavailable
 
 if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a config
     from ..config import IPAddress, Key, Peer
-    from ..records import ProcessId
+    from ..plan import Plan
+    from ..records import ProcessId, TunnelRecord
+
+# Every backend, by the name settings and records use (its module here),
+# in the order "auto" tries them.
+NAMES = ("kernel", "userspace")
 
 
 @dataclass(frozen=True)
@@ -32,15 +45,85 @@ class DeviceSetup:
     peers: tuple[PeerSetup, ...]
 
 
+@dataclass(frozen=True)
+class LivePeer:
+    """What an interface reports of one peer: for ``wg-pod status``, the
+    health of a tunnel and the endpoints the daemon follows."""
+
+    public_key: str  # base64
+    endpoint: str | None  # ADDRESS:PORT, [ADDRESS]:PORT for IPv6
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int | None  # seconds since the epoch
+    rx_bytes: int
+    tx_bytes: int
+
+
 class Backend(Protocol):
     name: str
 
     def create(self, ifname: str) -> ProcessId | None:
-        """Create ``ifname`` in the host namespace; the process that serves
-        it, if any, for the record.  BackendUnavailable if this machine
-        cannot run the backend."""
+        """Create ``ifname`` in the host namespace, where the lifecycle
+        configures its MTU and moves it into the container (its UDP socket
+        stays there); the process that serves it, if any, for the record.
+        BackendUnavailable if this machine cannot run the backend."""
 
     def wait_ready(self, ifname: str) -> None:
         """Return once ``ifname`` can be configured."""
 
     def configure(self, ifname: str, device: DeviceSetup) -> None: ...
+
+    def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
+        """The peers of the record's interface, as it reports them now
+        (``netns_fd``: the container's namespace, where it lives)."""
+
+    def set_endpoint(
+        self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
+    ) -> None:
+        """Point an existing peer of the record's interface at another endpoint."""
+
+    def stop(self, record: TunnelRecord) -> None:
+        """Stop what serves the record's interface; "already gone" is success."""
+
+    def left_behind(self, ifname: str) -> bool:
+        """Whether a hook killed before its record said so may have left
+        something of this backend serving ``ifname`` (a cheap test)."""
+
+    def clear(self, ifname: str) -> None:
+        """Stop what this backend left serving ``ifname`` without a record."""
+
+    def sweep(self, known: Collection[str]) -> list[str]:
+        """Stop what this backend runs for a temporary name outside
+        ``known`` (no record accounts for it); what it stopped, one phrase
+        each."""
+
+
+def get(name: str, plan: Plan | None = None) -> Backend:
+    """The backend called ``name``: for a setup, of ``plan``; else to work
+    on a record.  BackendUnavailable for a name this wg-pod does not know."""
+    if name not in NAMES:
+        raise BackendUnavailable(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
+    make = cast("Callable[[Plan | None], Backend]", import_module(f"{__name__}.{name}").BACKEND)
+    return make(plan)
+
+
+def candidates(plan: Plan) -> list[Backend]:
+    """The backends a setup tries, in order: the chosen one, or all for ``auto``."""
+    return [get(name, plan) for name in (NAMES if plan.backend == "auto" else (plan.backend,))]
+
+
+def of(record: TunnelRecord) -> Backend:
+    """The backend that made the record's interface (one that completed has one)."""
+    if record.backend is None:
+        raise BackendUnavailable(f"the record of {record.container_id[:12]} names no backend")
+    return get(record.backend)
+
+
+def every() -> list[Backend]:
+    """Every backend, to clear what a hook left behind without a record."""
+    return [get(name) for name in NAMES]
+
+
+def preload() -> None:
+    """Load every backend now (the daemon, for the workers it forks)."""
+    for name in NAMES:
+        import_module(f"{__name__}.{name}")

@@ -1,17 +1,23 @@
-"""The kernel backend: a ``wireguard`` link configured over WireGuard netlink."""
+"""The kernel backend: a ``wireguard`` link configured over WireGuard netlink.
+
+pyroute2 is imported only where a call needs it: teardown loads this
+backend to stop a kernel tunnel, which has no process to stop.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
-from .. import _pyroute2
-from .._pyroute2 import NetlinkError
-from ..config import IPAddress, Key
 from ..errors import SetupError
-from ..netlink import Netlink, entered
-from . import DeviceSetup
+from . import DeviceSetup, LivePeer
+
+if TYPE_CHECKING:
+    from ..config import IPAddress, Key
+    from ..plan import Plan
+    from ..records import TunnelRecord
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,10 @@ def set_endpoint(
 ) -> None:
     """Point an existing peer at another endpoint (the interface lives in
     the container's namespace by now)."""
+    from .. import _pyroute2
+    from .._pyroute2 import NetlinkError
+    from ..netlink import entered
+
     with entered(netns_fd):
         wg = _pyroute2.WireGuard()
     try:
@@ -39,10 +49,62 @@ def set_endpoint(
         wg.close()
 
 
+def _attr(nla: Any, name: str) -> Any:
+    value = nla.get_attr(name)
+    return value.get("value", value) if isinstance(value, dict) else value
+
+
+def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
+    from .. import _pyroute2
+    from .._pyroute2 import NetlinkError
+    from ..netlink import entered
+
+    # The interface is only visible from inside its namespace.
+    with entered(netns_fd):
+        wg = _pyroute2.WireGuard()
+    try:
+        messages = wg.info(interface)
+    except NetlinkError as exc:
+        raise SetupError("read WireGuard state", interface, str(exc)) from None
+    finally:
+        wg.close()
+    peers = []
+    for message in messages:
+        for peer in message.get_attr("WGDEVICE_A_PEERS") or []:
+            key = _attr(peer, "WGPEER_A_PUBLIC_KEY")
+            endpoint = peer.get_attr("WGPEER_A_ENDPOINT")
+            handshake = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
+            seconds = int(handshake["tv_sec"]) if handshake else 0
+            address = endpoint["addr"] if endpoint else None
+            peers.append(
+                LivePeer(
+                    public_key=key.decode() if isinstance(key, bytes) else str(key),
+                    endpoint=(
+                        None
+                        if not address or address in ("0.0.0.0", "::")
+                        else (f"[{address}]" if ":" in address else address)
+                        + f":{endpoint['port']}"
+                    ),
+                    allowed_ips=tuple(
+                        ip["addr"] for ip in peer.get_attr("WGPEER_A_ALLOWEDIPS") or []
+                    ),
+                    latest_handshake=seconds or None,
+                    rx_bytes=int(peer.get_attr("WGPEER_A_RX_BYTES") or 0),
+                    tx_bytes=int(peer.get_attr("WGPEER_A_TX_BYTES") or 0),
+                )
+            )
+    return tuple(peers)
+
+
 class KernelBackend:
     name = "kernel"
 
+    def __init__(self, plan: Plan | None = None) -> None:
+        pass  # nothing of the plan matters to it
+
     def create(self, ifname: str) -> None:
+        from ..netlink import Netlink
+
         with Netlink() as host:
             host.add_link(ifname, "wireguard")
 
@@ -50,6 +112,9 @@ class KernelBackend:
         pass  # the link is there once created
 
     def configure(self, ifname: str, device: DeviceSetup) -> None:
+        from .. import _pyroute2
+        from .._pyroute2 import NetlinkError
+
         wg = _pyroute2.WireGuard()
         try:
             wg.set(
@@ -76,3 +141,31 @@ class KernelBackend:
             raise SetupError("configure WireGuard", ifname, os.strerror(exc.code)) from None
         finally:
             wg.close()
+
+    def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
+        return read_peers(netns_fd, record.interface)
+
+    def set_endpoint(
+        self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
+    ) -> None:
+        from ..netlink import open_netns
+
+        with open_netns(record.netns.path, record.netns) as fd:  # only the tunnel's
+            set_endpoint(fd, record.interface, public_key, endpoint)
+
+    # The link is the whole tunnel: deleting it (teardown) leaves nothing to stop.
+
+    def stop(self, record: TunnelRecord) -> None:
+        pass
+
+    def left_behind(self, ifname: str) -> bool:
+        return False
+
+    def clear(self, ifname: str) -> None:
+        pass
+
+    def sweep(self, known: Collection[str]) -> list[str]:
+        return []
+
+
+BACKEND = KernelBackend

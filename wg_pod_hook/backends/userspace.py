@@ -5,6 +5,7 @@ UAPI socket, so keys never reach argv, the environment or a file.
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import os
@@ -13,14 +14,19 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import cgroups
 from ..config import Endpoint, IPAddress, Key
 from ..errors import BackendUnavailable, SetupError
 from ..names import is_temp_name
-from ..records import ProcessId, process_start_time
-from . import DeviceSetup
+from ..records import ProcessId, TunnelRecord, process_start_time
+from . import DeviceSetup, LivePeer
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,36 @@ def set_endpoint(ifname: str, public_key: Key, endpoint: tuple[IPAddress, int]) 
         raise SetupError("set endpoint", ifname, f"UAPI refused: {reply.strip()}")
 
 
+def read_peers(ifname: str) -> tuple[LivePeer, ...]:
+    """Parse ``get=1``; the reply holds the private key, which is skipped."""
+    reply = uapi_request(ifname, b"get=1\n\n")
+    peers: list[dict[str, Any]] = []
+    for line in reply.splitlines():
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            peers.append(
+                {
+                    "public_key": base64.b64encode(bytes.fromhex(value)).decode(),
+                    "allowed_ips": [],
+                    "endpoint": None,
+                    "latest_handshake": None,
+                    "rx_bytes": 0,
+                    "tx_bytes": 0,
+                }
+            )
+        elif not peers:
+            continue
+        elif key == "endpoint":
+            peers[-1]["endpoint"] = value
+        elif key == "allowed_ip":
+            peers[-1]["allowed_ips"].append(value)
+        elif key == "last_handshake_time_sec":
+            peers[-1]["latest_handshake"] = int(value) or None
+        elif key in ("rx_bytes", "tx_bytes"):
+            peers[-1][key] = int(value)
+    return tuple(LivePeer(**{**peer, "allowed_ips": tuple(peer["allowed_ips"])}) for peer in peers)
+
+
 def accepts_connections(path: Path) -> bool:
     """Whether the Unix socket at ``path`` (a UAPI socket) accepts
     connections.  Its file appears at bind(), a moment before listen(): a
@@ -100,12 +136,11 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(
-        self, command: tuple[str, ...] = ("wireguard-go",), home: int | None = None
-    ) -> None:
-        """``home``: the process whose cgroups wireguard-go joins (see cgroups.py)."""
-        self.command = command
-        self.home = home
+    def __init__(self, plan: Plan | None = None) -> None:
+        """``plan``: the setup's, for the command to start and the container
+        whose cgroups wireguard-go joins (see cgroups.py)."""
+        self.command = plan.userspace_command if plan is not None else ("wireguard-go",)
+        self.home = cgroups.container_home(plan.pid) if plan is not None else None
         self.process: subprocess.Popen[bytes] | None = None
 
     def create(self, ifname: str) -> ProcessId:
@@ -160,6 +195,36 @@ class UserspaceBackend:
 
     def configure(self, ifname: str, device: DeviceSetup) -> None:
         uapi_set(ifname, device)
+
+    def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
+        return read_peers(str(record.temp_name))  # its socket keeps the host-side name
+
+    def set_endpoint(
+        self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
+    ) -> None:
+        set_endpoint(str(record.temp_name), public_key, endpoint)
+
+    def stop(self, record: TunnelRecord) -> None:
+        stop(record.process, record.temp_name)
+
+    def left_behind(self, ifname: str) -> bool:
+        return socket_path(ifname).exists()
+
+    def clear(self, ifname: str) -> None:
+        for process, name in running_processes().items():
+            if name == ifname:
+                stop(process, name)
+        socket_path(ifname).unlink(missing_ok=True)
+
+    def sweep(self, known: Collection[str]) -> list[str]:
+        return [
+            f"process {process.pid} ({name})"
+            for process, name in running_processes().items()
+            if name not in known and stop(process, name)
+        ]
+
+
+BACKEND = UserspaceBackend
 
 
 def stop(process: ProcessId | None, ifname: str | None) -> bool:

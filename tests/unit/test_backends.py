@@ -1,0 +1,57 @@
+"""The backends' registry: every name settings and records use leads to
+its backend, and teardown reaches the record's own backend (and pyroute2
+only when a call needs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from wg_pod_hook import backends
+from wg_pod_hook.errors import BackendUnavailable
+from wg_pod_hook.records import NetnsId, TunnelRecord
+from wg_pod_hook.settings import parse_settings
+
+
+@pytest.mark.parametrize("name", backends.NAMES)
+def test_every_backend_is_registered_under_its_own_name(name: str) -> None:
+    assert backends.get(name).name == name
+    assert parse_settings(f"backend: {name}", "s.yaml").backend == name
+
+
+def test_an_unknown_backend_says_which_are_known() -> None:
+    with pytest.raises(BackendUnavailable, match=r"'boringtun' \(known: kernel, userspace\)"):
+        backends.get("boringtun")
+    record = TunnelRecord("c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0)
+    with pytest.raises(BackendUnavailable, match="names no backend"):
+        backends.of(record)
+
+
+def test_a_record_is_stopped_by_its_own_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wg_pod_hook import teardown
+
+    record = TunnelRecord(
+        "c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0, backend="kernel"
+    )
+    assert [b.name for b in teardown._backends(record)] == ["kernel"]
+    # Killed before it noted one (or a name this wg-pod does not know): all.
+    for unnoted in (None, "boringtun"):
+        chosen = teardown._backends(replace(record, backend=unnoted))
+        assert [b.name for b in chosen] == list(backends.NAMES)
+
+
+def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
+    """poststop stops a kernel tunnel (nothing to stop) without netlink."""
+    code = (
+        "import sys\n"
+        "from wg_pod_hook import backends\n"
+        "from wg_pod_hook.records import NetnsId, TunnelRecord\n"
+        "r = TunnelRecord('c' * 64, 'wg0', '/c', NetnsId('/x', 1, 2), 0.0, backend='kernel')\n"
+        "backends.of(r).stop(r)\n"
+        "print(sorted(m for m in sys.modules if 'pyroute2' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
