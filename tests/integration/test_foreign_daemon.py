@@ -1,10 +1,13 @@
-"""A wg-pod daemon the suite did not start (the package's wg-pod.service, an
+"""A wg-pod daemon the suite did not start on its state directory (an
 orphan of an aborted run): a root session refuses to start beside it,
 saying which process it is and how to stop it, and leaves it running; the
-lab's Daemon() never removes its socket."""
+lab's Daemon() never removes its socket. The installation's daemon (the
+package's wg-pod.service, on /run/wg-pod) is none of the suite's business:
+a session runs beside it, and nothing reaches it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +91,56 @@ def test_the_runner_leaves_a_running_daemons_socket(
     with pytest.raises(LabError, match="another wg-pod daemon is running"):
         Daemon(lab, settings)
     assert still_serving(foreign), "Daemon() removed the running daemon's socket"
+
+
+@pytest.fixture
+def installations(lab: Lab) -> int:
+    """The pid of a daemon on the installation's /run/wg-pod, as the
+    package's wg-pod.service runs it: the one running there, else one
+    started for this test (and /run/wg-pod goes with it if it made it)."""
+    running = daemon_lock_holders(runtime.DEFAULT_STATE_DIR)
+    if running:
+        return running[0]
+    state_dir = Path(runtime.DEFAULT_STATE_DIR)
+    if not state_dir.exists():
+        lab.defer(f"remove {state_dir}", lambda: shutil.rmtree(state_dir, ignore_errors=True))
+    command = venv_command("wg-pod", "wg_pod_hook.cli")
+    process = lab.popen(
+        ["env", "-u", runtime.STATE_DIR_ENV, *command, "--debug", "daemon"],
+        name="installations-daemon",
+    )
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise LabError(f"the daemon exited: {lab.log_of('installations-daemon')}")
+        return socket_servers(state_dir / "hook.sock") == [process.pid]
+
+    wait_for(serving, timeout=15, what="the daemon on /run/wg-pod")
+    return process.pid
+
+
+def test_a_session_runs_beside_the_installations_daemon_and_never_reaches_it(
+    lab: Lab, installations: int
+) -> None:
+    session = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_handoff.py::"
+            "test_the_hook_hands_both_stages_to_the_daemon_and_imports_no_netlink",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert session.returncode == pytest.ExitCode.OK, session.stdout + session.stderr
+    assert " passed" in session.stdout.splitlines()[-1], session.stdout
+    assert daemon_lock_holders(runtime.DEFAULT_STATE_DIR) == [installations]
+    assert not list(Path(runtime.DEFAULT_STATE_DIR).glob("*.json")), "a record on /run/wg-pod"
+    # Its log (ours only; "" for one already running) names no container.
+    assert "container " not in lab.log_of("installations-daemon")

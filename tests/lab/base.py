@@ -202,15 +202,16 @@ def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     return links, sorted(wg_pod_processes()), records
 
 
-def daemon_lock_holders() -> list[int]:
+def daemon_lock_holders(state_dir: str | None = None) -> list[int]:
     """The processes holding the lock a running ``wg-pod daemon`` keeps on
-    the records' directory (daemon.py _claim), read from /proc/locks: seen
-    without taking the lock, so a daemon starting meanwhile is not turned
-    away. PID 0 is a holder in another PID namespace."""
+    its state directory (daemon.py _claim; default: this process's), read
+    from /proc/locks: seen without taking the lock, so a daemon starting
+    meanwhile is not turned away. PID 0 is a holder in another PID
+    namespace."""
     from wg_pod_hook import runtime
 
     try:
-        info = os.stat(runtime.current().state_dir)
+        info = os.stat(state_dir or runtime.current().state_dir)
     except FileNotFoundError:
         return []
     wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
