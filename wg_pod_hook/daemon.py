@@ -66,7 +66,8 @@ from . import (
     units,
 )
 from .errors import SettingsError, SetupError, Superseded, WgPodError, describe
-from .netlink import entered, open_netns
+from .namespaces import entered
+from .netlink import open_netns
 from .records import TunnelRecord
 from .settings import ENV_VAR, Settings
 from .teardown import prune_stale

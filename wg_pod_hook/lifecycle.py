@@ -34,10 +34,10 @@ from .errors import (
     WgPodError,
     describe,
 )
+from .namespaces import is_host_netns
 from .netlink import (
     VERSION_BY_AF,
     Netlink,
-    is_host_netns,
     keys_lock,
     namespace_lock,
     open_netns,

@@ -24,10 +24,11 @@ from functools import partial
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import namespaces, records, rtnl, runtime
+from . import records, rtnl, runtime
 from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
 from .config import IPInterface, IPNetwork
 from .errors import BackendUnavailable, SetupError
+from .namespaces import entered
 from .records import NetnsId, RouteSpec
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ T = TypeVar("T")
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
 LOCK_DEADLINE = 10.0
-# getsockopt(2): the cookie of the socket's network namespace (Linux 5.14;
-# asm-generic's number, which Python 3.11's socket module does not name).
-SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 # Metric of the unreachable routes that guard a tunnel's prefixes: above any
 # route of the tunnel's, so they only answer while its interface is gone.
 GUARD_METRIC = 2**31 - 1
@@ -55,25 +53,6 @@ def _netlink(step: str, obj: str, call: Callable[[], T]) -> T:
         return call()
     except NetlinkError as exc:
         raise SetupError(step, obj, os.strerror(exc.code) or str(exc)) from None
-
-
-@contextmanager
-def entered(netns_fd: int | None) -> Iterator[None]:
-    """Run the body in the namespace ``netns_fd`` (None: stay where we are),
-    in this thread.  Sockets opened and /proc/sys/net files opened there
-    keep belonging to it."""
-    if netns_fd is None:
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        namespaces.enter(netns_fd)
-        try:
-            yield
-        finally:
-            namespaces.enter(home)
-    finally:
-        os.close(home)
 
 
 @contextmanager
@@ -97,23 +76,6 @@ def open_netns(path: str, expected: NetnsId | None = None) -> Iterator[int]:
         os.close(fd)
 
 
-def netns_cookie(netns_fd: int) -> int | None:
-    """The cookie of the namespace ``netns_fd`` (SO_NETNS_COOKIE, read from
-    a socket made there): a number no other namespace gets until the
-    machine reboots, unlike its inode number.  None before Linux 5.14."""
-    here = _same_inode(netns_fd, "/proc/thread-self/ns/net")
-    with entered(None if here else netns_fd):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    with sock:
-        try:
-            value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
-        except OSError as exc:
-            if exc.errno == errno.ENOPROTOOPT:
-                return None
-            raise
-    return int(struct.unpack("=Q", value)[0])
-
-
 def process_start_in(pid: int, netns: NetnsId) -> int | None:
     """The start time of process ``pid`` if it is in the namespace
     ``netns``, which the caller holds open (so its inode number is its
@@ -128,15 +90,6 @@ def process_start_in(pid: int, netns: NetnsId) -> int | None:
     if start is None or (theirs.st_dev, theirs.st_ino) != (netns.dev, netns.ino):
         return None
     return start if records.process_start_time(pid) == start else None
-
-
-def _same_inode(netns_fd: int, path: str) -> bool:
-    try:
-        theirs = os.stat(path)
-    except OSError:
-        return False
-    mine = os.fstat(netns_fd)
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 @contextmanager
@@ -262,11 +215,6 @@ def sweep_locks() -> list[str]:
     finally:
         os.close(directory)
     return removed
-
-
-def is_host_netns(netns_fd: int) -> bool:
-    """True when ``netns_fd`` is the namespace this process runs in."""
-    return _same_inode(netns_fd, "/proc/self/ns/net")
 
 
 class Netlink:

@@ -89,7 +89,7 @@ class NetnsId:
     def of(cls, path: str, netns_fd: int) -> NetnsId:
         """The identity of the namespace open as ``netns_fd`` (``path`` is
         where it is to be found again)."""
-        from .netlink import netns_cookie  # enters the namespace: netlink's work
+        from .namespaces import netns_cookie  # socket: not on poststop's path
 
         info = os.fstat(netns_fd)
         return cls(path, info.st_dev, info.st_ino, netns_cookie(netns_fd))
@@ -106,15 +106,18 @@ class NetnsId:
             return False
         if self.cookie is None:
             return True
-        from .netlink import open_netns
-
         try:
-            with open_netns(self.path) as fd:
-                return self.same(NetnsId.of(self.path, fd))
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            return self.same(NetnsId.of(self.path, fd))
         except PermissionError:  # not root (status): the inode is all it can tell
             return True
-        except (OSError, WgPodError):
+        except OSError:
             return False
+        finally:
+            os.close(fd)
 
     def same(self, other: NetnsId) -> bool:
         """One namespace: the same inode, and the same cookie when both

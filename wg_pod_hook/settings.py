@@ -13,14 +13,15 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from . import backends
-from .configfile import MAX_SIZE, directory_problem, read_capped, trust_problem
 from .errors import SettingsError
 from .oci import Toggle
+from .trust import MAX_SIZE, directory_problem, read_capped, trust_problem
 
 DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
 ENV_VAR = "WG_POD_SETTINGS"
-BACKENDS = ("auto", *backends.NAMES)
+# backends.NAMES and "auto" (tests/unit/test_backends.py holds them equal;
+# no import: the backends sit above the settings).
+BACKENDS = ("auto", "kernel", "userspace")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DAEMON_ONLY = "daemon:"
 
@@ -141,7 +142,7 @@ def load_settings(path: str | None = None) -> Settings:
     Only the default file may be absent: a path someone named explicitly
     must exist, so a typo cannot silently fall back to defaults.  The file
     names a command root runs and where configs may be, so it follows the
-    configs' rule (configfile.trust_problem: root's, writable by no one
+    configs' rule (trust.trust_problem: root's, writable by no one
     else), checked through the descriptor it is read from, and so do the
     directories above it, as sshd's StrictModes has it.
     """

@@ -55,3 +55,10 @@ def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_settings_name_every_backend_and_auto() -> None:
+    from wg_pod_hook import backends
+    from wg_pod_hook.settings import BACKENDS
+
+    assert ("auto", *backends.NAMES) == BACKENDS

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from wg_pod_hook import records
-from wg_pod_hook.netlink import netns_cookie
+from wg_pod_hook.namespaces import netns_cookie
 from wg_pod_hook.records import NetnsId, ProcessId, RecordError, TunnelRecord
 
 CID = "c" * 64

@@ -29,7 +29,7 @@ def set_endpoint(
     the container's namespace by now)."""
     from .. import _pyroute2
     from .._pyroute2 import NetlinkError
-    from ..netlink import entered
+    from ..namespaces import entered
 
     with entered(netns_fd):
         wg = _pyroute2.WireGuard()
@@ -57,7 +57,7 @@ def _attr(nla: Any, name: str) -> Any:
 def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
     from .. import _pyroute2
     from .._pyroute2 import NetlinkError
-    from ..netlink import entered
+    from ..namespaces import entered
 
     # The interface is only visible from inside its namespace.
     with entered(netns_fd):
