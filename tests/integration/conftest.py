@@ -16,13 +16,15 @@ import pytest
 
 from tests.integration.support import kernel_has_wireguard
 from tests.lab import Daemon, HookRunner, Lab, token
+from tests.vm.inner import left_out_reason
 from wg_pod_hook import cgroups
 
 
 @pytest.fixture(params=["userspace", "kernel"])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "kernel" and not kernel_has_wireguard():
-        pytest.skip("this kernel has no WireGuard module (the VM suite in tests/vm has one)")
+        why = left_out_reason(request.node.nodeid)
+        pytest.skip(f"this kernel has no WireGuard module; {why}")
     return str(request.param)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.lab import collect_inner_ids
+from tests.vm.inner import LEFT_OUT, left_out_reason, run_in_vm
 from tests.vm.vm import GUEST_OUT, REPO, VMError, VMRun, run_pytest_in_vm
 
 SELECTION = ["tests/integration", "-p", "no:cacheprovider", "-p", "tests.vm.inner"]
@@ -166,3 +167,17 @@ def test_in_vm(inner: InnerRun, test_id: str) -> None:
         if backend_of(test_id) == "kernel":
             pytest.fail(f"skipped inside the VM, where it must run: {outcome.message}")
         pytest.skip(f"skipped inside the VM: {outcome.message}")
+
+
+def test_every_kernel_variant_is_run_in_the_vm_or_explained() -> None:
+    """Each kernel variant the VM leaves out has a reason in tests/vm/inner.py
+    (the host's skip message), each reason names a variant that exists and
+    is left out, and the VM's selection is what inner.py says. No VM needed."""
+    ids = collect_inner_ids(["-p", "no:cacheprovider", "tests/integration"])
+    kernel = [i for i in ids if backend_of(i) == "kernel"]
+    assert sorted(i for i in kernel if run_in_vm(i)) == sorted(INNER_IDS)
+    unexplained = [i for i in kernel if "records no reason" in left_out_reason(i)]
+    assert unexplained == []
+    left_out = {i.partition("::")[2].partition("[")[0] for i in kernel if not run_in_vm(i)}
+    stale = [f for reasons in LEFT_OUT.values() for f in reasons if f not in left_out]
+    assert stale == []
