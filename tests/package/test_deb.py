@@ -123,8 +123,8 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
         assert f.readline().split()[1:] == ["-IS"]
     # The suite's own state directory: the package's daemon, where it runs,
     # serves /run/wg-pod, and this hook must not hand its work to it.
-    state = runtime.current()
-    assert not Path(state.hook_socket).exists(), "a daemon runs: the hook would hand its work over"
+    suite = runtime.current()
+    assert not Path(suite.hook_socket).exists(), "a daemon runs: the hook would hand its work over"
     settings = tmp_path / "wg-pod.yaml"
     settings.write_text(f"config_dirs: [{tmp_path}]\n")
     container_id = "c0ffee" * 10 + "abcd"
@@ -143,7 +143,7 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
         env={
             "PATH": "/usr/bin:/bin",
             "WG_POD_SETTINGS": str(settings),
-            runtime.STATE_DIR_ENV: state.state_dir,
+            runtime.STATE_DIR_ENV: suite.state_dir,
         },
     )
     assert done.returncode == 1
