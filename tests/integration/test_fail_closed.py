@@ -149,6 +149,12 @@ def test_a_failed_repair_keeps_the_namespace_closed_until_a_mended_cause_brings_
 
     flaky.mended()
     assert peer.page in fetch_in(standin, peer.url_v4, timeout=RETRY_DEADLINE)
+    # The tunnel carries traffic before the repair's last step completes its record.
+    wait_for(
+        lambda: (r := records.read(standin.id)) is not None and r.complete,
+        timeout=20,
+        what="the repaired tunnel's complete record",
+    )
     record = records.load(standin.id)
     assert record is not None and record.complete and record.failed is None
     assert "repair failed" not in status(flaky.hook)
