@@ -18,7 +18,7 @@ from . import backends
 from .backends import LivePeer
 from .config import Endpoint, IPAddress, Key
 from .configfile import read_config
-from .errors import WgPodError
+from .errors import StateError, WgPodError
 from .records import TunnelRecord
 from .resolve import resolve_endpoint
 from .settings import Settings
@@ -35,8 +35,17 @@ class Followed:
 
 
 def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Followed]:
-    """The peers of the tunnel's config (read now, with the hook's checks)
-    whose endpoint is a host name, by public key."""
+    """The peers of the tunnel whose endpoint is a host name, by public key:
+    as its record says, or (an older wg-pod's record) as its config, read
+    now with the hook's checks, says."""
+    if record.followed is not None:
+        try:
+            return {
+                key: Followed(Key.from_base64(key), Endpoint(host, port))
+                for key, (host, port) in record.followed.items()
+            }
+        except ValueError as exc:
+            raise StateError(f"its record's followed peers: {exc}") from None
     config = read_config(PurePosixPath(record.config), settings)
     return {
         peer.public_key.base64: Followed(peer.public_key, peer.endpoint)

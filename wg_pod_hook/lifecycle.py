@@ -21,7 +21,7 @@ from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import backends, dns, nft, records
+from . import backends, dns, nft, nft_apply, records, routes
 from .backends import Backend, DeviceSetup
 from .bundle import Bundle, read_bundle
 from .configfile import read_config
@@ -34,12 +34,11 @@ from .errors import (
     WgPodError,
     describe,
 )
+from .locks import keys_lock, namespace_lock
 from .namespaces import is_host_netns
 from .netlink import (
     VERSION_BY_AF,
     Netlink,
-    keys_lock,
-    namespace_lock,
     open_netns,
     process_start_in,
 )
@@ -151,13 +150,13 @@ def _guards(run: Run) -> None:
         if guarded in wanted:
             kept.append(guarded)
         else:
-            inside.unguard(ip_network(guarded), run.record.route_table)
+            routes.unguard(inside, ip_network(guarded), run.record.route_table)
     # All noted in one write, before they are added: taking down a guard
     # that is not there yet is no error.
     adding = [str(n) for n in plan.guarded if str(n) not in kept]
     run.did(route_table=plan.route_table, guarded=(*kept, *adding))
     for network in plan.guarded:
-        inside.guard(network, plan.route_table)
+        routes.guard(inside, network, plan.route_table)
 
 
 def _routes(run: Run) -> None:
@@ -165,10 +164,10 @@ def _routes(run: Run) -> None:
     _guards(run)
     # Podman's default routes, read once; a rerun finds them gone already
     # and carries over what the run it replaces removed.
-    defaults = inside.default_routes(plan.delete_default | plan.reply_path)
+    defaults = routes.default_routes(inside, plan.delete_default | plan.reply_path)
     for route in run.record.removed_routes:  # carried over, no longer to be removed
         if _version(route) not in plan.delete_default:
-            inside.restore_route(route)
+            routes.restore_route(inside, route)
             run.did(removed_routes=tuple(r for r in run.record.removed_routes if r != route))
     # Noted before they go, in one write: putting back a route that is
     # still there replaces it with itself.
@@ -177,20 +176,20 @@ def _routes(run: Run) -> None:
     if new:
         run.did(removed_routes=(*run.record.removed_routes, *new))
     for route in removing:
-        inside.delete_route(route)
+        routes.delete_route(inside, route)
     for network in plan.routes:
-        inside.replace_route(network, device=plan.interface, table=plan.route_table)
+        routes.replace_route(inside, network, device=plan.interface, table=plan.route_table)
     for extra in plan.extra_routes:
-        inside.replace_route(extra.target, gateway=str(extra.gateway))
+        routes.replace_route(inside, extra.target, gateway=str(extra.gateway))
     for version in sorted(plan.reply_path):
-        routes = defaults[version] or [
+        way_back = defaults[version] or [
             r for r in run.record.removed_routes if _version(r) == version
         ]
-        if routes:  # else there is no other way back than the tunnel
+        if way_back:  # else there is no other way back than the tunnel
             # Noted first: clearing a reply path that is half there is safe.
             if version not in run.record.reply_path:
                 run.did(reply_path=(*run.record.reply_path, version))
-            inside.set_reply_path(version, REPLY_MARK, routes)
+            routes.set_reply_path(inside, version, REPLY_MARK, way_back)
 
 
 def _version(route: RouteSpec) -> int:
@@ -200,7 +199,7 @@ def _version(route: RouteSpec) -> int:
 def _nftables(run: Run) -> None:
     ruleset = nft.render(run.plan, run.inside.local_networks(skip=run.plan.interface))
     if ruleset is not None:
-        nft.apply(run.netns_fd, ruleset)  # one transaction: all or nothing
+        nft_apply.apply(run.netns_fd, ruleset)  # one transaction: all or nothing
         run.did(nftables=True)
 
 
@@ -403,6 +402,7 @@ def _new_record(
         **(_carried_over(previous) if previous else {"route_table": plan.route_table}),
         public_key=plan.public_key,
         peer_public_keys=tuple(sorted(plan.peer_public_keys)),
+        followed=plan.host_name_endpoints,
     )
 
 
@@ -515,7 +515,7 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
     endpoints = [str(setup.endpoint[0]) for setup in device.peers if setup.endpoint]
     mtus = [mtu for mtu in map(host.route_mtu, endpoints) if mtu]
     if not mtus:  # as wg-quick: no endpoint route, so the default route's
-        mtus = [mtu for mtu in [host.default_route_mtu()] if mtu]
+        mtus = [mtu for mtu in [routes.default_route_mtu(host)] if mtu]
     mtu = automatic_mtu(mtus)
     log.debug("automatic MTU %d from route MTUs %s", mtu, mtus)
     return mtu

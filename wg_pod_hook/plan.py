@@ -98,6 +98,15 @@ class Plan:
     def peer_public_keys(self) -> frozenset[str]:
         return frozenset(peer.public_key.base64 for peer in self.config.peers)
 
+    @property
+    def host_name_endpoints(self) -> dict[str, tuple[str, int]]:
+        """The peers whose endpoint is a host name: (host, port) by public key."""
+        return {
+            peer.public_key.base64: (peer.endpoint.host, peer.endpoint.port)
+            for peer in self.config.peers
+            if peer.endpoint is not None and peer.endpoint.ip is None
+        }
+
 
 def _route_table(config: WgConfig) -> tuple[bool, int | None]:
     """(add routes?, table) from wg-quick's ``Table=``."""

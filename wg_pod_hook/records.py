@@ -40,7 +40,9 @@ same keys less ``complete``, ``moved`` and ``process``; all are still read):
   for the main table), ``reply_path`` (IP versions with routing rules),
   ``nftables`` (the table);
 - ``public_key`` and ``peer_public_keys``: which key the tunnel uses
-  towards which peers;
+  towards which peers; ``followed``: the peers whose endpoint is a host
+  name (public key: ``[HOST, PORT]``), for the daemon to follow (absent
+  in an older wg-pod's records: the daemon reads the config then);
 - ``failed`` and ``failed_at``: a run that replaced a running tunnel (a
   repair, a pod member's restart, ``join`` again) failed, why and when; what
   keeps the namespace closed stays, and the daemon tries again.
@@ -180,6 +182,7 @@ class TunnelRecord:
     resolv_conf_original: str | None = field(default=None, repr=False)
     public_key: str | None = None
     peer_public_keys: tuple[str, ...] = ()
+    followed: Mapping[str, tuple[str, int]] | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
     bundle: str | None = None
     # A run that replaced a running tunnel failed: why (one line, no
@@ -203,6 +206,8 @@ class TunnelRecord:
             data[name] = None if value is None else vars(value).copy()
         data["removed_routes"] = [dict(route) for route in self.removed_routes]
         data["annotations"] = dict(self.annotations)
+        if self.followed is not None:
+            data["followed"] = {key: list(endpoint) for key, endpoint in self.followed.items()}
         return {"version": VERSION, **data}
 
 
@@ -298,11 +303,30 @@ def from_json(data: object) -> TunnelRecord:
         resolv_conf_original=_typed(data, "resolv_conf_original", str, None),
         public_key=_typed(data, "public_key", str, None),
         peer_public_keys=tuple(peers),
+        followed=_followed(data),
         annotations=_annotations(data),
         bundle=_typed(data, "bundle", str, None),
         failed=_typed(data, "failed", str, None),
         failed_at=_typed(data, "failed_at", (int, float), None),
     )
+
+
+def _followed(data: Mapping[str, Any]) -> dict[str, tuple[str, int]] | None:
+    followed = _typed(data, "followed", dict, None)
+    if followed is None:
+        return None
+    endpoints = {}
+    for key, endpoint in followed.items():
+        if not (
+            isinstance(endpoint, list)
+            and len(endpoint) == 2
+            and isinstance(endpoint[0], str)
+            and isinstance(endpoint[1], int)
+            and not isinstance(endpoint[1], bool)
+        ):
+            raise ValueError("followed: not a map of [host, port]")
+        endpoints[key] = (endpoint[0], endpoint[1])
+    return endpoints
 
 
 def _annotations(data: Mapping[str, Any]) -> dict[str, str]:

@@ -101,7 +101,7 @@ def _undo_inside(
     netlink: Netlink,
     attempt: Callable[..., None],
 ) -> None:
-    from . import nft
+    from . import nft, nft_apply, routes
     from .plan import REPLY_MARK
 
     if replacing:
@@ -116,16 +116,22 @@ def _undo_inside(
             record.resolv_conf_original,
         )
     if record.nftables:
-        attempt("remove nftables", nft.apply, netlink.netns_fd, nft.removal())
+        attempt("remove nftables", nft_apply.apply, netlink.netns_fd, nft.removal())
     for version in record.reply_path:
-        attempt("remove reply path", netlink.clear_reply_path, version, REPLY_MARK)
+        attempt("remove reply path", routes.clear_reply_path, netlink, version, REPLY_MARK)
     for route in record.removed_routes:
-        attempt("restore default route", netlink.restore_route, route)
+        attempt("restore default route", routes.restore_route, netlink, route)
     if record.moved:
         attempt("delete interface", netlink.delete_link, record.interface)
     # Last: until the interface is gone, its prefixes must not fall back.
     for prefix in record.guarded:
-        attempt("remove unreachable route", netlink.unguard, ip_network(prefix), record.route_table)
+        attempt(
+            "remove unreachable route",
+            routes.unguard,
+            netlink,
+            ip_network(prefix),
+            record.route_table,
+        )
 
 
 @contextmanager
@@ -190,7 +196,8 @@ def leave(container_id: str) -> None:
     """Take a running container off its tunnel (``wg-pod leave``): interface,
     nftables table, routing rules, podman's default routes and resolv.conf
     put back, record; and the records of pod members sharing it."""
-    from .netlink import namespace_lock, open_netns
+    from .locks import namespace_lock
+    from .netlink import open_netns
 
     record = records.load(container_id)
     if record is None:
@@ -216,7 +223,8 @@ def gc() -> list[str]:
     namespaces, unreadable records, host-side interfaces and wireguard-go
     processes that no record accounts for, record files a writer died
     before renaming, and namespace lock files nobody holds."""
-    from .netlink import Netlink, sweep_locks
+    from .locks import sweep_locks
+    from .netlink import Netlink
 
     removed = [f"record {cid[:12]}" for cid in prune_stale()]
     for container_id in records.broken_ids():

@@ -33,7 +33,8 @@ from tests.lab import (
     wait_for,
 )
 from wg_pod_hook import dns, health, records, teardown
-from wg_pod_hook.netlink import namespace_lock, open_netns
+from wg_pod_hook.locks import namespace_lock
+from wg_pod_hook.netlink import open_netns
 
 pytestmark = pytest.mark.root
 

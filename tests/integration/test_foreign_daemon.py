@@ -34,14 +34,20 @@ def foreign(lab: Lab, settings: Path) -> subprocess.Popen[str]:
     """``wg-pod daemon`` started by hand, as systemd or a lost run would."""
     argv = ["env", f"WG_POD_SETTINGS={settings}", *venv_command("wg-pod", "wg_pod_hook.cli")]
     process = lab.popen([*argv, "daemon"], name="foreign-daemon")
+    wait_serving(lab, process, "foreign-daemon", runtime.current().hook_socket)
+    return process
+
+
+def wait_serving(lab: Lab, process: subprocess.Popen[str], name: str, hook_socket: str) -> None:
+    """Until ``process`` (a daemon the lab started as ``name``) serves
+    ``hook_socket``; LabError, with its log, when it exits first."""
 
     def serving() -> bool:
         if process.poll() is not None:
-            raise LabError(f"the daemon exited: {lab.log_of('foreign-daemon')}")
-        return socket_servers(runtime.current().hook_socket) == [process.pid]
+            raise LabError(f"the daemon exited: {lab.log_of(name)}")
+        return socket_servers(hook_socket) == [process.pid]
 
-    wait_for(serving, timeout=15, what="the daemon started by hand")
-    return process
+    wait_for(serving, timeout=15, what=f"the daemon {name} on {hook_socket}")
 
 
 def still_serving(process: subprocess.Popen[str]) -> bool:
@@ -109,13 +115,7 @@ def installations(lab: Lab) -> int:
         ["env", "-u", runtime.STATE_DIR_ENV, *command, "--debug", "daemon"],
         name="installations-daemon",
     )
-
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise LabError(f"the daemon exited: {lab.log_of('installations-daemon')}")
-        return socket_servers(state_dir / "hook.sock") == [process.pid]
-
-    wait_for(serving, timeout=15, what="the daemon on /run/wg-pod")
+    wait_serving(lab, process, "installations-daemon", str(state_dir / "hook.sock"))
     return process.pid
 
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 import pytest
 
 from tests.lab import Lab, Netns, run
-from wg_pod_hook import nft
+from wg_pod_hook import nft, nft_apply
 from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import SetupError
 from wg_pod_hook.oci import parse_annotations
@@ -59,7 +59,7 @@ def applier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if request.param == "nft":
         monkeypatch.setitem(sys.modules, "nftables", None)  # `import nftables` fails
     else:
-        assert nft._libnftables() is not None, "no python3-nftables here: run scripts/setup"
+        assert nft_apply._libnftables() is not None, "no python3-nftables here: run scripts/setup"
     return str(request.param)
 
 
@@ -67,7 +67,7 @@ def apply(ns: Netns, ruleset: str) -> None:
     """nft.apply in ``ns``, through an fd opened on it, as the hook does."""
     fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        nft.apply(fd, ruleset)
+        nft_apply.apply(fd, ruleset)
     finally:
         os.close(fd)
 
@@ -75,7 +75,7 @@ def apply(ns: Netns, ruleset: str) -> None:
 def in_netns(ns: Netns, work: Callable[[Callable[[T], None]], None], timeout: float) -> T:
     fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return nft.in_netns(fd, work, timeout)
+        return nft_apply.in_netns(fd, work, timeout)
     finally:
         os.close(fd)
 
@@ -91,7 +91,7 @@ def listed(ns: Netns) -> str | None:
 def test_the_ruleset_is_applied_and_reads_back(
     netns: Netns, applier: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
     apply(netns, ruleset())
     table = listed(netns)
     assert table is not None

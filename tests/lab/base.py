@@ -10,6 +10,8 @@ a veth link. Also the switch between this tree and the installed system
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import logging
@@ -18,7 +20,7 @@ import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from pathlib import Path
@@ -204,7 +206,7 @@ def host_leftovers() -> tuple[list[str], list[str], list[str]]:
 
 def daemon_lock_holders(state_dir: str | None = None) -> list[int]:
     """The processes holding the lock a running ``wg-pod daemon`` keeps on
-    its state directory (daemon.py _claim; default: this process's), read
+    its state directory (daemon/main.py _claim; default: this process's), read
     from /proc/locks: seen without taking the lock, so a daemon starting
     meanwhile is not turned away. PID 0 is a holder in another PID
     namespace."""
@@ -337,3 +339,13 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold the lock of the cache directory ``cache`` (made if missing):
+    one run at a time fills or prunes it."""
+    cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -14,17 +14,16 @@ build; an unchanged tree reuses the package. The cache keeps the
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.lab import cache_lock
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "wg-pod"
@@ -97,20 +96,12 @@ def cache_key(tree: Path = REPO, tools: str | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _cache_lock() -> Iterator[None]:
-    CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def built_deb() -> Deb:
     """The .deb of this tree: from the cache, else ``make deb`` into it. Each
     build is one line in ``CACHE/builds.log``."""
     key = cache_key()
     start = time.monotonic()
-    with _cache_lock():
+    with cache_lock(CACHE):
         final = CACHE / key
         found = sorted(final.glob(f"{PACKAGE}_*_all.deb"))
         if len(found) == 1:

@@ -28,7 +28,6 @@ Every failure is a :class:`MachineError` naming the step; nothing here skips.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -41,11 +40,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.lab import REPO, children
+from tests.lab import REPO, cache_lock, children
 from tests.package.build import Deb, built_deb
 
 SUITE = "trixie"
@@ -212,14 +211,6 @@ class Root:
     offline: str = ""  # why the archive was not asked: the newest cached root was taken
 
 
-@contextlib.contextmanager
-def _cache_lock() -> Iterator[None]:
-    CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def root() -> Root:
     """The cached Debian 13 root of this recipe and the archive's current
     packages, built when missing (then the other roots are removed)."""
@@ -231,7 +222,7 @@ def root() -> Root:
     except (OSError, MachineError) as exc:
         offline = f"the archive could not be read ({exc})"
         key = ""
-    with _cache_lock():
+    with cache_lock(CACHE):
         if not key:
             ready = [p for p in CACHE.glob(f"{recipe}-*") if (p / "ready.json").is_file()]
             if not ready:

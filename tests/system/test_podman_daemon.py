@@ -98,17 +98,20 @@ def test_soak_containers_come_and_go_while_the_daemon_runs(
     conf = config_dir.write("wg0.conf", peer.client_config())
     script = RETRYING_WGET.format(url=peer.url_v4)
     rss_start = rss_warm = rss_kib(daemon.process.pid)
+    every_hundred = []
     start = time.monotonic()
     for cycle in range(SOAK):
         _, done = hooked_podman.run("sh", "-c", script, annotations={"wg-pod.config": str(conf)})
         assert peer.page in done.stdout, f"cycle {cycle}: {done.stdout} {done.stderr}"
         if cycle == WARM_UP - 1:
             rss_warm = rss_kib(daemon.process.pid)
+        if (cycle + 1) % 100 == 0:
+            every_hundred.append(f"{rss_kib(daemon.process.pid)} after {cycle + 1}")
     rss_end = rss_kib(daemon.process.pid)
     print(
         f"soak: {SOAK} containers in {time.monotonic() - start:.0f} s, all connected; "
         f"daemon RSS {rss_start} KiB at start, {rss_warm} KiB after {WARM_UP}, {rss_end} KiB "
-        f"after {SOAK} (+{rss_end - rss_warm} KiB)"
+        f"after {SOAK} (+{rss_end - rss_warm} KiB); every 100: {', '.join(every_hundred)}"
     )
     assert daemon.process.poll() is None
     assert rss_end - rss_warm < GROWTH_KIB

@@ -3,6 +3,7 @@ the peer elsewhere (resolution and the backend faked: our own boundaries)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from wg_pod_hook import endpoints
 from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.config import Endpoint, Key
+from wg_pod_hook.errors import StateError, WgPodError
 from wg_pod_hook.records import NetnsId, TunnelRecord
+from wg_pod_hook.settings import Settings
 
 NOW = 1_800_000_000
 KEY = Key(bytes(range(32)))
@@ -63,3 +66,23 @@ def test_the_same_address_is_left_alone(calls: dict[str, list[Any]]) -> None:
 def test_peers_with_literal_endpoints_are_not_followed(calls: dict[str, list[Any]]) -> None:
     assert endpoints.follow(RECORD, {}, [peer(200)], NOW, after=135) == []
     assert calls["resolve"] == []
+
+
+def test_the_followed_peers_come_from_the_record_without_reading_the_config() -> None:
+    """A repair's new record names them: the daemon does not parse the
+    config a second time (the path here does not exist)."""
+    record = replace(RECORD, config="/nonexistent/wg0.conf", followed={KEY.base64: ("vpn", 7)})
+    followed = endpoints.host_name_peers(record, Settings())
+    assert followed == {KEY.base64: endpoints.Followed(KEY, Endpoint("vpn", 7))}
+
+
+def test_an_older_record_has_its_followed_peers_read_from_the_config() -> None:
+    record = replace(RECORD, config="/nonexistent/wg0.conf")  # followed: None
+    with pytest.raises(WgPodError, match="nonexistent"):
+        endpoints.host_name_peers(record, Settings())
+
+
+def test_a_broken_key_in_the_record_is_a_state_error() -> None:
+    record = replace(RECORD, followed={"not a key": ("vpn", 7)})
+    with pytest.raises(StateError, match="followed peers"):
+        endpoints.host_name_peers(record, Settings())

@@ -6,7 +6,7 @@ import struct
 
 from wg_pod_hook import notify
 from wg_pod_hook.backends import LivePeer
-from wg_pod_hook.daemon import RTM_DELLINK, deleted_links
+from wg_pod_hook.daemon.watches import RTM_DELLINK, deleted_links
 from wg_pod_hook.health import (
     REJECT_AFTER_TIME,
     SEND_WINDOW,

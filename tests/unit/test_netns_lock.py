@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import netlink
+from wg_pod_hook import locks
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.netlink import keys_lock, namespace_lock, sweep_locks
+from wg_pod_hook.locks import keys_lock, namespace_lock, sweep_locks
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 
@@ -63,7 +63,7 @@ def test_a_second_hook_waits_for_the_first_then_gives_up(
 ) -> None:
     clock = SleepClock()
     with namespace_lock(netns_fd), monkeypatch.context() as m:
-        m.setattr(netlink, "time", clock)
+        m.setattr(locks, "time", clock)
         with (
             pytest.raises(SetupError, match="lock network namespace: another hook holds it"),
             namespace_lock(netns_fd, deadline=0.2),
@@ -80,7 +80,7 @@ def test_the_keys_lock_is_one_for_all_namespaces_and_goes_with_its_holder(
 ) -> None:
     """Held across namespaces (a namespace's lock does not stand in its
     way), named in the error of the hook that waited too long."""
-    monkeypatch.setattr(netlink, "time", SleepClock())
+    monkeypatch.setattr(locks, "time", SleepClock())
     with keys_lock(), namespace_lock(netns_fd):
         path = state_dir / "locks" / "keys"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import nft
+from wg_pod_hook import nft_apply
 from wg_pod_hook.errors import SetupError
 
 NFT_ERROR = (
@@ -22,23 +22,23 @@ NFT_ERROR = (
 
 
 def test_an_nft_error_becomes_one_line() -> None:
-    assert nft.one_line(NFT_ERROR) == (
+    assert nft_apply.one_line(NFT_ERROR) == (
         "/dev/stdin:28:51-54: Error: syntax error, unexpected string, expecting accept or drop "
         "type filter hook output priority filter; policy dorp; ^^^^"
     )
 
 
 def test_a_long_nft_error_is_cut_at_300_characters() -> None:
-    assert len(nft.one_line(NFT_ERROR * 10)) == nft.ERROR_MAX == 300
-    assert nft.one_line("\n \t\n") == ""
+    assert len(nft_apply.one_line(NFT_ERROR * 10)) == nft_apply.ERROR_MAX == 300
+    assert nft_apply.one_line("\n \t\n") == ""
 
 
 def test_without_the_python_module_nft_is_used(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "nftables", None)  # `import nftables` raises ImportError
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
-    assert nft._libnftables() is None
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
+    assert nft_apply._libnftables() is None
     assert "apply nftables with nsenter and nft: no Python module nftables" in caplog.text
 
 
@@ -46,15 +46,15 @@ def test_without_the_library_nft_is_used(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     binding_is_there()
-    monkeypatch.setattr(nft, "LIBNFTABLES", "libwg-pod-no-such.so.1")
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft")
-    assert nft._libnftables() is None
+    monkeypatch.setattr(nft_apply, "LIBNFTABLES", "libwg-pod-no-such.so.1")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
+    assert nft_apply._libnftables() is None
     assert "apply nftables with nsenter and nft: cannot load libwg-pod-no-such.so.1" in caplog.text
 
 
 def test_with_binding_and_library_the_work_stays_in_process() -> None:
     binding_is_there()
-    assert nft._libnftables() is not None
+    assert nft_apply._libnftables() is not None
 
 
 def test_an_fd_that_is_no_namespace_is_refused(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_an_fd_that_is_no_namespace_is_refused(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "not-a-namespace", os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         with pytest.raises(SetupError) as info:
-            nft.in_netns(fd, lambda report: ran.append(report(1)), 5.0)
+            nft_apply.in_netns(fd, lambda report: ran.append(report(1)), 5.0)
     finally:
         os.close(fd)
     assert str(info.value) == (

@@ -10,7 +10,7 @@ import pytest
 
 from wg_pod_hook import hooksd, nft
 from wg_pod_hook.cli import format_plan
-from wg_pod_hook.config import parse_config
+from wg_pod_hook.config import Key, parse_config
 from wg_pod_hook.errors import ConfigError
 from wg_pod_hook.names import temp_name
 from wg_pod_hook.oci import Toggle, parse_annotations
@@ -292,3 +292,12 @@ def test_split_default_with_delete_default_makes_the_tunnel_the_default_route() 
     assert plan.kill_switch is True and plan.reply_path == frozenset({4, 6})
     partial = plan_for({"wg-pod.delete-default": "true"}, config("0.0.0.0/1, 10.99.0.0/16"))
     assert ip_network("0.0.0.0/0") not in partial.routes
+
+
+def test_only_host_name_endpoints_are_followed() -> None:
+    named, literal = Key(bytes([1] * 32)).base64, Key(bytes([2] * 32)).base64
+    text = config() + (
+        f"[Peer]\nPublicKey = {named}\nAllowedIPs = 10.9.0.0/24\nEndpoint = vpn.example:51821\n"
+        f"[Peer]\nPublicKey = {literal}\nAllowedIPs = 10.8.0.0/24\n"
+    )
+    assert plan_for({}, text).host_name_endpoints == {named: ("vpn.example", 51821)}

@@ -231,3 +231,29 @@ def test_the_container_process_is_named_by_pid_and_start_time() -> None:
     assert later.container() is not None and not later.container().alive()
     assert replace(mine, container_start=None).container() is None
     assert replace(mine, container_pid=None).container() is None
+
+
+def test_the_followed_endpoints_round_trip() -> None:
+    record = replace(full_record(), followed={"B" * 43 + "=": ("vpn.example", 51820)})
+    records.write(record)
+    data = json.loads(records.path_for(CID).read_text())
+    assert data["followed"] == {"B" * 43 + "=": ["vpn.example", 51820]}
+    assert records.load(CID) == record
+
+
+def test_a_record_without_followed_endpoints_says_it_does_not_know() -> None:
+    """An older wg-pod's record: None (the daemon reads the config), not {}."""
+    records.write(full_record())
+    assert json.loads(records.path_for(CID).read_text())["followed"] is None
+    loaded = records.load(CID)
+    assert loaded is not None and loaded.followed is None
+
+
+@pytest.mark.parametrize(
+    "followed",
+    [{"k": ["vpn.example"]}, {"k": ["vpn.example", "51820"]}, {"k": ["vpn", True]}, ["x"]],
+)
+def test_broken_followed_endpoints_are_refused(followed: object) -> None:
+    records.path_for(CID).write_text(json.dumps({**full_record().to_json(), "followed": followed}))
+    with pytest.raises(RecordError, match="followed"):
+        records.load(CID)

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from wg_pod_hook import rtnl
+from wg_pod_hook import routes, rtnl
 from wg_pod_hook._pyroute2 import ifaddrmsg, ifinfmsg, rtmsg
-from wg_pod_hook.netlink import Netlink
 
 IPBatch: Any = pytest.importorskip("pyroute2.iproute.linux").IPBatch
 HEADER = struct.Struct("=LHHLL")
@@ -48,8 +47,8 @@ ROUTES = [
     {"dst": "10.99.0.0/24", "family": 2, "oif": 5, "table": 51820},
     {"dst": "fd00:99::/64", "family": 10, "oif": 5, "table": 200},
     {"dst": "10.99.0.0/24", "family": 2, "gateway": "10.0.0.1"},
-    Netlink._guard_spec(ip_network("10.99.0.0/24"), None),
-    Netlink._guard_spec(ip_network("::/1"), 51820),
+    routes._guard_spec(ip_network("10.99.0.0/24"), None),
+    routes._guard_spec(ip_network("::/1"), 51820),
     # a default route as default_routes gives it (restored, deleted)
     {"family": 2, "dst_len": 0, "table": 254, "proto": 3, "priority": 100, "oif": 2,
      "gateway": "10.0.0.1"},

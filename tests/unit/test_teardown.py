@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from wg_pod_hook import lifecycle, nft, records, teardown
+from wg_pod_hook import lifecycle, nft, nft_apply, records, routes, teardown
 from wg_pod_hook.errors import SetupError
 from wg_pod_hook.netlink import Netlink
 from wg_pod_hook.plan import REPLY_MARK
@@ -24,7 +24,7 @@ ROUTE = {"family": 2, "dst_len": 0, "table": 254, "gateway": "10.88.0.1"}
 class FakeNetlink:
     """Stands in for netlink.Netlink inside the container's namespace."""
 
-    netns_fd = 1000  # nft.apply gets the namespace's fd, never its path
+    netns_fd = 1000  # nft_apply.apply gets the namespace's fd, never its path
 
     def __init__(self, fail: str | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
@@ -52,10 +52,17 @@ class FakeNetlink:
 pytestmark = pytest.mark.usefixtures("state_dir")
 
 
+@pytest.fixture(autouse=True)
+def _routes_to_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """routes.py's calls, each made on the namespace's Netlink: the fake's."""
+    for name in ("restore_route", "clear_reply_path", "unguard"):
+        monkeypatch.setattr(routes, name, lambda nl, *args, _name=name: getattr(nl, _name)(*args))
+
+
 @pytest.fixture
 def nft_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(nft, "apply", lambda path, ruleset: calls.append((path, ruleset)))
+    monkeypatch.setattr(nft_apply, "apply", lambda path, ruleset: calls.append((path, ruleset)))
     return calls
 
 

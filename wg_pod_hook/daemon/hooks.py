@@ -1,0 +1,171 @@
+"""The hooks' requests: the hook socket and the workers that answer it.
+
+Each request runs in a worker of its own: a fork of the warm daemon, so the
+work costs no interpreter start and no imports, requests run side by side,
+and a worker that dies takes only its request along (its hook then does the
+work itself).  The worker is forked ahead of its request (a spare), so the
+fork is not on the way either: the request's connection goes to the spare
+by ``SCM_RIGHTS``, and the next spare is forked while the first one works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from .. import handoff, stages
+from ..settings import ENV_VAR
+from .loop import Loop, root_only_socket
+
+log = logging.getLogger(__name__)
+
+# At most this many requests at once (more: the hook does its own work),
+# each in a worker killed after WORKER_DEADLINE (its hook has done the work
+# itself long before: handoff.DEADLINE).
+MAX_WORKERS = 64
+WORKER_DEADLINE = 60.0
+REQUEST_TIMEOUT = 5.0  # a connection that sends no request in time is dropped
+
+
+@dataclass
+class Spare:
+    """A worker forked ahead of its request, waiting on ``channel`` for the
+    hook's connection."""
+
+    pid: int
+    pidfd: int
+    channel: socket.socket
+
+
+class HookRequests:
+    def __init__(self, loop: Loop, path: str) -> None:
+        self.loop = loop
+        self.path = path
+        self.listener = root_only_socket(path, socket.SOCK_SEQPACKET)
+        loop.watch(self.listener, self._accept)
+        self.spare: Spare | None = None
+        self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
+
+    def start(self) -> None:
+        self._fork_spare()
+
+    def close(self) -> None:
+        """No new requests.  Workers at work finish theirs (their hooks wait
+        for them); the spare sees its channel close, and ends."""
+        self.loop.close(self.listener)
+        Path(self.path).unlink(missing_ok=True)
+        if self.spare is not None:
+            self.loop.close(self.spare.channel)
+
+    def end_overdue(self) -> None:
+        now = time.monotonic()
+        for pid, (pidfd, started) in list(self.workers.items()):
+            if now - started > WORKER_DEADLINE:
+                log.error("daemon: worker %d overdue, killed", pid)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            if len(self.workers) >= MAX_WORKERS:
+                conn.close()  # the hook does its own work
+                continue
+            spare = self.spare or self._fork_spare()
+            self.spare = None
+            try:
+                socket.send_fds(spare.channel, [b"r"], [conn.fileno()])
+            except OSError as exc:  # it died a moment ago: the hook does its own work
+                log.warning("daemon: worker %d took no request: %s", spare.pid, exc)
+            finally:
+                conn.close()
+                self.loop.close(spare.channel)
+            self.workers[spare.pid] = (spare.pidfd, time.monotonic())
+            self._fork_spare()
+
+    def _fork_spare(self) -> Spare:
+        channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self.loop.fork()
+        if pid == 0:
+            channel.close()
+            _work(child_end)  # never returns
+        child_end.close()
+        pidfd = os.pidfd_open(pid)
+        self.loop.hold(channel)
+        self.loop.watch(pidfd, lambda: self._reap(pid))
+        self.spare = Spare(pid, pidfd, channel)
+        return self.spare
+
+    def _reap(self, pid: int) -> None:
+        if self.spare is not None and self.spare.pid == pid:  # killed while it waited
+            pidfd = self.spare.pidfd
+            self.loop.close(self.spare.channel)
+            self.spare = None
+        else:
+            pidfd, _ = self.workers.pop(pid)
+        self.loop.close(pidfd)
+        os.waitpid(pid, 0)
+
+
+def _work(channel: socket.socket) -> NoReturn:
+    """In the worker: wait for a request, answer it, then exit; exit at once
+    when the daemon goes (its end of ``channel`` closes)."""
+    code = 1
+    try:
+        _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+        for fd in fds[:1]:  # none: the daemon is gone or stopping
+            with socket.socket(fileno=fd) as conn:
+                conn.setblocking(True)
+                conn.sendall(handoff.encode_answer(*serve(conn)))
+        code = 0
+    except BaseException:
+        log.exception("daemon: a hook's request failed")
+    finally:
+        os._exit(code)
+
+
+def serve(conn: socket.socket) -> handoff.Answer:
+    """One hook's request, in a worker: who asks, what, and the answer the
+    hook would give itself.  Refused, with the hook's own message, unless
+    root asks; a malformed request is refused too."""
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    conn.settimeout(REQUEST_TIMEOUT)
+    try:
+        stage, settings, started, state = handoff.decode_request(conn.recv(handoff.MAX_MESSAGE))
+    except (OSError, ValueError) as exc:
+        log.warning("daemon: refused a malformed request (pid %d): %s", pid, exc)
+        return 1, "wg-pod: the daemon got a malformed request"
+    if stage not in stages.STAGES:
+        return 1, f"wg-pod: unknown stage {stage[:40]!r}"
+    if uid != 0:  # nothing done for it: what the hook could not do, it may not ask
+        log.warning("daemon: refused the %s of uid %d (pid %d): not root", stage, uid, pid)
+        if stage == "poststop":
+            return 0, None
+        return 1, f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
+    conn.settimeout(None)
+    # The worker is this request's alone: its environment is the hook's.
+    if settings is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = settings
+    return stages.run_stage(
+        stage, state, in_daemon=True, started=started, wanted=lambda: _waiting(conn)
+    )
+
+
+def _waiting(conn: socket.socket) -> bool:
+    """Whether the hook still waits for the answer: it sends nothing after
+    its request, so anything to read on the connection is its hangup."""
+    poll = select.poll()
+    poll.register(conn, select.POLLIN | select.POLLHUP | select.POLLRDHUP)
+    return not poll.poll(0)

@@ -1,0 +1,91 @@
+"""Looks at the watched tunnels: every tick, each tunnel's status is read
+once (status.tunnel_status: its interface and its peers, from its backend)
+and handed to each per-tunnel task in turn.
+
+The tasks today: its health (health.py: up, idle, stale, down, repairing;
+a tunnel found down is repaired) and following its peers' host-name
+endpoints (endpoints.py).  A new periodic task for a tunnel (renewing a
+port mapping, say) is one more entry in the daemon's list of tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .. import endpoints, health, status
+from ..errors import WgPodError
+from ..settings import Settings
+from ..status import TunnelStatus
+from .watches import Watch
+
+log = logging.getLogger(__name__)
+
+TunnelTask = Callable[[Watch, TunnelStatus], None]
+
+
+def look(watch: Watch, tasks: Sequence[TunnelTask]) -> None:
+    tunnel = status.tunnel_status(watch.record)
+    for task in tasks:
+        task(watch, tunnel)
+
+
+def health_task(busy: Callable[[str], bool], broken: Callable[[str], None]) -> TunnelTask:
+    """The tunnel's health, from the look; ``broken`` when it is down and
+    no repair (``busy``) is at work on it already."""
+
+    def task(watch: Watch, tunnel: TunnelStatus) -> None:
+        container_id = watch.record.container_id
+        repairing = busy(container_id)
+        now = _write(container_id, status.sample(tunnel), repairing=repairing)
+        if now.state is health.State.DOWN and not repairing:
+            broken(container_id)
+
+    return task
+
+
+def endpoints_task(settings: Settings) -> TunnelTask:
+    """Peers whose host-name endpoint moved: pointed at its new address."""
+
+    def task(watch: Watch, tunnel: TunnelStatus) -> None:
+        if not watch.followed or tunnel.problem is not None:
+            return
+        try:
+            moved = endpoints.follow(
+                watch.record,
+                watch.followed,
+                tunnel.peers,
+                time.time(),
+                settings.endpoint_refresh_after,
+            )
+        except WgPodError as exc:
+            log.warning("container %s: %s", watch.record.container_id[:12], exc)
+            return
+        for change in moved:
+            log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+    return task
+
+
+def repairing(container_id: str) -> None:
+    """Said without a look, as a repair starts: the tunnel's interface is
+    missing, or its setup was cut short."""
+    _write(container_id, health.Sample(time.time(), None), repairing=True)
+
+
+def note(container_id: str, **changes: object) -> None:
+    """``changes`` into the tunnel's health, when it has one."""
+    current = health.read(container_id)
+    if current is not None:
+        health.write(replace(current, **changes))  # type: ignore[arg-type]
+
+
+def _write(container_id: str, sample: health.Sample, *, repairing: bool) -> health.Health:
+    previous = health.read(container_id)
+    now = health.next_health(previous, container_id, sample, repairing=repairing)
+    health.write(now)
+    if previous is None or previous.state is not now.state:
+        log.info("container %s: %s", container_id[:12], now.state.value)
+    return now

@@ -1,0 +1,159 @@
+"""Repairs: a watched tunnel set up again in place, from its record and its
+config (lifecycle.repair), without restarting the container.
+
+Each repair runs in a worker of its own (a fork, like the hooks'
+requests), so a slow one (a DNS lookup, a lock, a backend taking its time)
+never holds up the loop or a container's start; its end comes back to the
+loop through the worker's pidfd, and how it ended through a pipe.  A
+failed one keeps the namespace closed and the record, marked failed
+(lifecycle), and is tried again after 1, 2, 4, ... MAX_BACKOFF seconds
+until it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import NoReturn
+
+from .. import failures, health, lifecycle, records
+from ..errors import Superseded, WgPodError, describe
+from ..records import TunnelRecord
+from ..settings import Settings
+from . import looks
+from .loop import Loop
+from .watches import Watch, Watches
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+REPAIR_DEADLINE = 60.0  # a repair's worker is killed after this long
+
+
+@dataclass
+class Repair:
+    """A repair at work in a worker: its pidfd, and the pipe on which it
+    says how it ended."""
+
+    pid: int
+    pidfd: int
+    result: int
+    started: float
+
+
+class Repairs:
+    def __init__(self, loop: Loop, settings: Settings, watches: Watches) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.watches = watches
+        self.at_work: dict[str, Repair] = {}  # container id: its worker
+
+    def busy(self, container_id: str) -> bool:
+        return container_id in self.at_work
+
+    def schedule(self, container_id: str, delay: float) -> None:
+        self.loop.at(delay, _key(container_id), lambda: self._due(container_id))
+
+    def end_overdue(self) -> None:
+        now = time.monotonic()
+        for container_id, repair in self.at_work.items():
+            if now - repair.started > REPAIR_DEADLINE:
+                log.error("container %s: repair overdue, its worker killed", container_id[:12])
+                signal.pidfd_send_signal(repair.pidfd, signal.SIGKILL)
+
+    def _due(self, container_id: str) -> None:
+        watch = self.watches.get(container_id)
+        if watch is not None and container_id not in self.at_work:
+            self._start(watch)
+
+    def _start(self, watch: Watch) -> None:
+        container_id = watch.record.container_id
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pid = self.loop.fork()
+        if pid == 0:
+            os.close(read_end)
+            _repair_in_worker(watch.record, self.settings, write_end)  # never returns
+        os.close(write_end)
+        pidfd = os.pidfd_open(pid)
+        self.at_work[container_id] = Repair(pid, pidfd, read_end, time.monotonic())
+        self.loop.hold(read_end)
+        self.loop.watch(pidfd, lambda: self._ended(container_id))
+        looks.repairing(container_id)
+
+    def _ended(self, container_id: str) -> None:
+        """A repair's worker ended: how, from its pipe (nothing: it was
+        killed, which counts as a failure; the record says what it did, and
+        the next try converges)."""
+        repair = self.at_work.pop(container_id)
+        self.loop.close(repair.pidfd)
+        os.waitpid(repair.pid, 0)
+        try:
+            outcome = os.read(repair.result, select.PIPE_BUF)
+        finally:
+            self.loop.close(repair.result)
+        kind, _, reason = outcome.decode(errors="replace").partition("\0")
+        watch = self.watches.get(container_id)
+        if watch is None:  # its container ended meanwhile
+            return
+        if kind == "superseded":
+            self.watches.adopt(container_id)  # a hook set it up anew, or it is gone
+        elif kind == "ok":
+            self._succeeded(watch)
+        else:
+            self._failed(watch, reason or "its worker was killed")
+
+    def _succeeded(self, watch: Watch) -> None:
+        container_id = watch.record.container_id
+        self.loop.cancel(_key(container_id))
+        previous = health.read(container_id)
+        looks.note(container_id, repairs=(previous.repairs if previous else 0) + 1)
+        failures.forget(container_id)
+        log.info("container %s: %s repaired", container_id[:12], watch.record.interface)
+        self.watches.adopt(container_id)  # its new record: watched anew, and looked at
+
+    def _failed(self, watch: Watch, reason: str) -> None:
+        """The namespace stays closed (lifecycle kept what closes it, and
+        the record, marked failed); tried again after a backoff, with the
+        record as it now is, so the next try replaces it."""
+        container_id = watch.record.container_id
+        watch.failures += 1
+        delay = min(MAX_BACKOFF, 2.0 ** (watch.failures - 1))
+        log.error("container %s: repair failed: %s", container_id[:12], reason)
+        failures.remember(container_id, "repair", reason)
+        looks.note(container_id, last_failure=f"repair: {reason}")
+        current = records.read(container_id)
+        if current is None or current.shared_with:  # taken down meanwhile (leave)
+            self.watches.drop(container_id)
+            return
+        watch.record = current
+        self.schedule(container_id, delay)
+        log.info("container %s: next try in %.0f s", container_id[:12], delay)
+
+
+def _key(container_id: str) -> str:
+    return f"repair {container_id}"
+
+
+def _repair_in_worker(record: TunnelRecord, settings: Settings, result: int) -> NoReturn:
+    """In the worker: the repair, and one line on ``result``: ``ok``,
+    ``superseded``, or ``failed`` and the reason."""
+    outcome = b"failed\0internal error"
+    try:
+        lifecycle.repair(record, settings)
+        outcome = b"ok"
+    except Superseded:
+        outcome = b"superseded"
+    except WgPodError as exc:
+        outcome = b"failed\0" + describe(exc).encode()
+    except BaseException as exc:
+        log.exception("container %s: repair failed", record.container_id[:12])
+        outcome = b"failed\0internal error " + type(exc).__name__.encode()
+    finally:
+        try:
+            os.write(result, outcome[: select.PIPE_BUF])
+        finally:
+            os._exit(0)
