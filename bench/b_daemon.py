@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tests.integration.support import PEER_NAME, DnsServer, fetch_in
 from tests.lab import Daemon, HookRunner, Lab, rss_kib, with_resolv_conf, write_settings
-from wg_pod_hook import records, runtime
+from wg_pod_hook import runtime
 from wg_pod_hook.daemon import loop as daemon_module
+from wg_pod_hook.state import records
 
 from .common import Result, Row, Setup, Stats, timed
 

@@ -203,7 +203,7 @@ def _breakdown(
     for module, stage in (
         ("wg_pod_hook.hook", "the thin hook"),
         ("wg_pod_hook.stages", "standalone poststop"),
-        ("wg_pod_hook.lifecycle", "standalone createRuntime"),
+        ("wg_pod_hook.tunnel.lifecycle", "standalone createRuntime"),
     ):
         rows.append(
             Row(
@@ -215,11 +215,12 @@ def _breakdown(
                 "python -c pass",
             )
         )
-    groups = import_times("wg_pod_hook.lifecycle")
+    groups = import_times("wg_pod_hook.tunnel.lifecycle")
     total = sum(groups.values())
     top = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
     details.append(
-        f"hook: -X importtime, import wg_pod_hook.lifecycle: {total:.0f} ms self time in all, "
+        "hook: -X importtime, import wg_pod_hook.tunnel.lifecycle: "
+        f"{total:.0f} ms self time in all, "
         "by package: " + ", ".join(f"{name} {ms:.0f}" for name, ms in top)
     )
     rows.append(
@@ -277,10 +278,10 @@ def _profile(
         for label, suffix, func in _PROFILED:
             if filename.endswith(suffix) and name == func:
                 found[label] = ct * 1000
-        if filename.endswith("wg_pod_hook/netlink.py"):
+        if filename.endswith("wg_pod_hook/kernel/netlink.py"):
             # Only calls made by the lifecycle: nested netlink.py calls are inside them.
             for (caller_file, _l, _n), entry in callers.items():
-                if caller_file.endswith("wg_pod_hook/lifecycle.py"):
+                if caller_file.endswith("wg_pod_hook/tunnel/lifecycle.py"):
                     netlink += entry[3] * 1000
         if filename.endswith("wg_pod_hook/hook.py") and name == "main":
             found["main"] = ct * 1000

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.lab import Daemon, Lab, link_names
 from wg_pod_hook import runtime
-from wg_pod_hook.names import temp_name
+from wg_pod_hook.model.names import temp_name
 
 from .common import Result, Row, Setup, Stats, hook_command, timed
 

@@ -12,29 +12,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import (
-    __version__,
-    failures,
-    hooksd,
-    logs,
-    nft,
-    notify,
-    oci,
-    podman,
-    records,
-    runtime,
-    status,
-    units,
-)
-from .backends import PeerSetup
-from .bundle import read_bundle
+from . import __version__, hooksd, logs, notify, podman, runtime, units
 from .errors import AnnotationError, WgPodError, describe
-from .lifecycle import check_key_unused, prepare, up
-from .oci import CONFIG, ContainerState
-from .plan import Plan
-from .resolve import device_setup
-from .settings import load_settings
-from .teardown import gc, leave
+from .kernel.backends import PeerSetup
+from .model import nft, oci
+from .model.bundle import read_bundle
+from .model.oci import CONFIG, ContainerState
+from .model.plan import Plan
+from .model.settings import load_settings
+from .state import failures, records
+from .tunnel import status
+from .tunnel.lifecycle import check_key_unused, prepare, up
+from .tunnel.resolve import device_setup
+from .tunnel.teardown import gc, leave
 
 EXAMPLES = {
     "join": "example: wg-pod join web /etc/wg/wg0.conf --port-remapping 80:8080 --delete-default",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SetupError
-from .oci import KEY_PATTERN
+from .model.oci import KEY_PATTERN
 from .runtime import STATE_DIR_ENV
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from . import health, records
+from .state import health, records
 
 log = logging.getLogger(__name__)
 

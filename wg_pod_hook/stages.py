@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import failures, notify, teardown
-from .bundle import read_bundle
+from . import notify
 from .errors import PrivilegeError, Superseded, WgPodError, describe
 from .handoff import Answer
-from .oci import ContainerState, parse_state
-from .settings import Settings, load_settings
+from .model.bundle import read_bundle
+from .model.oci import ContainerState, parse_state
+from .model.settings import Settings, load_settings
+from .state import failures
+from .tunnel import teardown
 
 log = logging.getLogger("wg_pod_hook.hook")
 
@@ -68,7 +70,7 @@ def create_runtime(
     state: ContainerState, settings: Settings, wanted: Callable[[], bool] | None = None
 ) -> None:
     logging.getLogger().setLevel(settings.log_level.upper())
-    from . import lifecycle  # netlink and the backends: not on poststop's path
+    from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
     plan = lifecycle.prepare(state, settings)
     lifecycle.up(plan, read_bundle(state.bundle), settings, wanted=wanted)

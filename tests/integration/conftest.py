@@ -17,7 +17,7 @@ import pytest
 from tests.integration.support import kernel_has_wireguard
 from tests.lab import Daemon, HookRunner, Lab, token
 from tests.vm.inner import left_out_reason
-from wg_pod_hook import cgroups
+from wg_pod_hook.kernel import cgroups
 
 
 @pytest.fixture(params=["userspace", "kernel"])

@@ -25,9 +25,9 @@ from tests.lab import (
     wait_for,
     wg_pod_processes,
 )
-from wg_pod_hook import health
-from wg_pod_hook.names import temp_name
-from wg_pod_hook.records import path_for
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.state import health
+from wg_pod_hook.state.records import path_for
 
 PAGE_TIMEOUT = 10.0
 

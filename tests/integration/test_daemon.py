@@ -39,8 +39,9 @@ from tests.lab import (
     wait_for,
     with_resolv_conf,
 )
-from wg_pod_hook import cgroups, health, records
-from wg_pod_hook.names import temp_name
+from wg_pod_hook.kernel import cgroups
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.state import health, records
 
 pytestmark = pytest.mark.root
 

@@ -32,9 +32,10 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import dns, health, records, teardown
-from wg_pod_hook.locks import namespace_lock
-from wg_pod_hook.netlink import open_netns
+from wg_pod_hook.kernel.netlink import open_netns
+from wg_pod_hook.state import health, records
+from wg_pod_hook.state.locks import namespace_lock
+from wg_pod_hook.tunnel import dns, teardown
 
 pytestmark = pytest.mark.root
 

@@ -35,14 +35,22 @@ from tests.lab import (
     run,
     wait_for,
 )
-from wg_pod_hook import cgroups, handoff, health, records, runtime
-from wg_pod_hook.lifecycle import STEP_NAMES
-from wg_pod_hook.names import temp_name
+from wg_pod_hook import handoff, runtime
+from wg_pod_hook.kernel import cgroups
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.state import health, records
+from wg_pod_hook.tunnel.lifecycle import STEP_NAMES
 
 pytestmark = pytest.mark.root
 
 # What the thin hook must not import: the work's modules and what they pull in.
-HEAVY = ("pyroute2", "asyncio", "yaml", "wg_pod_hook.lifecycle", "wg_pod_hook.teardown")
+HEAVY = (
+    "pyroute2",
+    "asyncio",
+    "yaml",
+    "wg_pod_hook.tunnel.lifecycle",
+    "wg_pod_hook.tunnel.teardown",
+)
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from tests.integration.support import (
     write_config,
 )
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
-from wg_pod_hook import teardown
-from wg_pod_hook.names import temp_name
-from wg_pod_hook.plan import REPLY_MARK
-from wg_pod_hook.records import path_for
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.state.records import path_for
+from wg_pod_hook.tunnel import teardown
 
 pytestmark = pytest.mark.root
 

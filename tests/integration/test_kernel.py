@@ -15,8 +15,8 @@ import pytest
 
 from tests.integration.support import fetch_in, kernel_has_wireguard, serve_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
-from wg_pod_hook.names import temp_name
-from wg_pod_hook.records import path_for
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.state.records import path_for
 
 pytestmark = pytest.mark.root
 

@@ -36,14 +36,16 @@ from tests.lab import (
     wait_for,
     wg_pod_processes,
 )
-from wg_pod_hook import health, lifecycle, notify, records, runtime, teardown
+from wg_pod_hook import notify, runtime
 from wg_pod_hook.daemon import loop as wg_pod_daemon
 from wg_pod_hook.errors import Superseded
-from wg_pod_hook.locks import namespace_lock
-from wg_pod_hook.names import temp_name
-from wg_pod_hook.netlink import open_netns
-from wg_pod_hook.records import path_for, process_start_time
-from wg_pod_hook.settings import load_settings
+from wg_pod_hook.kernel.netlink import open_netns
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.model.settings import load_settings
+from wg_pod_hook.state import health, records
+from wg_pod_hook.state.locks import namespace_lock
+from wg_pod_hook.state.records import path_for, process_start_time
+from wg_pod_hook.tunnel import lifecycle, teardown
 
 pytestmark = pytest.mark.root
 

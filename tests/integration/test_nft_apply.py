@@ -16,12 +16,13 @@ from typing import TypeVar
 import pytest
 
 from tests.lab import Lab, Netns, run
-from wg_pod_hook import nft, nft_apply
-from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.oci import parse_annotations
-from wg_pod_hook.plan import TABLE_NAME, build_plan
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.kernel import nft_apply
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.config import parse_config
+from wg_pod_hook.model.oci import parse_annotations
+from wg_pod_hook.model.plan import TABLE_NAME, build_plan
+from wg_pod_hook.model.settings import Settings
 
 pytestmark = pytest.mark.root
 T = TypeVar("T")
@@ -91,7 +92,7 @@ def listed(ns: Netns) -> str | None:
 def test_the_ruleset_is_applied_and_reads_back(
     netns: Netns, applier: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.kernel.nft_apply")
     apply(netns, ruleset())
     table = listed(netns)
     assert table is not None

@@ -14,12 +14,12 @@ from ipaddress import IPv6Address, ip_address, ip_network
 import pytest
 
 from tests.lab import Netns
-from wg_pod_hook import nft
-from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import AnnotationError, ConfigError
-from wg_pod_hook.oci import parse_annotations
-from wg_pod_hook.plan import DnsPlan, Plan, build_plan
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.config import parse_config
+from wg_pod_hook.model.oci import parse_annotations
+from wg_pod_hook.model.plan import DnsPlan, Plan, build_plan
+from wg_pod_hook.model.settings import Settings
 
 pytestmark = pytest.mark.root
 

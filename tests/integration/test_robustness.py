@@ -46,10 +46,11 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import failures, health, runtime
-from wg_pod_hook.lifecycle import STEP_NAMES
-from wg_pod_hook.names import is_temp_name, temp_name
-from wg_pod_hook.records import path_for
+from wg_pod_hook import runtime
+from wg_pod_hook.model.names import is_temp_name, temp_name
+from wg_pod_hook.state import failures, health
+from wg_pod_hook.state.records import path_for
+from wg_pod_hook.tunnel.lifecycle import STEP_NAMES
 
 pytestmark = pytest.mark.root
 

@@ -31,8 +31,9 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook import runtime, teardown
-from wg_pod_hook.plan import REPLY_MARK
+from wg_pod_hook import runtime
+from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.tunnel import teardown
 
 pytestmark = pytest.mark.root
 

@@ -178,7 +178,7 @@ def children(pid: int) -> list[int]:
 def wg_pod_processes() -> dict[str, str]:
     """pid -> temporary interface name of every userspace process the hook
     started, whoever's test it belongs to."""
-    from wg_pod_hook.backends.userspace import running_processes
+    from wg_pod_hook.kernel.backends.userspace import running_processes
 
     return {str(process.pid): name for process, name in running_processes().items()}
 
@@ -196,7 +196,7 @@ def use_state_dir(monkeypatch: Any, directory: Path) -> Path:
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     """wg-pod's host-side interfaces, userspace processes and records."""
     from wg_pod_hook import runtime
-    from wg_pod_hook.names import is_temp_name
+    from wg_pod_hook.model.names import is_temp_name
 
     links = [name for name in link_names() if is_temp_name(name)]
     directory = Path(runtime.current().records)

@@ -181,7 +181,7 @@ class Lab:
 
     def wireguard_go(self, ifname: str, *, netns: str | None = None) -> subprocess.Popen[str]:
         """Start ``wireguard-go -f IFNAME`` (in ``netns`` or the host); wait for its UAPI socket."""
-        from wg_pod_hook.backends.userspace import accepts_connections
+        from wg_pod_hook.kernel.backends.userspace import accepts_connections
 
         proc = self.popen(
             ["wireguard-go", "-f", ifname], netns=netns, name=f"wireguard-go-{ifname}"

@@ -103,7 +103,7 @@ class Podman:
         (in the hook's own stderr format)."""
         if self.runtime != "crun":
             return done.stderr
-        from wg_pod_hook.failures import recent
+        from wg_pod_hook.state.failures import recent
 
         return "\n".join(
             f"wg-pod: container {f.container_id[:12]}: {f.message}"

@@ -97,7 +97,7 @@ def test_installed_settings_are_the_defaults(installed: Deb) -> None:
     """The conffile has every key commented out: it reads as the defaults."""
     assert (
         installed_python(
-            "from wg_pod_hook.settings import Settings, load_settings; "
+            "from wg_pod_hook.model.settings import Settings, load_settings; "
             "s = load_settings(); print(s == Settings(), s.source)"
         )
         == "True /etc/wg-pod/wg-pod.yaml"

@@ -25,7 +25,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.system.test_podman_safety import dns_config
-from wg_pod_hook.backends.userspace import accepts_connections
+from wg_pod_hook.kernel.backends.userspace import accepts_connections
 from wg_pod_hook.podman import DEFAULT_SOCKET
 
 pytestmark = pytest.mark.podman

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run
-from wg_pod_hook.plan import TABLE_NAME
+from wg_pod_hook.model.plan import TABLE_NAME
 
 pytestmark = pytest.mark.podman
 

@@ -23,7 +23,8 @@ from tests.lab import (
     rss_kib,
     wait_for,
 )
-from wg_pod_hook import health, records, runtime
+from wg_pod_hook import runtime
+from wg_pod_hook.state import health, records
 
 pytestmark = pytest.mark.podman
 

@@ -37,7 +37,7 @@ from tests.lab import (
     wait_for,
 )
 from tests.lab.base import INSTALLED_HOOKS_DIR, SYSTEM_PODMAN
-from wg_pod_hook import records
+from wg_pod_hook.state import records
 
 pytestmark = pytest.mark.podman
 

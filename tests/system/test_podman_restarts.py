@@ -17,7 +17,7 @@ from tests.lab import (
     wait_for,
     wg_pod_processes,
 )
-from wg_pod_hook.names import temp_name
+from wg_pod_hook.model.names import temp_name
 
 pytestmark = pytest.mark.podman
 

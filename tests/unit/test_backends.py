@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from wg_pod_hook import backends
 from wg_pod_hook.errors import BackendUnavailable
-from wg_pod_hook.records import NetnsId, TunnelRecord
-from wg_pod_hook.settings import parse_settings
+from wg_pod_hook.kernel import backends
+from wg_pod_hook.model.settings import parse_settings
+from wg_pod_hook.state.records import NetnsId, TunnelRecord
 
 
 @pytest.mark.parametrize("name", backends.NAMES)
@@ -31,7 +31,7 @@ def test_an_unknown_backend_says_which_are_known() -> None:
 
 
 def test_a_record_is_stopped_by_its_own_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wg_pod_hook import teardown
+    from wg_pod_hook.tunnel import teardown
 
     record = TunnelRecord(
         "c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0, backend="kernel"
@@ -48,7 +48,7 @@ def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
     code = (
         "import sys\n"
         "from wg_pod_hook import backends\n"
-        "from wg_pod_hook.records import NetnsId, TunnelRecord\n"
+        "from wg_pod_hook.state.records import NetnsId, TunnelRecord\n"
         "r = TunnelRecord('c' * 64, 'wg0', '/c', NetnsId('/x', 1, 2), 0.0, backend='kernel')\n"
         "backends.of(r).stop(r)\n"
         "print(sorted(m for m in sys.modules if 'pyroute2' in m))\n"
@@ -58,7 +58,7 @@ def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
 
 
 def test_the_settings_name_every_backend_and_auto() -> None:
-    from wg_pod_hook import backends
-    from wg_pod_hook.settings import BACKENDS
+    from wg_pod_hook.kernel import backends
+    from wg_pod_hook.model.settings import BACKENDS
 
     assert ("auto", *backends.NAMES) == BACKENDS

@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from wg_pod_hook import dns
-from wg_pod_hook.bundle import Bundle, container_file_owner, made_by_podman, read_bundle
 from wg_pod_hook.errors import SetupError
+from wg_pod_hook.model.bundle import Bundle, container_file_owner, made_by_podman, read_bundle
+from wg_pod_hook.tunnel import dns
 
 
 class Storage:

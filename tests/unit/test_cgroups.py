@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from wg_pod_hook import cgroups
+from wg_pod_hook.kernel import cgroups
 
 
 def test_a_child_is_where_its_parent_is_and_its_home_is_the_parent() -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import cli, nft
-from wg_pod_hook.config import Endpoint, parse_config
+from wg_pod_hook import cli
 from wg_pod_hook.errors import SetupError, describe
-from wg_pod_hook.oci import parse_annotations
-from wg_pod_hook.plan import Plan, build_plan
-from wg_pod_hook.resolve import device_setup, resolve_endpoint
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.config import Endpoint, parse_config
+from wg_pod_hook.model.oci import parse_annotations
+from wg_pod_hook.model.plan import Plan, build_plan
+from wg_pod_hook.model.settings import Settings
+from wg_pod_hook.tunnel.resolve import device_setup, resolve_endpoint
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 KEY_B = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="

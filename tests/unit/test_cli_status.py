@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wg_pod_hook import status
-from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.cli import _join_annotations, parser
+from wg_pod_hook.state.health import LivePeer
+from wg_pod_hook.tunnel import status
 
 SUBCOMMANDS = ["join", "leave", "status", "check", "gc", "install", "uninstall", "daemon", "health"]
 

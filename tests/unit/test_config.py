@@ -1,4 +1,4 @@
-"""Unit tests for wg_pod_hook.config: the wg-quick parser and its records."""
+"""Unit tests for wg_pod_hook.model.config: the wg-quick parser and its records."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook.config import (
+from wg_pod_hook.errors import ConfigError
+from wg_pod_hook.model.config import (
     MAX_SEARCH_CHARS,
     Endpoint,
     InterfaceConfig,
@@ -26,7 +27,6 @@ from wg_pod_hook.config import (
     search_domain_problem,
     search_list_problem,
 )
-from wg_pod_hook.errors import ConfigError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "config"
 GOOD = sorted((FIXTURES / "good").glob("*.conf"))

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from wg_pod_hook.curve25519 import public_key, x25519
+from wg_pod_hook.model.curve25519 import public_key, x25519
 
 
 def test_rfc7748_scalar_multiplication() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from wg_pod_hook import endpoints
-from wg_pod_hook.backends import LivePeer
-from wg_pod_hook.config import Endpoint, Key
 from wg_pod_hook.errors import StateError, WgPodError
-from wg_pod_hook.records import NetnsId, TunnelRecord
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.model.config import Endpoint, Key
+from wg_pod_hook.model.settings import Settings
+from wg_pod_hook.state.health import LivePeer
+from wg_pod_hook.state.records import NetnsId, TunnelRecord
+from wg_pod_hook.tunnel import endpoints
 
 NOW = 1_800_000_000
 KEY = Key(bytes(range(32)))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.lab import use_state_dir
-from wg_pod_hook import failures, status
-from wg_pod_hook.oci import parse_state
+from wg_pod_hook.model.oci import parse_state
+from wg_pod_hook.state import failures
+from wg_pod_hook.tunnel import status
 
 CID = "ab" * 32
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 
 from wg_pod_hook import notify
-from wg_pod_hook.backends import LivePeer
 from wg_pod_hook.daemon.watches import RTM_DELLINK, deleted_links
-from wg_pod_hook.health import (
+from wg_pod_hook.state.health import (
     REJECT_AFTER_TIME,
     SEND_WINDOW,
+    LivePeer,
     Sample,
     State,
     classify,

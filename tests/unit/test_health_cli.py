@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import cli, health, podman, records
-from wg_pod_hook.health import Health, State
+from wg_pod_hook import cli, podman
 from wg_pod_hook.podman import ContainerInfo, NoSuchContainer, PodmanError
-from wg_pod_hook.records import NetnsId, TunnelRecord
+from wg_pod_hook.state import health, records
+from wg_pod_hook.state.health import Health, State
+from wg_pod_hook.state.records import NetnsId, TunnelRecord
 
 WEB = "a1" * 32
 DB = "b2" * 32

@@ -22,7 +22,7 @@ import pytest
 
 from wg_pod_hook import hooksd
 from wg_pod_hook.errors import AnnotationError
-from wg_pod_hook.oci import KEY_PATTERN, KNOWN, PREFIX, parse_annotations
+from wg_pod_hook.model.oci import KEY_PATTERN, KNOWN, PREFIX, parse_annotations
 
 REPO = Path(__file__).resolve().parents[2]
 

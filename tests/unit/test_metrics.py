@@ -9,10 +9,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wg_pod_hook import health, metrics, records
-from wg_pod_hook.backends import LivePeer
+from wg_pod_hook import metrics
 from wg_pod_hook.errors import SettingsError
-from wg_pod_hook.settings import parse_settings
+from wg_pod_hook.model.settings import parse_settings
+from wg_pod_hook.state import health, records
+from wg_pod_hook.state.health import LivePeer
 
 CID = "c" * 64
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import locks
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.locks import keys_lock, namespace_lock, sweep_locks
+from wg_pod_hook.state import locks
+from wg_pod_hook.state.locks import keys_lock, namespace_lock, sweep_locks
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import nft_apply
 from wg_pod_hook.errors import SetupError
+from wg_pod_hook.kernel import nft_apply
 
 NFT_ERROR = (
     "/dev/stdin:28:51-54: Error: syntax error, unexpected string, expecting accept or drop\n"
@@ -37,7 +37,7 @@ def test_without_the_python_module_nft_is_used(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "nftables", None)  # `import nftables` raises ImportError
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.kernel.nft_apply")
     assert nft_apply._libnftables() is None
     assert "apply nftables with nsenter and nft: no Python module nftables" in caplog.text
 
@@ -47,7 +47,7 @@ def test_without_the_library_nft_is_used(
 ) -> None:
     binding_is_there()
     monkeypatch.setattr(nft_apply, "LIBNFTABLES", "libwg-pod-no-such.so.1")
-    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.nft_apply")
+    caplog.set_level(logging.DEBUG, logger="wg_pod_hook.kernel.nft_apply")
     assert nft_apply._libnftables() is None
     assert "apply nftables with nsenter and nft: cannot load libwg-pod-no-such.so.1" in caplog.text
 

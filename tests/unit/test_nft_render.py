@@ -15,12 +15,12 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_netw
 
 import pytest
 
-from wg_pod_hook import nft
-from wg_pod_hook.config import parse_config
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.oci import PortRemap, parse_annotations
-from wg_pod_hook.plan import DnsPlan, Plan, build_plan
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.config import parse_config
+from wg_pod_hook.model.oci import PortRemap, parse_annotations
+from wg_pod_hook.model.plan import DnsPlan, Plan, build_plan
+from wg_pod_hook.model.settings import Settings
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 KEY_B = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="

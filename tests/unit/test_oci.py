@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from wg_pod_hook.errors import AnnotationError, StateError
-from wg_pod_hook.oci import (
+from wg_pod_hook.model.oci import (
     DnsChoice,
     ExtraRoute,
     PortRemap,

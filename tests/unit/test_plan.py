@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import hooksd, nft
+from wg_pod_hook import hooksd
 from wg_pod_hook.cli import format_plan
-from wg_pod_hook.config import Key, parse_config
 from wg_pod_hook.errors import ConfigError
-from wg_pod_hook.names import temp_name
-from wg_pod_hook.oci import Toggle, parse_annotations
-from wg_pod_hook.plan import automatic_mtu, build_plan, interface_name
-from wg_pod_hook.settings import Settings
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.config import Key, parse_config
+from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.model.oci import Toggle, parse_annotations
+from wg_pod_hook.model.plan import automatic_mtu, build_plan, interface_name
+from wg_pod_hook.model.settings import Settings
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 KEY_B = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="

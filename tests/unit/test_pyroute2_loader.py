@@ -1,4 +1,4 @@
-"""wg_pod_hook._pyroute2 loads only the pyroute2 modules the hook needs,
+"""wg_pod_hook.kernel._pyroute2 loads only the pyroute2 modules the hook needs,
 and what it loads still works."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 PROBE = """
 import sys
-import wg_pod_hook._pyroute2 as p
+import wg_pod_hook.kernel._pyroute2 as p
 heavy = [m for m in ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack",
                      "pyroute2.nftables", "pyroute2.ipvs", "pyroute2.iwutil") if m in sys.modules]
 print("heavy:", heavy)
@@ -42,13 +42,13 @@ def test_the_setup_imports_neither_iproute_nor_asyncio() -> None:
     """The setup's requests go through rtnl.py: IPRoute (and asyncio with
     it) is loaded only when a call needs it."""
     out = _probe(
-        "import sys, wg_pod_hook.lifecycle, wg_pod_hook.teardown; "
+        "import sys, wg_pod_hook.tunnel.lifecycle, wg_pod_hook.tunnel.teardown; "
         "print('loaded', [m for m in ('pyroute2.iproute.linux', 'asyncio') if m in sys.modules])"
     )
     assert "loaded []" in out
 
 
-@pytest.mark.parametrize("module", ["wg_pod_hook.netlink", "wg_pod_hook.hook"])
+@pytest.mark.parametrize("module", ["wg_pod_hook.kernel.netlink", "wg_pod_hook.hook"])
 def test_hook_modules_do_not_import_pyroute2_ndb(module: str) -> None:
     out = _probe(f"import sys, {module}; print('ndb' , 'pyroute2.ndb' in sys.modules)")
     assert "ndb False" in out

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import records
 from wg_pod_hook.namespaces import netns_cookie
-from wg_pod_hook.records import NetnsId, ProcessId, RecordError, TunnelRecord
+from wg_pod_hook.state import records
+from wg_pod_hook.state.records import NetnsId, ProcessId, RecordError, TunnelRecord
 
 CID = "c" * 64
 

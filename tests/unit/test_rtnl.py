@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from wg_pod_hook import routes, rtnl
-from wg_pod_hook._pyroute2 import ifaddrmsg, ifinfmsg, rtmsg
+from wg_pod_hook.kernel import routes, rtnl
+from wg_pod_hook.kernel._pyroute2 import ifaddrmsg, ifinfmsg, rtmsg
 
 IPBatch: Any = pytest.importorskip("pyroute2.iproute.linux").IPBatch
 HEADER = struct.Struct("=LHHLL")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import failures, health, hooksd, records, runtime
+from wg_pod_hook import hooksd, runtime
 from wg_pod_hook.runtime import Runtime
+from wg_pod_hook.state import failures, health, records
 
 CID = "c" * 64
 

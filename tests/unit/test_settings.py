@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from wg_pod_hook.errors import SettingsError
-from wg_pod_hook.oci import Toggle
-from wg_pod_hook.settings import Settings, load_settings, parse_settings
+from wg_pod_hook.model.oci import Toggle
+from wg_pod_hook.model.settings import Settings, load_settings, parse_settings
 
 
 def test_empty_file_gives_defaults() -> None:

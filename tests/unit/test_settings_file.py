@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import settings as settings_module
 from wg_pod_hook.errors import SettingsError, describe
-from wg_pod_hook.settings import Settings, load_settings
+from wg_pod_hook.model import settings as settings_module
+from wg_pod_hook.model.settings import Settings, load_settings
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(

@@ -12,11 +12,14 @@ from typing import Any, cast
 
 import pytest
 
-from wg_pod_hook import lifecycle, nft, nft_apply, records, routes, teardown
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.netlink import Netlink
-from wg_pod_hook.plan import REPLY_MARK
-from wg_pod_hook.records import NetnsId, TunnelRecord
+from wg_pod_hook.kernel import nft_apply, routes
+from wg_pod_hook.kernel.netlink import Netlink
+from wg_pod_hook.model import nft
+from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.state import records
+from wg_pod_hook.state.records import NetnsId, TunnelRecord
+from wg_pod_hook.tunnel import lifecycle, teardown
 
 ROUTE = {"family": 2, "dst_len": 0, "table": 254, "gateway": "10.88.0.1"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from wg_pod_hook.backends.userspace import accepts_connections
+from wg_pod_hook.kernel.backends.userspace import accepts_connections
 
 
 def test_missing_socket_is_not_ready(tmp_path: Path) -> None:

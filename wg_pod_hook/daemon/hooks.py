@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import handoff, stages
-from ..settings import ENV_VAR
+from ..model.settings import ENV_VAR
 from .loop import Loop, root_only_socket
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .. import endpoints, health, status
 from ..errors import WgPodError
-from ..settings import Settings
-from ..status import TunnelStatus
+from ..model.settings import Settings
+from ..state import health
+from ..tunnel import endpoints, status
+from ..tunnel.status import TunnelStatus
 from .watches import Watch
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ import os
 import socket
 from pathlib import Path
 
-from .. import _pyroute2, backends, metrics, nft_apply, notify, runtime, units
+from .. import metrics, notify, runtime, units
 from ..errors import SettingsError, SetupError
-from ..settings import Settings
+from ..kernel import _pyroute2, backends, nft_apply
+from ..model.settings import Settings
 from . import looks
 from .hooks import HookRequests
 from .loop import Loop, root_only_socket

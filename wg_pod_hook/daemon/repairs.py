@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .. import failures, health, lifecycle, records
 from ..errors import Superseded, WgPodError, describe
-from ..records import TunnelRecord
-from ..settings import Settings
+from ..model.settings import Settings
+from ..state import failures, health, records
+from ..state.records import TunnelRecord
+from ..tunnel import lifecycle
 from . import looks
 from .loop import Loop
 from .watches import Watch, Watches

@@ -18,13 +18,15 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from .. import endpoints, health, records, rtnl
 from ..errors import WgPodError
+from ..kernel import rtnl
+from ..kernel.netlink import open_netns
+from ..model.settings import Settings
 from ..namespaces import entered
-from ..netlink import open_netns
-from ..records import TunnelRecord
-from ..settings import Settings
-from ..teardown import prune_stale
+from ..state import health, records
+from ..state.records import TunnelRecord
+from ..tunnel import endpoints
+from ..tunnel.teardown import prune_stale
 from .loop import Loop
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,9 @@ import pytest
 from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run, wait_for
 from tests.platform.inside.test_quadlet import journal, systemctl
 from tests.system.test_podman_daemon import Fetching
-from wg_pod_hook import cgroups, records, units
+from wg_pod_hook import units
+from wg_pod_hook.kernel import cgroups
+from wg_pod_hook.state import records
 
 pytestmark = pytest.mark.podman
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Protocol, cast
 
-from ..errors import BackendUnavailable
+from ...errors import BackendUnavailable
 
 if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a config
-    from ..config import IPAddress, Key, Peer
-    from ..plan import Plan
-    from ..records import ProcessId, TunnelRecord
+    from ...model.config import IPAddress, Key, Peer
+    from ...model.plan import Plan
+    from ...state.health import LivePeer
+    from ...state.records import ProcessId, TunnelRecord
 
 # Every backend, by the name settings and records use (its module here),
 # in the order "auto" tries them.
@@ -43,19 +44,6 @@ class DeviceSetup:
     listen_port: int | None
     fwmark: int | None
     peers: tuple[PeerSetup, ...]
-
-
-@dataclass(frozen=True)
-class LivePeer:
-    """What an interface reports of one peer: for ``wg-pod status``, the
-    health of a tunnel and the endpoints the daemon follows."""
-
-    public_key: str  # base64
-    endpoint: str | None  # ADDRESS:PORT, [ADDRESS]:PORT for IPv6
-    allowed_ips: tuple[str, ...]
-    latest_handshake: int | None  # seconds since the epoch
-    rx_bytes: int
-    tx_bytes: int
 
 
 class Backend(Protocol):

@@ -15,11 +15,11 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bundle import RESOLV_CONF, Bundle, container_file_owner, made_by_podman
-from .errors import SetupError
+from ..errors import SetupError
+from ..model.bundle import RESOLV_CONF, Bundle, container_file_owner, made_by_podman
 
 if TYPE_CHECKING:  # the poststop path restores a resolv.conf without a plan
-    from .plan import DnsPlan
+    from ..model.plan import DnsPlan
 
 log = logging.getLogger(__name__)
 

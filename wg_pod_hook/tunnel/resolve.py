@@ -12,9 +12,9 @@ import socket
 import time
 from ipaddress import ip_address
 
-from .backends import DeviceSetup, PeerSetup
-from .config import Endpoint, IPAddress, WgConfig
-from .errors import SetupError
+from ..errors import SetupError
+from ..kernel.backends import DeviceSetup, PeerSetup
+from ..model.config import Endpoint, IPAddress, WgConfig
 
 log = logging.getLogger(__name__)
 

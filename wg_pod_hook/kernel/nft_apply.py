@@ -23,8 +23,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from . import namespaces
-from .errors import SetupError
+from .. import namespaces
+from ..errors import SetupError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

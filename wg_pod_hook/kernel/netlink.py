@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import records, rtnl
+from ..errors import BackendUnavailable, SetupError
+from ..model.config import IPInterface, IPNetwork
+from ..namespaces import entered
+from ..state import records
+from ..state.records import NetnsId
+from . import rtnl
 from ._pyroute2 import NetlinkError, ifaddrmsg, rtmsg
-from .config import IPInterface, IPNetwork
-from .errors import BackendUnavailable, SetupError
-from .namespaces import entered
-from .records import NetnsId
 
 if TYPE_CHECKING:
     from ._pyroute2 import IPRoute

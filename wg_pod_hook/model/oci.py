@@ -16,8 +16,8 @@ from enum import Enum
 from ipaddress import ip_address, ip_network
 from pathlib import PurePosixPath
 
+from ..errors import AnnotationError, StateError
 from .config import IPAddress, IPNetwork, dns_entry, search_list_problem, zone_index_problem
-from .errors import AnnotationError, StateError
 
 PREFIX = "wg-pod."
 CONFIG = "wg-pod.config"

@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from . import backends
-from .backends import LivePeer
-from .config import Endpoint, IPAddress, Key
-from .configfile import read_config
-from .errors import StateError, WgPodError
-from .records import TunnelRecord
+from ..errors import StateError, WgPodError
+from ..kernel import backends
+from ..model.config import Endpoint, IPAddress, Key
+from ..model.configfile import read_config
+from ..model.settings import Settings
+from ..state.health import LivePeer
+from ..state.records import TunnelRecord
 from .resolve import resolve_endpoint
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

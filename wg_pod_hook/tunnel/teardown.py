@@ -21,14 +21,16 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import backends, dns, health, records
-from .errors import SetupError
-from .names import is_temp_name, temp_name
-from .records import TunnelRecord
+from ..errors import SetupError
+from ..kernel import backends
+from ..model.names import is_temp_name, temp_name
+from ..state import health, records
+from ..state.records import TunnelRecord
+from . import dns
 
 if TYPE_CHECKING:
-    from .backends import Backend
-    from .netlink import Netlink
+    from ..kernel.backends import Backend
+    from ..kernel.netlink import Netlink
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,9 @@ def _undo_inside(
     netlink: Netlink,
     attempt: Callable[..., None],
 ) -> None:
-    from . import nft, nft_apply, routes
-    from .plan import REPLY_MARK
+    from ..kernel import nft_apply, routes
+    from ..model import nft
+    from ..model.plan import REPLY_MARK
 
     if replacing:
         if record.moved:
@@ -139,7 +142,7 @@ def _container_netlink(record: TunnelRecord, inside: Netlink | None) -> Iterator
     if inside is not None:
         yield inside
         return
-    from .netlink import Netlink, open_netns
+    from ..kernel.netlink import Netlink, open_netns
 
     # Only the record's namespace: the path may by now name another.
     with open_netns(record.netns.path, record.netns) as fd, Netlink(fd, "container") as netlink:
@@ -150,7 +153,7 @@ def delete_host_link(name: str) -> bool:
     """Delete a host-side interface; False when there is none."""
     if not Path(f"/sys/class/net/{name}").exists():
         return False
-    from .netlink import Netlink  # pyroute2 only when there is work for it
+    from ..kernel.netlink import Netlink  # pyroute2 only when there is work for it
 
     with Netlink() as host:
         return host.delete_link(name)
@@ -196,8 +199,8 @@ def leave(container_id: str) -> None:
     """Take a running container off its tunnel (``wg-pod leave``): interface,
     nftables table, routing rules, podman's default routes and resolv.conf
     put back, record; and the records of pod members sharing it."""
-    from .locks import namespace_lock
-    from .netlink import open_netns
+    from ..kernel.netlink import open_netns
+    from ..state.locks import namespace_lock
 
     record = records.load(container_id)
     if record is None:
@@ -223,8 +226,8 @@ def gc() -> list[str]:
     namespaces, unreadable records, host-side interfaces and wireguard-go
     processes that no record accounts for, record files a writer died
     before renaming, and namespace lock files nobody holds."""
-    from .locks import sweep_locks
-    from .netlink import Netlink
+    from ..kernel.netlink import Netlink
+    from ..state.locks import sweep_locks
 
     removed = [f"record {cid[:12]}" for cid in prune_stale()]
     for container_id in records.broken_ids():

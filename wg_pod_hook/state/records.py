@@ -58,8 +58,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import runtime
-from .errors import WgPodError
+from .. import runtime
+from ..errors import WgPodError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class NetnsId:
     def of(cls, path: str, netns_fd: int) -> NetnsId:
         """The identity of the namespace open as ``netns_fd`` (``path`` is
         where it is to be found again)."""
-        from .namespaces import netns_cookie  # socket: not on poststop's path
+        from ..namespaces import netns_cookie  # socket: not on poststop's path
 
         info = os.fstat(netns_fd)
         return cls(path, info.st_dev, info.st_ino, netns_cookie(netns_fd))

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import backends, health, records, runtime
-from .backends import LivePeer
-from .errors import WgPodError
-from .failures import Failure
-from .health import Sample
-from .netlink import Netlink, open_netns
-from .records import RecordError, TunnelRecord
+from .. import runtime
+from ..errors import WgPodError
+from ..kernel import backends
+from ..kernel.netlink import Netlink, open_netns
+from ..state import health, records
+from ..state.failures import Failure
+from ..state.health import LivePeer, Sample
+from ..state.records import RecordError, TunnelRecord
 
 # A daemon's look at a tunnel counts as current for this long (a few ticks).
 FRESH = 30.0

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import runtime
-from .errors import SetupError
+from .. import runtime
+from ..errors import SetupError
 
 LOCK_DEADLINE = 10.0
 

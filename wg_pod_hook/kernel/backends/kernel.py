@@ -11,13 +11,14 @@ import os
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SetupError
-from . import DeviceSetup, LivePeer
+from ...errors import SetupError
+from ...state.health import LivePeer
+from . import DeviceSetup
 
 if TYPE_CHECKING:
-    from ..config import IPAddress, Key
-    from ..plan import Plan
-    from ..records import TunnelRecord
+    from ...model.config import IPAddress, Key
+    from ...model.plan import Plan
+    from ...state.records import TunnelRecord
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ def set_endpoint(
 ) -> None:
     """Point an existing peer at another endpoint (the interface lives in
     the container's namespace by now)."""
+    from ...namespaces import entered
     from .. import _pyroute2
     from .._pyroute2 import NetlinkError
-    from ..namespaces import entered
 
     with entered(netns_fd):
         wg = _pyroute2.WireGuard()
@@ -55,9 +56,9 @@ def _attr(nla: Any, name: str) -> Any:
 
 
 def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
+    from ...namespaces import entered
     from .. import _pyroute2
     from .._pyroute2 import NetlinkError
-    from ..namespaces import entered
 
     # The interface is only visible from inside its namespace.
     with entered(netns_fd):

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
+from ..errors import SetupError
 from .config import IPAddress, IPNetwork
-from .errors import SetupError
 from .oci import is_interface_name
 from .plan import REPLY_MARK, TABLE_NAME, Plan
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses
 from pathlib import PurePosixPath
 
+from ..errors import ConfigError
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
 from .curve25519 import public_key
-from .errors import ConfigError
 from .names import temp_name
 from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle, is_interface_name
 from .settings import Settings

@@ -21,11 +21,7 @@ from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import backends, dns, nft, nft_apply, records, routes
-from .backends import Backend, DeviceSetup
-from .bundle import Bundle, read_bundle
-from .configfile import read_config
-from .errors import (
+from ..errors import (
     BackendUnavailable,
     SettingsError,
     SetupError,
@@ -34,19 +30,21 @@ from .errors import (
     WgPodError,
     describe,
 )
-from .locks import keys_lock, namespace_lock
-from .namespaces import is_host_netns
-from .netlink import (
-    VERSION_BY_AF,
-    Netlink,
-    open_netns,
-    process_start_in,
-)
-from .oci import ContainerState, parse_annotations
-from .plan import REPLY_MARK, Plan, automatic_mtu, build_plan
-from .records import NetnsId, ProcessId, RouteSpec, TunnelRecord
+from ..kernel import backends, nft_apply, routes
+from ..kernel.backends import Backend, DeviceSetup
+from ..kernel.netlink import VERSION_BY_AF, Netlink, open_netns, process_start_in
+from ..model import nft
+from ..model.bundle import Bundle, read_bundle
+from ..model.configfile import read_config
+from ..model.oci import ContainerState, parse_annotations
+from ..model.plan import REPLY_MARK, Plan, automatic_mtu, build_plan
+from ..model.settings import Settings
+from ..namespaces import is_host_netns
+from ..state import records
+from ..state.locks import keys_lock, namespace_lock
+from ..state.records import NetnsId, ProcessId, RouteSpec, TunnelRecord
+from . import dns
 from .resolve import device_setup
-from .settings import Settings
 from .teardown import prune_stale, teardown
 
 log = logging.getLogger(__name__)

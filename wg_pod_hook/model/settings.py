@@ -13,7 +13,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from .errors import SettingsError
+from ..errors import SettingsError
 from .oci import Toggle
 from .trust import MAX_SIZE, directory_problem, read_capped, trust_problem
 

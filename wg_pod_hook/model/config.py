@@ -35,7 +35,7 @@ from ipaddress import (
 )
 from typing import TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "Endpoint",

@@ -32,9 +32,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from . import runtime
-from .backends import LivePeer
-from .errors import WgPodError
+from .. import runtime
+from ..errors import WgPodError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,20 @@ class State(Enum):
     @property
     def healthy(self) -> bool:
         return self in (State.UP, State.IDLE)
+
+
+@dataclass(frozen=True)
+class LivePeer:
+    """What an interface reports of one peer (each backend reads it its
+    way): for ``wg-pod status``, the health of a tunnel and the endpoints
+    the daemon follows."""
+
+    public_key: str  # base64
+    endpoint: str | None  # ADDRESS:PORT, [ADDRESS]:PORT for IPv6
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int | None  # seconds since the epoch
+    rx_bytes: int
+    tx_bytes: int
 
 
 @dataclass(frozen=True)

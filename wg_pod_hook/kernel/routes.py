@@ -12,12 +12,12 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from ..errors import SetupError
+from ..model.config import IPNetwork
+from ..state.records import RouteSpec
 from . import rtnl
 from ._pyroute2 import NetlinkError, rtmsg
-from .config import IPNetwork
-from .errors import SetupError
 from .netlink import AF_BY_VERSION, GONE, VERSION_BY_AF, Netlink, netlink_step
-from .records import RouteSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import runtime
+from .. import runtime
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import StateError
+from ..errors import StateError
 
 USERDATA = "userdata"
 RESOLV_CONF = "/etc/resolv.conf"

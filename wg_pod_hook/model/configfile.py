@@ -13,8 +13,8 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from .config import WgConfig, parse_config
-from .errors import ConfigError
 from .trust import MAX_SIZE, read_capped, trust_problem
 
 if TYPE_CHECKING:  # settings.py uses trust_problem: no import cycle at run time

@@ -18,15 +18,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...errors import BackendUnavailable, SetupError
+from ...model.config import Endpoint, IPAddress, Key
+from ...model.names import is_temp_name
+from ...state.health import LivePeer
+from ...state.records import ProcessId, TunnelRecord, process_start_time
 from .. import cgroups
-from ..config import Endpoint, IPAddress, Key
-from ..errors import BackendUnavailable, SetupError
-from ..names import is_temp_name
-from ..records import ProcessId, TunnelRecord, process_start_time
-from . import DeviceSetup, LivePeer
+from . import DeviceSetup
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...model.plan import Plan
 
 log = logging.getLogger(__name__)
 
