@@ -47,7 +47,7 @@ def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
     """poststop stops a kernel tunnel (nothing to stop) without netlink."""
     code = (
         "import sys\n"
-        "from wg_pod_hook import backends\n"
+        "from wg_pod_hook.kernel import backends\n"
         "from wg_pod_hook.state.records import NetnsId, TunnelRecord\n"
         "r = TunnelRecord('c' * 64, 'wg0', '/c', NetnsId('/x', 1, 2), 0.0, backend='kernel')\n"
         "backends.of(r).stop(r)\n"
