@@ -12,15 +12,23 @@ import importlib
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from tests.lab import Lab
+from wg_pod_hook import runtime
 
 from . import common
 from .common import Result, Row, load_note, render_table
+
+# The benches' own state directory (records, locks, the daemon's sockets),
+# as the suite has its own: an installation's /run/wg-pod and its daemon are
+# never touched, and nothing is left behind.  $WG_POD_STATE_DIR overrides
+# (the suite's smoke test runs the benches in its own).
+BENCH_STATE_DIR = "/run/wg-pod-bench"
 
 BENCHES = {
     "start": "bench.b_start",
@@ -88,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             args.markdown.write_text(report)
         return code
 
+    own = os.environ.setdefault(runtime.STATE_DIR_ENV, BENCH_STATE_DIR) == BENCH_STATE_DIR
+    try:
+        return _run(names, args)
+    finally:
+        if own:
+            shutil.rmtree(BENCH_STATE_DIR, ignore_errors=True)
+
+
+def _run(names: list[str], args: argparse.Namespace) -> int:
     rows: list[Row] = []
     details: list[str] = []
     failed: list[str] = []
