@@ -1,5 +1,6 @@
-"""The health of a tunnel: one state from what its interface reports, and
-what the daemon keeps about it between looks.
+"""The health of a tunnel: one state from what its interface reports of
+its peers (LivePeer, as every backend reads it), and what the daemon keeps
+about it between looks.
 
 States (the README defines them for users):
 

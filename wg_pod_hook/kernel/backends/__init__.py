@@ -1,13 +1,14 @@
 """WireGuard backends behind one small Protocol, chosen by a capability probe.
 
 Everything that differs between backends lives behind ``Backend``: where
-and how the link is made, its configuration, what it reports of its peers,
-pointing a peer elsewhere, and stopping what serves it; no caller asks
-which backend a tunnel uses.  A backend is a module of this package named
-in ``NAMES``, whose ``BACKEND`` class is loaded only when asked for (the
-kernel's pulls in pyroute2, which poststop mostly does without).  Moving
-the link into the container and deleting it are the same for every
-backend: the lifecycle's and teardown's jobs, from what the record says.
+and how the link is made, its configuration, what it reports of its peers
+(as state.health.LivePeer), pointing a peer elsewhere, and stopping what
+serves it; no caller asks which backend a tunnel uses.  A backend is a
+module of this package named in ``NAMES``, whose ``BACKEND`` class is
+loaded only when asked for (the kernel's pulls in pyroute2, which poststop
+mostly does without).  Moving the link into the container and deleting it
+are the same for every backend: the lifecycle's and teardown's jobs, from
+what the record says.
 """
 
 from __future__ import annotations
