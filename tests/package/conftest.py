@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import REPO, run
+from tests.lab import REPO, Lab, run
 from tests.package.build import PACKAGE, Deb, built_deb
 
 HOOK = "/usr/libexec/wg-pod/wg-pod-hook"
@@ -111,3 +111,26 @@ def installed(deb: Deb) -> Iterator[Deb]:
 def _purge() -> None:
     if installed_version() is not None:
         run(["apt-get", "purge", "-y", "-q", PACKAGE], env=APT_ENV, timeout=300, check=False)
+
+
+@pytest.fixture
+def hooks_dir(lab: Lab, settings: Path, installed: Deb) -> Path:
+    """Overrides the system tests' ``hooks_dir``: copies of the definitions the
+    package installed, each checked against the repository's template, with
+    only ``WG_POD_SETTINGS`` added to its environment (the test's config dir
+    is not in the installed default settings) and the suite's own
+    ``WG_POD_STATE_DIR``, as ``wg-pod install`` would write them."""
+    from wg_pod_hook import runtime
+
+    state = runtime.current()
+    path = lab.tmp / "installed-hooks.d"
+    path.mkdir()
+    for stage in STAGES:
+        name = f"wg-pod-{stage}.json"
+        data = json.loads((INSTALLED_HOOKS_DIR / name).read_text())
+        assert data == expected_definition(stage), name
+        data["hook"]["env"].append(f"WG_POD_SETTINGS={settings}")
+        if not state.is_default:
+            data["hook"]["env"].append(f"{runtime.STATE_DIR_ENV}={state.state_dir}")
+        (path / name).write_text(json.dumps(data, indent=2) + "\n")
+    return path
