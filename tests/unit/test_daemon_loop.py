@@ -4,6 +4,7 @@ every handle the daemon holds (no hand-kept list)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 
@@ -66,6 +67,11 @@ def test_the_tick_runs_each_registered_work_and_a_bug_in_one_stops_none() -> Non
     loop.every_tick(broken)
     loop.every_tick(lambda: ran.append("looked"))
     loop.every_tick(loop.stop)
-    loop.run()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        loop.run()
+    finally:  # the loop's handlers are the daemon's: pytest's back
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     assert ran == ["looked"]
     assert loop.handles == {}  # its wake-up pipe closed
