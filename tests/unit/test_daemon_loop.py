@@ -75,3 +75,29 @@ def test_the_tick_runs_each_registered_work_and_a_bug_in_one_stops_none() -> Non
             signal.signal(sig, handler)
     assert ran == ["looked"]
     assert loop.handles == {}  # its wake-up pipe closed
+
+
+def test_a_worker_past_its_deadline_is_killed_and_a_reaped_one_is_not() -> None:
+    loop = Loop()
+    pids = []
+    for _ in range(2):
+        pid = loop.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        pids.append(pid)
+    overdue, reaped = (os.pidfd_open(pid) for pid in pids)
+    loop.watch(overdue, lambda: None)
+    loop.watch(reaped, lambda: None)
+    loop.kill_after(overdue, "worker a", delay=0.0)
+    loop.kill_after(reaped, "worker b", delay=0.0)
+    loop.close(reaped)  # as when its end is seen: its deadline goes with it
+    # (Left due, it would signal whatever later gets the fd number.)
+    assert list(loop.due) == [f"deadline {overdue}"]
+    loop._run_due()
+    _, status = os.waitpid(pids[0], 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert os.waitpid(pids[1], os.WNOHANG) == (0, 0)  # still sleeping
+    os.kill(pids[1], signal.SIGKILL)
+    os.waitpid(pids[1], 0)
+    loop.close(overdue)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -28,10 +26,8 @@ from .loop import Loop, root_only_socket
 log = logging.getLogger(__name__)
 
 # At most this many requests at once (more: the hook does its own work),
-# each in a worker killed after WORKER_DEADLINE (its hook has done the work
-# itself long before: handoff.DEADLINE).
+# each in a worker with the loop's deadline.
 MAX_WORKERS = 64
-WORKER_DEADLINE = 60.0
 REQUEST_TIMEOUT = 5.0  # a connection that sends no request in time is dropped
 
 
@@ -52,7 +48,7 @@ class HookRequests:
         self.listener = root_only_socket(path, socket.SOCK_SEQPACKET)
         loop.watch(self.listener, self._accept)
         self.spare: Spare | None = None
-        self.workers: dict[int, tuple[int, float]] = {}  # pid: (pidfd, started)
+        self.workers: dict[int, int] = {}  # pid: pidfd
 
     def start(self) -> None:
         self._fork_spare()
@@ -64,13 +60,6 @@ class HookRequests:
         Path(self.path).unlink(missing_ok=True)
         if self.spare is not None:
             self.loop.close(self.spare.channel)
-
-    def end_overdue(self) -> None:
-        now = time.monotonic()
-        for pid, (pidfd, started) in list(self.workers.items()):
-            if now - started > WORKER_DEADLINE:
-                log.error("daemon: worker %d overdue, killed", pid)
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
     def _accept(self) -> None:
         while True:
@@ -90,7 +79,8 @@ class HookRequests:
             finally:
                 conn.close()
                 self.loop.close(spare.channel)
-            self.workers[spare.pid] = (spare.pidfd, time.monotonic())
+            self.workers[spare.pid] = spare.pidfd
+            self.loop.kill_after(spare.pidfd, f"worker {spare.pid}")
             self._fork_spare()
 
     def _fork_spare(self) -> Spare:
@@ -112,7 +102,7 @@ class HookRequests:
             self.loop.close(self.spare.channel)
             self.spare = None
         else:
-            pidfd, _ = self.workers.pop(pid)
+            pidfd = self.workers.pop(pid)
         self.loop.close(pidfd)
         os.waitpid(pid, 0)
 

@@ -8,8 +8,9 @@ loop's list, not one kept by hand: ``fork`` closes all of it in the child
 (a socket inside a container's namespace, kept open by a worker that waits
 long, would keep that namespace alive).
 
-Timers are keyed: one per key at a time (a tunnel's next repair), dropped
-with ``cancel``.  The tick runs every TICK seconds: the daemon's periodic
+Timers are keyed: one per key at a time (a tunnel's next repair, a
+worker's deadline), dropped with ``cancel``; closing a worker's pidfd drops
+its deadline.  The tick runs every TICK seconds: the daemon's periodic
 work (a scan of the records, a look at each tunnel) is one ``every_tick``.
 """
 
@@ -29,6 +30,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TICK = 10.0  # seconds between ticks
+# A forked worker at work is killed after this long (a hook's has done the
+# work itself long before: handoff.DEADLINE; a repair is tried again).
+WORKER_DEADLINE = 60.0
 
 Handle = socket.socket | int
 Work = Callable[[], object]
@@ -55,6 +59,7 @@ class Loop:
 
     def close(self, handle: Handle) -> None:
         fd = _fd(handle)
+        self.cancel(_deadline(fd))
         if fd in self.selector.get_map():
             self.selector.unregister(fd)
         del self.handles[fd]
@@ -98,6 +103,16 @@ class Loop:
 
     def cancel(self, key: str) -> None:
         self.due.pop(key, None)
+
+    def kill_after(self, pidfd: int, what: str, delay: float = WORKER_DEADLINE) -> None:
+        """SIGKILL the worker of ``pidfd`` (``what``, in the log) unless it
+        ends first: ``close(pidfd)``, when it is reaped, cancels this."""
+
+        def overdue() -> None:
+            log.error("daemon: %s overdue, killed", what)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+
+        self.at(delay, _deadline(pidfd), overdue)
 
     def every_tick(self, work: Work) -> None:
         self.ticks.append(work)
@@ -177,6 +192,10 @@ def guarded(work: Work) -> None:
         work()
     except Exception:
         log.exception("daemon: unexpected error")
+
+
+def _deadline(pidfd: int) -> str:
+    return f"deadline {pidfd}"
 
 
 def _fd(handle: Handle) -> int:

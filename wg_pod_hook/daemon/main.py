@@ -41,13 +41,8 @@ class Daemon:
             looks.health_task(self.repairs.busy, self.broken),
             looks.endpoints_task(self.settings),
         ]
-        for work in (
-            self.watches.scan,
-            self.look_all,
-            self.requests.end_overdue,
-            self.repairs.end_overdue,
-        ):
-            self.loop.every_tick(work)
+        self.loop.every_tick(self.watches.scan)
+        self.loop.every_tick(self.look_all)
 
     def run(self) -> None:
         # For the workers: each would load them anew.

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
-import time
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -32,7 +30,6 @@ from .watches import Watch, Watches
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
-REPAIR_DEADLINE = 60.0  # a repair's worker is killed after this long
 
 
 @dataclass
@@ -43,7 +40,6 @@ class Repair:
     pid: int
     pidfd: int
     result: int
-    started: float
 
 
 class Repairs:
@@ -59,13 +55,6 @@ class Repairs:
     def schedule(self, container_id: str, delay: float) -> None:
         self.loop.at(delay, _key(container_id), lambda: self._due(container_id))
 
-    def end_overdue(self) -> None:
-        now = time.monotonic()
-        for container_id, repair in self.at_work.items():
-            if now - repair.started > REPAIR_DEADLINE:
-                log.error("container %s: repair overdue, its worker killed", container_id[:12])
-                signal.pidfd_send_signal(repair.pidfd, signal.SIGKILL)
-
     def _due(self, container_id: str) -> None:
         watch = self.watches.get(container_id)
         if watch is not None and container_id not in self.at_work:
@@ -80,9 +69,10 @@ class Repairs:
             _repair_in_worker(watch.record, self.settings, write_end)  # never returns
         os.close(write_end)
         pidfd = os.pidfd_open(pid)
-        self.at_work[container_id] = Repair(pid, pidfd, read_end, time.monotonic())
+        self.at_work[container_id] = Repair(pid, pidfd, read_end)
         self.loop.hold(read_end)
         self.loop.watch(pidfd, lambda: self._ended(container_id))
+        self.loop.kill_after(pidfd, f"repair of container {container_id[:12]}")
         looks.repairing(container_id)
 
     def _ended(self, container_id: str) -> None:

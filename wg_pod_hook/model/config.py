@@ -172,6 +172,16 @@ class WgConfig:
         """One line for each wg-quick key the file uses that wg-pod does not act on."""
         return tuple(f"{self.source}: {_IGNORED[key]}" for key in self.interface.ignored_keys)
 
+    @property
+    def host_name_endpoints(self) -> dict[str, Endpoint]:
+        """The endpoints that are host names (the daemon follows them), by
+        the peer's public key."""
+        return {
+            peer.public_key.base64: peer.endpoint
+            for peer in self.peers
+            if peer.endpoint is not None and peer.endpoint.ip is None
+        }
+
 
 _IGNORED = {
     **{

@@ -101,11 +101,7 @@ class Plan:
     @property
     def host_name_endpoints(self) -> dict[str, tuple[str, int]]:
         """The peers whose endpoint is a host name: (host, port) by public key."""
-        return {
-            peer.public_key.base64: (peer.endpoint.host, peer.endpoint.port)
-            for peer in self.config.peers
-            if peer.endpoint is not None and peer.endpoint.ip is None
-        }
+        return {key: (e.host, e.port) for key, e in self.config.host_name_endpoints.items()}
 
 
 def _route_table(config: WgConfig) -> tuple[bool, int | None]:

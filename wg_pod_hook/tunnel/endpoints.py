@@ -38,20 +38,14 @@ def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Follo
     """The peers of the tunnel whose endpoint is a host name, by public key:
     as its record says, or (an older wg-pod's record) as its config, read
     now with the hook's checks, says."""
-    if record.followed is not None:
-        try:
-            return {
-                key: Followed(Key.from_base64(key), Endpoint(host, port))
-                for key, (host, port) in record.followed.items()
-            }
-        except ValueError as exc:
-            raise StateError(f"its record's followed peers: {exc}") from None
-    config = read_config(PurePosixPath(record.config), settings)
-    return {
-        peer.public_key.base64: Followed(peer.public_key, peer.endpoint)
-        for peer in config.peers
-        if peer.endpoint is not None and peer.endpoint.ip is None
-    }
+    if record.followed is None:
+        named = read_config(PurePosixPath(record.config), settings).host_name_endpoints
+    else:
+        named = {key: Endpoint(host, port) for key, (host, port) in record.followed.items()}
+    try:
+        return {key: Followed(Key.from_base64(key), endpoint) for key, endpoint in named.items()}
+    except ValueError as exc:
+        raise StateError(f"its record's followed peers: {exc}") from None
 
 
 def follow(
