@@ -13,8 +13,15 @@ import time
 from pathlib import Path
 
 from tests.integration.support import PEER_NAME, DnsServer, fetch_in
-from tests.lab import Daemon, HookRunner, Lab, rss_kib, with_resolv_conf, write_settings
-from wg_pod_hook import runtime
+from tests.lab import (
+    Daemon,
+    HookRunner,
+    Lab,
+    rss_kib,
+    the_runtime,
+    with_resolv_conf,
+    write_settings,
+)
 from wg_pod_hook.daemon import loop as daemon_module
 from wg_pod_hook.state import records
 
@@ -53,7 +60,7 @@ def run(lab: Lab, small: bool) -> Result:
     fetch_in(standin, setup.peer.url_v4)
     repairs: list[float] = []
     for _ in range(3 if small else 12):
-        record = records.load(standin.id)
+        record = records.load(the_runtime(), standin.id)
         assert record is not None and record.process is not None
         os.kill(record.process.pid, signal.SIGKILL)
         start = time.perf_counter()
@@ -87,15 +94,14 @@ def run(lab: Lab, small: bool) -> Result:
     wait = 5.0 if small else 30.0
     deadline = time.monotonic() + 20
     while (
-        len(list(Path(runtime.current().health).glob("*.json"))) < count
-        and time.monotonic() < deadline
+        len(list(Path(the_runtime().health).glob("*.json"))) < count and time.monotonic() < deadline
     ):
         time.sleep(0.2)
     cpu_before, started = _cpu_seconds(daemon.process.pid), time.monotonic()
     time.sleep(wait)
     cpu = (_cpu_seconds(daemon.process.pid) - cpu_before) / (time.monotonic() - started) * 100
     rss = rss_kib(daemon.process.pid) / 1024
-    tunnels = len(records.all_ids())
+    tunnels = len(records.all_ids(the_runtime()))
     result.rows.append(
         Row("daemon", f"CPU, {tunnels} tunnels idle over {wait:.0f} s", "%", Stats.of([cpu]))
     )

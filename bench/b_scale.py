@@ -13,8 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.lab import Daemon, Lab, link_names
-from wg_pod_hook import runtime
+from tests.lab import Daemon, Lab, link_names, the_runtime
 from wg_pod_hook.model.names import temp_name
 
 from .common import Result, Row, Setup, Stats, hook_command, timed
@@ -124,6 +123,6 @@ def _leftovers(container_ids: list[str]) -> list[str]:
     left += [
         f"record {c[:12]}"
         for c in container_ids
-        if Path(runtime.current().records, f"{c}.json").exists()
+        if Path(the_runtime().records, f"{c}.json").exists()
     ]
     return left

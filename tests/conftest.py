@@ -33,6 +33,7 @@ from tests.lab import (
     make_config_dir,
     run,
     socket_servers,
+    the_runtime,
     use_state_dir,
     venv_command,
     write_settings,
@@ -63,9 +64,7 @@ def _no_kept_state_left() -> Iterator[None]:
     for the containers the tests make fail or watch (the hook's kept
     failures, the daemon's health looks, the namespaces' locks) goes with
     the session, and so do those directories when the session made them."""
-    from wg_pod_hook import runtime
-
-    state = runtime.current()
+    state = the_runtime()
     if os.geteuid() == 0 and Path(state.state_dir) == SUITE_STATE_DIR:
         shutil.rmtree(SUITE_STATE_DIR, ignore_errors=True)
         yield
@@ -127,9 +126,7 @@ def foreign_daemon() -> str | None:
     """What is wrong, in one message, when a wg-pod daemon runs on the
     suite's state directory: the process holding the daemon's lock on it,
     or serving its sockets (found without connecting to them)."""
-    from wg_pod_hook import runtime
-
-    state = runtime.current()
+    state = the_runtime()
     locks = daemon_lock_holders()
     sockets = {path: socket_servers(path) for path in (state.hook_socket, state.daemon_socket)}
     described = []

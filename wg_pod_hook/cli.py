@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, hooksd, logs, notify, podman, runtime, units
+from . import __version__, hooksd, logs, notify, podman, units
 from .errors import AnnotationError, WgPodError, describe
 from .kernel.backends import PeerSetup
 from .model import nft, oci
@@ -20,6 +20,7 @@ from .model.bundle import read_bundle
 from .model.oci import CONFIG, ContainerState
 from .model.plan import Plan
 from .model.settings import load_settings
+from .runtime import Runtime
 from .state import failures, records
 from .tunnel import status
 from .tunnel.lifecycle import check_key_unused, prepare, up
@@ -105,14 +106,14 @@ def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()
     return "\n".join(lines)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, runtime: Runtime) -> int:
     annotations = {CONFIG: str(Path(args.config).absolute())}
     for item in args.annotation:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"wg-pod: --annotation {item!r}: expected KEY=VALUE")
         annotations[key] = value
-    settings = load_settings()
+    settings = load_settings(runtime)
     state = ContainerState(
         id="check", status="creating", pid=0, bundle=None, annotations=annotations
     )
@@ -123,7 +124,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(format_plan(plan, nft.render(plan), device.peers))
     # The plan stands; what the hook would refuse now, against the tunnels
     # up now, fails the check after it.
-    check_key_unused(plan)
+    check_key_unused(plan, records.read_all(runtime))
     return 0
 
 
@@ -146,15 +147,15 @@ def _join_annotations(args: argparse.Namespace) -> dict[str, str]:
     return annotations
 
 
-def _container_id(name_or_id: str, url: str | None) -> str:
+def _container_id(runtime: Runtime, name_or_id: str, url: str | None) -> str:
     """A record's id (or unique prefix of one) needs no podman; names do."""
-    matches = [cid for cid in records.all_ids() if cid.startswith(name_or_id)]
+    matches = [cid for cid in records.all_ids(runtime) if cid.startswith(name_or_id)]
     if len(name_or_id) >= 12 and len(matches) == 1:
         return matches[0]
     return podman.inspect(name_or_id, url).id
 
 
-def cmd_join(args: argparse.Namespace) -> int:
+def cmd_join(args: argparse.Namespace, runtime: Runtime) -> int:
     annotations = _join_annotations(args)
     try:
         oci.parse_annotations(annotations)  # here, so errors name the flags
@@ -163,7 +164,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     info = podman.inspect(args.container, args.url)
     if not info.running or info.pid <= 0:
         raise SystemExit(f"wg-pod: container {info.name} is not running")
-    settings = load_settings()
+    settings = load_settings(runtime)
     state = ContainerState(
         id=info.id, status="running", pid=info.pid, bundle=None, annotations=annotations
     )
@@ -173,23 +174,23 @@ def cmd_join(args: argparse.Namespace) -> int:
     spec = read_bundle(info.bundle)
     if spec.netns_path is None:
         spec = replace(spec, netns_path=info.netns_path)
-    record = up(plan, spec, settings)
-    notify.tell("up", record.container_id)
+    record = up(runtime, plan, spec, settings)
+    notify.tell(runtime, "up", record.container_id)
     print(f"{info.name}: {record.interface} up ({record.backend} backend)")
     return 0
 
 
-def cmd_leave(args: argparse.Namespace) -> int:
-    container_id = _container_id(args.container, args.url)
-    leave(container_id)
-    notify.tell("down", container_id)
+def cmd_leave(args: argparse.Namespace, runtime: Runtime) -> int:
+    container_id = _container_id(runtime, args.container, args.url)
+    leave(runtime, container_id)
+    notify.tell(runtime, "down", container_id)
     print(f"{args.container}: left")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
     names = podman.names(args.url)
-    failed = status.with_names(failures.recent(), names)
+    failed = status.with_names(failures.recent(runtime), names)
     ids = None
     if args.container:
         # A container that failed to start may be gone (podman run --rm):
@@ -202,17 +203,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             or (len(wanted) >= 12 and f.container_id.startswith(wanted))
         ]
         try:
-            ids = [_container_id(wanted, args.url)]
+            ids = [_container_id(runtime, wanted, args.url)]
         except WgPodError:
             if not failed:
                 raise
             ids = []
-        if ids and records.read(ids[0]) is None:
-            failed = failed or [f for f in failures.recent() if f.container_id == ids[0]]
+        if ids and records.read(runtime, ids[0]) is None:
+            failed = failed or [f for f in failures.recent(runtime) if f.container_id == ids[0]]
             if not failed:
                 raise SystemExit(f"wg-pod: {wanted} has no wg-pod tunnel")
             ids = []
-    tunnels = status.collect(ids, names)
+    tunnels = status.collect(runtime, ids, names)
     if args.json:
         print(json.dumps(status.as_json(tunnels, failed=failed), indent=2))
     else:
@@ -220,33 +221,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gc(args: argparse.Namespace) -> int:
-    for what in gc():
+def cmd_gc(args: argparse.Namespace, runtime: Runtime) -> int:
+    for what in gc(runtime):
         print(f"removed {what}")
     return 0
 
 
-def cmd_daemon(args: argparse.Namespace) -> int:
+def cmd_daemon(args: argparse.Namespace, runtime: Runtime) -> int:
     from . import daemon  # the loop, and with it netlink: only here
 
-    settings = load_settings()
+    settings = load_settings(runtime)
     # Under systemd, stderr is the journal already: the syslog lines suffice.
     to_stderr = "JOURNAL_STREAM" not in os.environ
     logs.setup("debug" if args.debug else settings.log_level, stderr=to_stderr)
-    daemon.run(settings)
+    daemon.run(runtime, settings)
     return 0
 
 
-def cmd_health(args: argparse.Namespace) -> int:
+def cmd_health(args: argparse.Namespace, runtime: Runtime) -> int:
     """0 only when every tunnel examined is known healthy (none at all: 0,
     "no tunnels"); 1 when one is not, or the named container has none; 2
     with one line when wg-pod cannot know (state it cannot read, a record
     that vanished, podman that cannot say which container is meant)."""
     try:
-        ids = listed = status.recorded_ids()
+        ids = listed = status.recorded_ids(runtime)
         if args.container:
             try:
-                ids = [_container_id(args.container, args.url)]
+                ids = [_container_id(runtime, args.container, args.url)]
             except podman.NoSuchContainer:
                 raise
             except podman.PodmanError as exc:
@@ -254,8 +255,8 @@ def cmd_health(args: argparse.Namespace) -> int:
             if ids[0] not in listed:
                 print(f"wg-pod: {args.container} has no wg-pod tunnel", file=sys.stderr)
                 return 1
-        tunnels = status.health_tunnels(ids, podman.names(args.url))
-        states = status.health_states(tunnels)
+        tunnels = status.health_tunnels(runtime, ids, podman.names(args.url))
+        states = status.health_states(runtime, tunnels)
     except status.CannotKnow as exc:
         print(f"wg-pod: cannot tell the health: {exc}", file=sys.stderr)
         return 2
@@ -268,10 +269,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if all(states[t.container_id].healthy for t in tunnels) else 1
 
 
-def cmd_install(args: argparse.Namespace) -> int:
+def cmd_install(args: argparse.Namespace, runtime: Runtime) -> int:
     hook = args.hook or hooksd.installed()
-    state = runtime.current()
-    state_dir = None if state.is_default else state.state_dir
+    state_dir = None if runtime.is_default else runtime.state_dir
     for path in hooksd.install(Path(args.hooks_dir), hook, args.settings, state_dir):
         print(f"wrote {path}")
     if args.daemon:
@@ -280,7 +280,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_uninstall(args: argparse.Namespace) -> int:
+def cmd_uninstall(args: argparse.Namespace, runtime: Runtime) -> int:
     for path in hooksd.uninstall(Path(args.hooks_dir)):
         print(f"removed {path}")
     if args.daemon:
@@ -422,12 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup("debug" if args.debug else "warning", stderr=True)
     try:
-        runtime.current()
+        runtime = Runtime.of_process()
     except ValueError as exc:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
     try:
-        return int(args.func(args))
+        return int(args.func(args, runtime))
     except WgPodError as exc:
         logging.getLogger(__name__).debug("failed", exc_info=True)
         print(f"wg-pod: {describe(exc)}", file=sys.stderr)

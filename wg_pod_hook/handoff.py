@@ -23,6 +23,8 @@ from __future__ import annotations
 import _socket
 import os
 
+from .runtime import Runtime
+
 # The hook waits this long for an answer, then does the work itself: well
 # inside the hooks' 90 s, with room for its own deadlines after it.
 DEADLINE = 30.0
@@ -58,16 +60,16 @@ def decode_answer(data: bytes) -> Answer:
     return int(code), line.decode(errors="replace") or None
 
 
-def ask(stage: str, state: str, path: str, deadline: float = DEADLINE) -> Answer | None:
-    """The daemon's answer on the socket ``path``, or None when the hook
-    must do the work itself."""
-    data = encode_request(stage, os.environ.get("WG_POD_SETTINGS"), started(), state)
+def ask(stage: str, state: str, runtime: Runtime, deadline: float = DEADLINE) -> Answer | None:
+    """The answer of the runtime's daemon, or None when the hook must do
+    the work itself."""
+    data = encode_request(stage, runtime.named_settings, started(), state)
     if len(data) > MAX_MESSAGE:
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(deadline)
-        sock.connect(path)
+        sock.connect(runtime.hook_socket)
         sock.sendall(data)
         reply = sock.recv(MAX_MESSAGE)
     except OSError:  # no daemon, a dead one's socket, no answer in time

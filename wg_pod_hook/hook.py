@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-from . import handoff, runtime
+from . import handoff
+from .runtime import Runtime
 
 # Not typing itself: every import is paid by every container start.
 TYPE_CHECKING = False
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 STAGES = ("createRuntime", "poststop")
 
 
-def rootless_reason(context: runtime.Runtime) -> str | None:
+def rootless_reason(context: Runtime) -> str | None:
     """Why this hook cannot do its work here, if it cannot."""
     if not context.root:
         return handoff.NOT_ROOT
@@ -45,21 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     stage = args[0]
     text = sys.stdin.read()
     try:
-        context = runtime.current()
+        context = Runtime.of_process()
     except ValueError as exc:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
     reason = rootless_reason(context)
-    answer = handoff.ask(stage, text, context.hook_socket) if reason is None else None
+    answer = handoff.ask(stage, text, context) if reason is None else None
     if answer is None:
-        answer = here(stage, text, reason)
+        answer = here(stage, text, context, reason)
     code, line = answer
     if line:
         print(line, file=sys.stderr)
     return code
 
 
-def here(stage: str, text: str, rootless: str | None) -> handoff.Answer:
+def here(stage: str, text: str, context: Runtime, rootless: str | None) -> handoff.Answer:
     """The work in this process.  The installed hook starts without the
     site module (python3 -IS, see packaging/launcher.in); the work needs
     the site directories (PyYAML, the libnftables binding)."""
@@ -70,7 +71,9 @@ def here(stage: str, text: str, rootless: str | None) -> handoff.Answer:
     from . import logs, stages
 
     logs.setup()
-    return stages.run_stage(stage, text, started=handoff.started(), rootless_reason=rootless)
+    return stages.run_stage(
+        stage, text, context, started=handoff.started(), rootless_reason=rootless
+    )
 
 
 def run() -> NoReturn:

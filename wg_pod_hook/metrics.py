@@ -2,7 +2,7 @@
 
 Served by prometheus-client's own HTTP server, in its thread, from files
 only: the records and the daemon's last look at each tunnel
-(``/run/wg-pod/health``), so a scrape never enters a namespace nor waits
+(``health/`` in the state directory), so a scrape never enters a namespace nor waits
 on the daemon's loop; what it shows is at most one look (TICK) old.  The
 hook's durations come from the hook itself, with the message that tells
 the daemon a tunnel is up.
@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from .runtime import Runtime
 from .state import health, records
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,11 @@ class Metrics:
     """The daemon's registry: the tunnels (collected at each scrape) and
     the hook's durations (observed as the hook reports them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         from prometheus_client import CollectorRegistry, Histogram
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Tunnels())
+        self.registry.register(_Tunnels(runtime))
         self.hook_seconds = Histogram(
             "wg_pod_hook_duration_seconds",
             "Wall time of the hook's createRuntime, as the hook measured it",
@@ -51,6 +52,9 @@ class Metrics:
 
 class _Tunnels:
     """Collects the tunnels' metrics from the records and health files."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -74,10 +78,10 @@ class _Tunnels:
         sent = CounterMetricFamily(
             "wg_pod_peer_transmit_bytes", "Bytes sent to the peer", labels=peer
         )
-        for record in records.read_all():
+        for record in records.read_all(self.runtime):
             if record.shared_with:
                 continue
-            kept = health.read(record.container_id)
+            kept = health.read(self.runtime, record.container_id)
             labels = [record.container_id[:12], record.interface]
             for each in health.State:
                 current = kept is not None and kept.state is each

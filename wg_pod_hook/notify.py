@@ -12,7 +12,7 @@ import logging
 import re
 import socket
 
-from . import runtime
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +20,15 @@ EVENTS = ("up", "down")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def tell(event: str, container_id: str, seconds: float | None = None) -> None:
+def tell(runtime: Runtime, event: str, container_id: str, seconds: float | None = None) -> None:
     """Send ``EVENT CONTAINER-ID [SECONDS]`` (how long the hook took, for the
-    metrics); nothing happens when no daemon listens."""
+    metrics) to the runtime's daemon; nothing happens when none listens."""
     assert event in EVENTS
     message = f"{event} {container_id}" + (f" {seconds:.3f}" if seconds is not None else "")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            sock.sendto(message.encode(), runtime.current().daemon_socket)
+            sock.sendto(message.encode(), runtime.daemon_socket)
     except OSError as exc:  # no daemon, or its queue is full: it will scan
         log.debug("daemon not told (%s): %s", event, exc)
 

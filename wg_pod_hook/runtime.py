@@ -1,5 +1,7 @@
-"""Where this process keeps wg-pod's state, and whether it runs as root:
-one value, built once from the process's situation.
+"""Where this process keeps wg-pod's state, where it finds its settings
+and configs, and whether it runs as root: one value, built once by the
+entry point (hook.py, cli.py) from the process's situation and passed down
+to what reads or writes the state; nothing below builds its own.
 
 The state directory is ``/run/wg-pod``, or ``$WG_POD_STATE_DIR`` (an
 absolute path) for an installation of its own — the test suite's, beside a
@@ -10,6 +12,13 @@ over their work, ``daemon.sock`` for the hooks' news); root's alone (0700).
 ``wg-pod install`` writes a non-default one into the hooks.d definitions,
 so that the hooks podman runs use it too.
 
+The settings file and the default directories for configs belong to the
+situation too (root's ``/etc``).  Whoever must own a config is uid 0 as
+this process sees it (trust.py): root, or, in a rootless podman's user
+namespace, the user who runs it.  A rootless runtime is a second way to
+build this value (``$XDG_RUNTIME_DIR/wg-pod``, the user's own config
+directory).
+
 The hook's warm path imports this module: ``os`` only, no pathlib.
 """
 
@@ -19,22 +28,53 @@ import os
 
 STATE_DIR_ENV = "WG_POD_STATE_DIR"
 DEFAULT_STATE_DIR = "/run/wg-pod"
+SETTINGS_ENV = "WG_POD_SETTINGS"
+DEFAULT_SETTINGS = "/etc/wg-pod/wg-pod.yaml"
+DEFAULT_CONFIG_DIRS = ("/etc/wireguard", "/etc/wg", "/etc/wg-pod")
 
 
 class Runtime:
-    """Paths under one state directory, and whether we run as root."""
+    """Paths under one state directory, the settings file (the one named
+    by ``$WG_POD_SETTINGS``, or the default that may be absent), the
+    directories configs may be in unless the settings say otherwise, and
+    whether we run as root."""
 
-    __slots__ = ("root", "state_dir")
+    __slots__ = ("config_dirs", "named_settings", "root", "state_dir")
 
-    def __init__(self, state_dir: str, root: bool) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        root: bool,
+        settings: str | None = None,
+        config_dirs: tuple[str, ...] = DEFAULT_CONFIG_DIRS,
+    ) -> None:
         if not state_dir.startswith("/"):
             raise ValueError(f"{STATE_DIR_ENV}={state_dir}: not an absolute path")
         self.state_dir = state_dir.rstrip("/") or "/"
         self.root = root
+        self.named_settings = settings
+        self.config_dirs = config_dirs
 
     @classmethod
     def of_process(cls) -> Runtime:
-        return cls(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR, os.geteuid() == 0)
+        """Root's (or a test's) runtime: ValueError (one line) when
+        ``$WG_POD_STATE_DIR`` is not an absolute path."""
+        return cls(
+            os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR,
+            os.geteuid() == 0,
+            os.environ.get(SETTINGS_ENV) or None,
+        )
+
+    def with_settings(self, settings: str | None) -> Runtime:
+        """This runtime with another settings file (None: the default), as
+        a hook that hands its work to the daemon names it."""
+        return Runtime(self.state_dir, self.root, settings, self.config_dirs)
+
+    @property
+    def settings(self) -> str:
+        """The settings file: the one named, which must exist, or the
+        default, which may be absent."""
+        return self.named_settings or DEFAULT_SETTINGS
 
     @property
     def is_default(self) -> bool:
@@ -114,15 +154,3 @@ def writer_pid(name: str) -> int | None:
     stem = name.rpartition(".")[0] if name.count(".") > 1 else name
     pid = stem.rpartition("-")[2]
     return int(pid) if pid.isdigit() else None
-
-
-_current: Runtime | None = None
-
-
-def current() -> Runtime:
-    """This process's runtime, built at the first call; ValueError (one
-    line) when ``$WG_POD_STATE_DIR`` is not an absolute path."""
-    global _current
-    if _current is None:
-        _current = Runtime.of_process()
-    return _current

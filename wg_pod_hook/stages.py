@@ -18,6 +18,7 @@ from .handoff import Answer
 from .model.bundle import read_bundle
 from .model.oci import ContainerState, parse_state
 from .model.settings import Settings, load_settings
+from .runtime import Runtime
 from .state import failures
 from .tunnel import teardown
 
@@ -29,6 +30,7 @@ STAGES = ("createRuntime", "poststop")
 def run_stage(
     stage: str,
     text: str,
+    runtime: Runtime,
     *,
     in_daemon: bool = False,
     started: float | None = None,
@@ -46,42 +48,46 @@ def run_stage(
         if stage == "createRuntime":
             if rootless_reason:
                 raise PrivilegeError(rootless_reason)
-            create_runtime(state, load_settings().in_daemon(in_daemon), wanted)
-            failures.forget(state.id)
+            settings = load_settings(runtime).in_daemon(in_daemon)
+            create_runtime(state, runtime, settings, wanted)
+            failures.forget(runtime, state.id)
             seconds = None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
-            notify.tell("up", state.id, seconds=seconds)
+            notify.tell(runtime, "up", state.id, seconds=seconds)
         else:
-            teardown.down(state.id)
-            notify.tell("down", state.id)
+            teardown.down(runtime, state.id)
+            notify.tell(runtime, "down", state.id)
     except Superseded as exc:  # the hook does it: nothing to say, nothing to keep
         log.warning("%s; it does the work itself", exc)
         return 1, None
     except WgPodError as exc:
         message = describe(exc)
         log.error("container %s: %s: %s", container_id[:12] or "?", stage, message)
-        return _failed(container_id, stage, message)
+        return _failed(runtime, container_id, stage, message)
     except Exception as exc:  # a bug: fail closed, keep the traceback in the journal
         log.exception("container %s: %s: unexpected error", container_id[:12] or "?", stage)
-        return _failed(container_id, stage, f"internal error {type(exc).__name__}")
+        return _failed(runtime, container_id, stage, f"internal error {type(exc).__name__}")
     return 0, None
 
 
 def create_runtime(
-    state: ContainerState, settings: Settings, wanted: Callable[[], bool] | None = None
+    state: ContainerState,
+    runtime: Runtime,
+    settings: Settings,
+    wanted: Callable[[], bool] | None = None,
 ) -> None:
     logging.getLogger().setLevel(settings.log_level.upper())
     from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
     plan = lifecycle.prepare(state, settings)
-    lifecycle.up(plan, read_bundle(state.bundle), settings, wanted=wanted)
+    lifecycle.up(runtime, plan, read_bundle(state.bundle), settings, wanted=wanted)
 
 
-def _failed(container_id: str, stage: str, message: str) -> Answer:
+def _failed(runtime: Runtime, container_id: str, stage: str, message: str) -> Answer:
     """poststop never fails a container's removal.  A failed createRuntime
     says why on stderr (runc shows it) and is kept for ``wg-pod status``
     (crun throws hook output away); its exit status stops the container."""
     if stage == "poststop":
         return 0, None
     name = failures.container_name(container_id) if container_id else None
-    failures.remember(container_id or "unknown", stage, message, name)
+    failures.remember(runtime, container_id or "unknown", stage, message, name)
     return 1, f"wg-pod: container {container_id[:12] or '?'}: {message} (journalctl -t wg-pod)"

@@ -21,6 +21,7 @@ from tests.lab import (
     Lab,
     Peer,
     run,
+    the_runtime,
     token,
     wait_for,
     wg_pod_processes,
@@ -93,7 +94,7 @@ def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | No
     assert wireguard_processes(name) == []
     assert not Path(f"/var/run/wireguard/{name}.sock").exists()
     assert "wg-pod" not in nft_tables(standin)
-    assert not path_for(standin.id).exists()
+    assert not path_for(the_runtime(), standin.id).exists()
     assert standin.resolv_conf.read_text().startswith("# written by the wg-pod test lab")
     if before_routes is not None:
         assert standin.default_routes(4) + standin.default_routes(6) == before_routes
@@ -220,4 +221,8 @@ class DnsServer:
 def watched(container_id: str) -> None:
     """The daemon has looked at the tunnel (it is told at once by the hook;
     the bound is generous for a loaded machine)."""
-    wait_for(lambda: health.read(container_id) is not None, timeout=10, what="the daemon's look")
+    wait_for(
+        lambda: health.read(the_runtime(), container_id) is not None,
+        timeout=10,
+        what="the daemon's look",
+    )

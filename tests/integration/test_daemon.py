@@ -35,6 +35,7 @@ from tests.lab import (
     Peer,
     link_names,
     run,
+    the_runtime,
     venv_command,
     wait_for,
     with_resolv_conf,
@@ -54,9 +55,9 @@ def repaired(standin: ContainerStandIn, peer: Peer, before: records.TunnelRecord
     start = time.monotonic()
     assert peer.page in fetch_in(standin, peer.url_v4, timeout=REPAIR_DEADLINE)
     elapsed = time.monotonic() - start
-    after = records.load(standin.id)
+    after = records.load(the_runtime(), standin.id)
     assert after is not None and after.complete and after.created > before.created
-    kept = health.read(standin.id)
+    kept = health.read(the_runtime(), standin.id)
     assert kept is not None and kept.repairs == 1
     print(f"repaired in {elapsed:.2f} s")
     return elapsed
@@ -80,7 +81,7 @@ def test_a_tunnel_whose_wireguard_go_was_killed_is_repaired_in_place(
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     assert peer.page in fetch_in(standin, peer.url_v4)
     watched(standin.id)
-    before = records.load(standin.id)
+    before = records.load(the_runtime(), standin.id)
     assert before is not None and before.process is not None
     os.kill(before.process.pid, signal.SIGKILL)
     repaired(standin, peer, before)
@@ -107,11 +108,11 @@ def test_a_repaired_wireguard_go_lives_in_its_containers_cgroups_not_the_daemons
     daemon_cgroup = "/" + cgroup.name
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     watched(standin.id)
-    before = records.load(standin.id)
+    before = records.load(the_runtime(), standin.id)
     assert before is not None and before.process is not None
     os.kill(before.process.pid, signal.SIGKILL)
     repaired(standin, peer, before)
-    after = records.load(standin.id)
+    after = records.load(the_runtime(), standin.id)
     assert after is not None and after.process is not None
     home = cgroups.container_home(standin.pid)
     assert home is not None
@@ -142,7 +143,7 @@ def test_a_tunnel_whose_link_was_deleted_is_repaired_in_place(
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
     hook.up(standin, {**annotations, "wg-pod.port-remapping": "80:8080"})
     watched(standin.id)
-    before = records.load(standin.id)
+    before = records.load(the_runtime(), standin.id)
     assert before is not None
     standin.run(["ip", "link", "del", "wg0"])
     repaired(standin, peer, before)
@@ -159,14 +160,14 @@ def looked_at_all(daemon: Daemon, standins: list[ContainerStandIn]) -> None:
     schedules a repair) or would find it down."""
     since = {}
     for standin in standins:
-        kept = health.read(standin.id)
+        kept = health.read(the_runtime(), standin.id)
         assert kept is not None
         since[standin.id] = kept.checked
 
     def looked() -> bool:
         log = daemon.path.read_text()
         for standin in standins:
-            kept = health.read(standin.id)
+            kept = health.read(the_runtime(), standin.id)
             if f"container {standin.id[:12]}: watching wg0" not in log:
                 return False
             if kept is None or kept.checked <= since[standin.id]:
@@ -175,7 +176,7 @@ def looked_at_all(daemon: Daemon, standins: list[ContainerStandIn]) -> None:
 
     wait_for(looked, timeout=10, what="the new daemon's look at every tunnel")
     for standin in standins:
-        kept = health.read(standin.id)
+        kept = health.read(the_runtime(), standin.id)
         assert kept is not None and kept.state.healthy and kept.repairs == 0, kept
 
 
@@ -192,17 +193,17 @@ def test_restarting_the_daemon_rebuilds_nothing(
         conf = write_config(config_dir, peer.client_config(), f"wg{index}.conf")
         hook.up(standin, {"wg-pod.config": conf, "wg-pod.interface": "wg0"})
         watched(standin.id)
-    before = {s.id: records.load(s.id) for s in standins}
+    before = {s.id: records.load(the_runtime(), s.id) for s in standins}
     first.stop()
     second = daemon(hook)
     looked_at_all(second, standins)
-    assert {s.id: records.load(s.id) for s in standins} == before
+    assert {s.id: records.load(the_runtime(), s.id) for s in standins} == before
     second.kill()  # killing it takes nothing down either
     looked_at_all(daemon(hook), standins)
-    assert {s.id: records.load(s.id) for s in standins} == before
+    assert {s.id: records.load(the_runtime(), s.id) for s in standins} == before
     for standin in standins:
         assert peer.page in fetch_in(standin, peer.url_v4)
-        kept = health.read(standin.id)
+        kept = health.read(the_runtime(), standin.id)
         assert kept is not None and kept.repairs == 0
 
 
@@ -231,13 +232,13 @@ def test_a_repair_killed_midway_and_its_daemon_leave_nothing_the_next_does_not_c
     assert crashing.process.poll() is None  # only its worker died
     crashing.process.send_signal(signal.SIGKILL)
     crashing.process.wait(timeout=REPAIR_DEADLINE)
-    interrupted = records.load(standin.id)
+    interrupted = records.load(the_runtime(), standin.id)
     assert interrupted is not None and not interrupted.complete
 
     daemon(hook)
 
     def converged() -> bool:
-        record = records.load(standin.id)
+        record = records.load(the_runtime(), standin.id)
         return record is not None and record.complete
 
     wait_for(converged, timeout=REPAIR_DEADLINE, what="the next daemon's repair")
@@ -322,8 +323,8 @@ def test_health_file_is_removed_with_the_tunnel(
     watched(standin.id)
     standin.stop()
     hook.down(standin, annotations)
-    assert not health.path_for(standin.id).exists()
-    assert not Path(records.path_for(standin.id)).exists()
+    assert not health.path_for(the_runtime(), standin.id).exists()
+    assert not Path(records.path_for(the_runtime(), standin.id)).exists()
 
 
 def test_a_peer_whose_host_name_moves_to_another_address_is_followed(
@@ -353,7 +354,7 @@ def test_a_peer_whose_host_name_moves_to_another_address_is_followed(
     assert peer.page in fetch_in(standin, peer.url_v4, timeout=60)
     print(f"followed in {time.monotonic() - start:.1f} s")
     assert f"-> {moved}:{peer.listen_port}" in running.path.read_text()
-    kept = health.read(standin.id)
+    kept = health.read(the_runtime(), standin.id)
     assert kept is not None and kept.repairs == 0  # followed, not rebuilt
 
 

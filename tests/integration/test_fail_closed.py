@@ -29,6 +29,7 @@ from tests.lab import (
     Lab,
     Peer,
     run,
+    the_runtime,
     venv_command,
     wait_for,
 )
@@ -88,7 +89,7 @@ def assert_closed(standin: ContainerStandIn, outside: Outside) -> None:
 
 
 def failed_record(container_id: str) -> records.TunnelRecord:
-    record = records.load(container_id)
+    record = records.load(the_runtime(), container_id)
     assert record is not None and record.failed is not None, record
     return record
 
@@ -122,7 +123,7 @@ def test_a_failed_repair_keeps_the_namespace_closed_until_a_mended_cause_brings_
     flaky.breaks()
     standin.run(["ip", "link", "del", "wg0"])
     wait_for(
-        lambda: (r := records.read(standin.id)) is not None and r.failed is not None,
+        lambda: (r := records.read(the_runtime(), standin.id)) is not None and r.failed is not None,
         timeout=20,
         what="a failed repair",
     )
@@ -153,11 +154,11 @@ def test_a_failed_repair_keeps_the_namespace_closed_until_a_mended_cause_brings_
     assert peer.page in fetch_in(standin, peer.url_v4, timeout=RETRY_DEADLINE)
     # The tunnel carries traffic before the repair's last step completes its record.
     wait_for(
-        lambda: (r := records.read(standin.id)) is not None and r.complete,
+        lambda: (r := records.read(the_runtime(), standin.id)) is not None and r.complete,
         timeout=20,
         what="the repaired tunnel's complete record",
     )
-    record = records.load(standin.id)
+    record = records.load(the_runtime(), standin.id)
     assert record is not None and record.complete and record.failed is None
     assert "repair failed" not in status(flaky.hook)
     # The tunnel is the way out again, and still the only one.
@@ -198,7 +199,7 @@ def test_a_pod_member_whose_restart_fails_leaves_the_other_members_closed(
     flaky.mended()
     flaky.hook.up(standin, annotations)
     assert peer.page in fetch_in(member, peer.url_v4)
-    assert records.load(standin.id) is not None
+    assert records.load(the_runtime(), standin.id) is not None
 
 
 def test_what_a_pod_member_writes_into_the_shared_resolv_conf_never_fails_a_restart(
@@ -224,7 +225,7 @@ def test_what_a_pod_member_writes_into_the_shared_resolv_conf_never_fails_a_rest
         text = standin.resolv_conf.read_text()
         assert text == f"{dns.HEADER}\nnameserver {peer.tunnel_v4.ip}\n", text
         assert peer.page in fetch_in(member, peer.url_v4)
-    teardown.leave(standin.id)
+    teardown.leave(the_runtime(), standin.id)
     assert standin.resolv_conf.read_text() == podmans
 
 
@@ -247,14 +248,14 @@ def test_a_rerun_killed_after_its_old_interface_went_loses_nothing(
     killed = hook.with_settings(fault_injection_kill_after="replace")
     done = killed("createRuntime", standin, annotations)
     assert done.returncode != 0
-    record = records.load(standin.id)
+    record = records.load(the_runtime(), standin.id)
     assert record is not None and record.removed_routes and record.resolv_conf_original
     assert "wg0" not in standin.links()
     assert standin.default_routes(4) + standin.default_routes(6) == []  # still closed
 
     hook.up(standin, annotations)
     assert peer.page in fetch_in(standin, peer.url_v4)
-    teardown.leave(standin.id)
+    teardown.leave(the_runtime(), standin.id)
     assert standin.default_routes(4) + standin.default_routes(6) == routes_before
     assert standin.resolv_conf.read_text() == resolv_before
 
@@ -275,11 +276,12 @@ def test_a_slow_repair_never_holds_up_a_container_start(
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     watched(standin.id)
     netns = Path(f"/proc/{standin.pid}/ns/net")
-    with open_netns(str(netns)) as fd, namespace_lock(fd):
+    with open_netns(str(netns)) as fd, namespace_lock(the_runtime(), fd):
         standin.run(["ip", "link", "del", "wg0"])
         wait_for(
             lambda: (
-                (h := health.read(standin.id)) is not None and h.state is health.State.REPAIRING
+                (h := health.read(the_runtime(), standin.id)) is not None
+                and h.state is health.State.REPAIRING
             ),
             timeout=15,
             what="the repair",

@@ -21,6 +21,7 @@ from tests.lab import (
     LabError,
     daemon_lock_holders,
     socket_servers,
+    the_runtime,
     venv_command,
     wait_for,
 )
@@ -34,7 +35,7 @@ def foreign(lab: Lab, settings: Path) -> subprocess.Popen[str]:
     """``wg-pod daemon`` started by hand, as systemd or a lost run would."""
     argv = ["env", f"WG_POD_SETTINGS={settings}", *venv_command("wg-pod", "wg_pod_hook.cli")]
     process = lab.popen([*argv, "daemon"], name="foreign-daemon")
-    wait_serving(lab, process, "foreign-daemon", runtime.current().hook_socket)
+    wait_serving(lab, process, "foreign-daemon", the_runtime().hook_socket)
     return process
 
 
@@ -51,7 +52,7 @@ def wait_serving(lab: Lab, process: subprocess.Popen[str], name: str, hook_socke
 
 
 def still_serving(process: subprocess.Popen[str]) -> bool:
-    state = runtime.current()
+    state = the_runtime()
     return (
         process.poll() is None
         and daemon_lock_holders() == [process.pid]
@@ -83,7 +84,7 @@ def test_a_root_session_refuses_to_start_beside_it(foreign: subprocess.Popen[str
     (line,) = [line for line in session.stderr.splitlines() if line.startswith("ERROR: ")]
     assert "a wg-pod daemon this test session did not start is running" in line
     assert f"PID {pid} (" in line
-    state = runtime.current()
+    state = the_runtime()
     served = f"serves {state.hook_socket} and {state.daemon_socket}"
     assert f"holds the lock on {state.state_dir}, {served}: " in line
     assert f"stop it with `kill {pid}`" in line

@@ -33,9 +33,10 @@ from tests.lab import (
     children,
     link_names,
     run,
+    the_runtime,
     wait_for,
 )
-from wg_pod_hook import handoff, runtime
+from wg_pod_hook import handoff
 from wg_pod_hook.kernel import cgroups
 from wg_pod_hook.model.names import temp_name
 from wg_pod_hook.state import health, records
@@ -79,15 +80,19 @@ def test_the_hook_hands_both_stages_to_the_daemon_and_imports_no_netlink(
     assert not [m for m in loaded if m.startswith(HEAVY)], sorted(loaded)
     assert handled_by_the_daemon(daemon, standin.id, "wg0 up")
     assert peer.page in fetch_in(standin, peer.url_v4)
-    record = records.load(standin.id)
+    record = records.load(the_runtime(), standin.id)
     assert record is not None and record.complete
-    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's look")
+    wait_for(
+        lambda: health.read(the_runtime(), standin.id) is not None,
+        timeout=5,
+        what="the daemon's look",
+    )
 
     standin.stop()
     done = hook("poststop", standin, annotations, env=profiled)
     assert done.returncode == 0, done.stderr
     assert not [m for m in imports(done.stderr) if m.startswith(HEAVY)]
-    assert not records.path_for(standin.id).exists()
+    assert not records.path_for(the_runtime(), standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
 
 
@@ -104,7 +109,7 @@ def test_a_wireguard_go_the_daemon_starts_for_a_hook_lives_where_the_hooks_would
     in conmon's cgroup), not the daemon's."""
     (cgroup / "cgroup.procs").write_text(str(daemon.process.pid))
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
-    record = records.load(standin.id)
+    record = records.load(the_runtime(), standin.id)
     assert record is not None and record.process is not None
     home = cgroups.container_home(standin.pid)
     assert home is not None
@@ -131,7 +136,7 @@ def test_a_worker_killed_at_any_step_leaves_the_hook_to_do_the_work(
     dying.up(standin, annotations)
     assert "fault injection: killing the hook after " + step in daemon.path.read_text()
     assert peer.page in fetch_in(standin, peer.url_v4)
-    record = records.load(standin.id)
+    record = records.load(the_runtime(), standin.id)
     assert record is not None and record.complete and record.writer is None
     assert len(wireguard_processes(temp_name(standin.id))) == WIREGUARD_GO[backend]
     assert daemon.process.poll() is None, "the daemon died with its worker"
@@ -139,7 +144,7 @@ def test_a_worker_killed_at_any_step_leaves_the_hook_to_do_the_work(
     dying.down(standin, annotations)
     assert wireguard_processes(temp_name(standin.id)) == []
     assert temp_name(standin.id) not in link_names()
-    assert not records.path_for(standin.id).exists()
+    assert not records.path_for(the_runtime(), standin.id).exists()
 
 
 def test_a_stuck_daemon_holds_no_start_past_the_deadline(
@@ -156,14 +161,14 @@ def test_a_stuck_daemon_holds_no_start_past_the_deadline(
     finally:
         os.kill(daemon.process.pid, signal.SIGCONT)
     assert handoff.DEADLINE <= waited < handoff.DEADLINE + 20, waited
-    before = records.load(standin.id)
+    before = records.load(the_runtime(), standin.id)
     assert before is not None and before.complete
     wait_for(
         lambda: "its hook gave up waiting" in daemon.path.read_text(),
         timeout=10,
         what="the daemon's worker to find its hook gone",
     )
-    assert records.load(standin.id) == before
+    assert records.load(the_runtime(), standin.id) == before
     assert len(wireguard_processes(temp_name(standin.id))) == 1
     assert peer.page in fetch_in(standin, peer.url_v4)
 
@@ -203,7 +208,11 @@ def test_a_waiting_worker_holds_none_of_the_daemons_handles(
     it must not keep that tunnel's namespace alive (a socket in it), nor
     hold the daemon's pidfds, epoll or sockets."""
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
-    wait_for(lambda: health.read(standin.id) is not None, timeout=5, what="the daemon's watch")
+    wait_for(
+        lambda: health.read(the_runtime(), standin.id) is not None,
+        timeout=5,
+        what="the daemon's watch",
+    )
     second = lab.standin()
     hook.up(second, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     spare = the_spare(daemon)  # forked with the first tunnel watched
@@ -233,7 +242,7 @@ def test_a_waiting_worker_killed_is_replaced_and_ends_with_the_daemon(
 def ask_raw(data: bytes) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(10)
-        sock.connect(runtime.current().hook_socket)
+        sock.connect(the_runtime().hook_socket)
         sock.sendall(data)
         return sock.recv(handoff.MAX_MESSAGE)
 
@@ -260,7 +269,7 @@ def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
     directory and the socket opened to everyone for this test, the daemon
     still refuses anyone but root (SO_PEERCRED) with the hook's own words."""
     state = standin.oci_state({"wg-pod.config": write_config(config_dir, peer.client_config())})
-    socket_path = runtime.current().hook_socket
+    socket_path = the_runtime().hook_socket
     directory = Path(socket_path).parent
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert os.stat(socket_path).st_mode & 0o777 == 0o600
@@ -296,5 +305,5 @@ def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
         os.chmod(socket_path, 0o600)
         os.chmod(directory, 0o700)
     assert "not root" in daemon.path.read_text()
-    assert not records.path_for(standin.id).exists()
+    assert not records.path_for(the_runtime(), standin.id).exists()
     assert_nothing_left(standin)

@@ -23,7 +23,16 @@ from tests.integration.support import (
     wireguard_processes,
     write_config,
 )
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, venv_command
+from tests.lab import (
+    ConfigDir,
+    ContainerStandIn,
+    HookRunner,
+    Lab,
+    Peer,
+    run,
+    the_runtime,
+    venv_command,
+)
 from wg_pod_hook.model.names import temp_name
 from wg_pod_hook.model.plan import REPLY_MARK
 from wg_pod_hook.state.records import path_for
@@ -53,10 +62,10 @@ def test_tunnel_carries_traffic_both_ways_v4_and_v6(
     assert "served-from-the-container" in peer.fetch(f"http://{client.address_v4.ip}:8080/")
     assert "served-from-the-container" in peer.fetch(f"http://[{client.address_v6.ip}]:8080/")
 
-    record = json.loads(path_for(standin.id).read_text())
+    record = json.loads(path_for(the_runtime(), standin.id).read_text())
     assert record["interface"] == "wg0"
     assert record["backend"] == backend
-    assert client.private_key not in path_for(standin.id).read_text()
+    assert client.private_key not in path_for(the_runtime(), standin.id).read_text()
 
 
 def test_endpoint_sees_the_host_side_address(
@@ -160,13 +169,13 @@ def test_poststop_keeps_a_live_namespace_tunnel_and_cleans_up_after_it(
     annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
     hook.up(standin, annotations)
     assert hook.down(standin, annotations).returncode == 0
-    assert path_for(standin.id).exists()
+    assert path_for(the_runtime(), standin.id).exists()
     assert peer.page in fetch_in(standin, peer.url_v4)
 
     standin.stop()
     done = hook.down(standin, annotations)
     assert done.returncode == 0
-    assert not path_for(standin.id).exists()
+    assert not path_for(the_runtime(), standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
     assert temp_name(standin.id) not in run(["ip", "-o", "link", "show"]).stdout
 
@@ -182,10 +191,10 @@ def test_stale_records_are_pruned_by_the_next_start(
     conf = write_config(config_dir, peer.client_config())
     hook.up(standin, {"wg-pod.config": conf})
     standin.stop()
-    assert path_for(standin.id).exists()
+    assert path_for(the_runtime(), standin.id).exists()
     other = make_standin()
     hook.up(other, {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")})
-    assert not path_for(standin.id).exists()
+    assert not path_for(the_runtime(), standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
 
 
@@ -198,7 +207,7 @@ def test_pod_members_share_the_namespace_tunnel(
     member.id = secrets.token_hex(32)
     hook.up(member, annotations)
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
-    assert json.loads(path_for(member.id).read_text())["shared_with"] == standin.id
+    assert json.loads(path_for(the_runtime(), member.id).read_text())["shared_with"] == standin.id
     assert peer.page in fetch_in(standin, peer.url_v4)
 
     other_conf = write_config(config_dir, peer.client_config(), "other.conf")
@@ -247,7 +256,7 @@ def test_leave_after_a_rerun_puts_back_what_the_first_run_replaced(
         reply_table = ["ip", f"-{version}", "route", "show", "table", str(REPLY_MARK)]
         assert "dev eth0" in standin.run(reply_table).stdout
 
-    teardown.leave(standin.id)
+    teardown.leave(the_runtime(), standin.id)
     assert sorted(standin.links()) == ["eth0", "lo"]
     assert standin.default_routes(4) + standin.default_routes(6) == routes_before
     assert standin.resolv_conf.read_text() == resolv_before

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.integration.support import fetch_in, kernel_has_wireguard, serve_in, write_config
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, the_runtime, wait_for
 from wg_pod_hook.model.names import temp_name
 from wg_pod_hook.state.records import path_for
 
@@ -83,7 +83,7 @@ def test_the_interface_goes_with_the_container_namespace(
 
     done = hook.down(standin, annotations)
     assert done.returncode == 0, done.stderr
-    assert not path_for(standin.id).exists()
+    assert not path_for(the_runtime(), standin.id).exists()
 
 
 def test_auto_picks_the_kernel(
@@ -95,7 +95,7 @@ def test_auto_picks_the_kernel(
 ) -> None:
     hook = hook.with_settings(backend="auto")
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
-    assert json.loads(path_for(standin.id).read_text())["backend"] == "kernel"
+    assert json.loads(path_for(the_runtime(), standin.id).read_text())["backend"] == "kernel"
     assert "wireguard" in standin.run(["ip", "-d", "link", "show", "wg0"]).stdout.split()
     assert peer.page in fetch_in(standin, peer.url_v4)
 
@@ -125,4 +125,4 @@ def test_interop(
     assert "served-from-the-container" in peer.fetch(f"http://[{address.ip}]:8080/")
     kind = "wireguard" if client == "kernel" else "tun"
     assert kind in standin.run(["ip", "-d", "link", "show", "wg0"]).stdout.split()
-    assert json.loads(path_for(standin.id).read_text())["backend"] == client
+    assert json.loads(path_for(the_runtime(), standin.id).read_text())["backend"] == client

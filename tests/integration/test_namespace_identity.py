@@ -32,11 +32,12 @@ from tests.lab import (
     HookRunner,
     Peer,
     run,
+    the_runtime,
     venv_command,
     wait_for,
     wg_pod_processes,
 )
-from wg_pod_hook import notify, runtime
+from wg_pod_hook import notify
 from wg_pod_hook.daemon import loop as wg_pod_daemon
 from wg_pod_hook.errors import Superseded
 from wg_pod_hook.kernel.netlink import open_netns
@@ -54,7 +55,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 def lock_file_of(standin: ContainerStandIn) -> Path:
     info = os.stat(standin.ns.path)
-    return Path(runtime.current().locks, f"netns-{info.st_dev}-{info.st_ino}")
+    return Path(the_runtime().locks, f"netns-{info.st_dev}-{info.st_ino}")
 
 
 def held_by_another(path: str) -> bool:
@@ -86,7 +87,7 @@ def test_a_user_holding_the_namespace_file_delays_no_hook(
         hook.up(standin, annotations)
         assert held_by_another(standin.ns.path)
         assert peer.page in fetch_in(standin, peer.url_v4)
-        teardown.leave(standin.id)  # `wg-pod leave` takes the lock too
+        teardown.leave(the_runtime(), standin.id)  # `wg-pod leave` takes the lock too
         assert held_by_another(standin.ns.path)
         assert sorted(standin.links()) == ["eth0", "lo"]
         assert holder.poll() is None, "the holder was to hold on throughout"
@@ -96,7 +97,7 @@ def test_a_user_holding_the_namespace_file_delays_no_hook(
 
 
 def test_a_user_cannot_open_the_namespace_lock(standin: ContainerStandIn) -> None:
-    with open_netns(standin.netns_path) as fd, namespace_lock(fd):
+    with open_netns(standin.netns_path) as fd, namespace_lock(the_runtime(), fd):
         path = lock_file_of(standin)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -132,13 +133,13 @@ def rewrite_record(standin: ContainerStandIn, other: ContainerStandIn, recycled:
     number with the start time of the process in it (``namespace``: only
     the cookie tells them apart): every path, pid and inode now names
     ``other``."""
-    data = json.loads(path_for(standin.id).read_text())
+    data = json.loads(path_for(the_runtime(), standin.id).read_text())
     info = os.stat(other.ns.path)
     data["container_pid"] = other.pid
     data["netns"].update(path=other.ns.path, dev=info.st_dev, ino=info.st_ino)
     if recycled == "namespace":
         data["container_start"] = process_start_time(other.pid)
-    path_for(standin.id).write_text(json.dumps(data))
+    path_for(the_runtime(), standin.id).write_text(json.dumps(data))
 
 
 def assert_nothing_for(other: ContainerStandIn, processes: dict[str, str]) -> None:
@@ -165,21 +166,25 @@ def test_a_repair_gives_nothing_to_a_namespace_it_cannot_prove_is_the_records(
 ) -> None:
     standin, other = two
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
-    original = path_for(standin.id).read_text()
+    original = path_for(the_runtime(), standin.id).read_text()
     try:
         rewrite_record(standin, other, recycled)
-        rewritten = path_for(standin.id).read_text()
-        record = records.load(standin.id)
+        rewritten = path_for(the_runtime(), standin.id).read_text()
+        record = records.load(the_runtime(), standin.id)
         assert record is not None
         processes = wg_pod_processes()
         with pytest.raises(Superseded):
-            lifecycle.repair(record, load_settings(str(hook.settings)))
+            lifecycle.repair(
+                the_runtime(),
+                record,
+                load_settings(the_runtime().with_settings(str(hook.settings))),
+            )
         assert_nothing_for(other, processes)
         assert wg_pod_processes() == processes
-        assert path_for(standin.id).read_text() == rewritten  # touched nothing
+        assert path_for(the_runtime(), standin.id).read_text() == rewritten  # touched nothing
         assert peer.page in fetch_in(standin, peer.url_v4)  # nor the real tunnel
     finally:
-        path_for(standin.id).write_text(original)  # for the lab's poststop
+        path_for(the_runtime(), standin.id).write_text(original)  # for the lab's poststop
 
 
 @pytest.mark.parametrize("backend", ["userspace"], indirect=True)
@@ -201,22 +206,22 @@ def test_the_daemon_gives_nothing_to_a_namespace_it_cannot_prove_is_the_records(
     hook.up(standin, {"wg-pod.config": write_config(config_dir, peer.client_config())})
     watched(standin.id)
     processes = wg_pod_processes()
-    original = path_for(standin.id).read_text()
+    original = path_for(the_runtime(), standin.id).read_text()
     try:
         rewrite_record(standin, other, recycled)
-        notify.tell("up", standin.id)
+        notify.tell(the_runtime(), "up", standin.id)
         deadline = time.monotonic() + wg_pod_daemon.TICK + 5
-        while path_for(standin.id).exists() and time.monotonic() < deadline:
+        while path_for(the_runtime(), standin.id).exists() and time.monotonic() < deadline:
             assert sorted(other.links()) == ["eth0", "lo"], running.path.read_text()
             time.sleep(0.1)
-        assert not path_for(standin.id).exists(), "the record was not pruned"
+        assert not path_for(the_runtime(), standin.id).exists(), "the record was not pruned"
         assert_nothing_for(other, processes)
         log = running.path.read_text()
         assert log.count(f"container {standin.id[:12]}: watching") == 1, log
         assert f"container {standin.id[:12]}: not watched" in log, log
     finally:
-        if path_for(standin.id).exists():
-            path_for(standin.id).write_text(original)
+        if path_for(the_runtime(), standin.id).exists():
+            path_for(the_runtime(), standin.id).write_text(original)
 
 
 @pytest.mark.parametrize("backend", ["userspace"], indirect=True)
@@ -235,9 +240,9 @@ def test_the_daemon_prunes_the_record_of_a_container_whose_namespace_is_gone(
     watched(standin.id)
     standin.stop()
     wait_for(
-        lambda: not path_for(standin.id).exists(),
+        lambda: not path_for(the_runtime(), standin.id).exists(),
         timeout=wg_pod_daemon.TICK + 5,
         what="the daemon's prune",
     )
     assert wireguard_processes(temp_name(standin.id)) == []
-    assert health.read(standin.id) is None
+    assert health.read(the_runtime(), standin.id) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import fetch_in, write_config
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, wait_for
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, the_runtime, wait_for
 from wg_pod_hook.model.plan import REPLY_MARK
 from wg_pod_hook.tunnel import teardown
 
@@ -67,7 +67,7 @@ def test_replies_to_connections_from_outside_leave_through_eth0(
     # The container's own traffic still goes through the tunnel.
     assert peer.page in fetch_in(standin, peer.url_v4)
 
-    teardown.leave(standin.id)
+    teardown.leave(the_runtime(), standin.id)
     rules = standin.run(["ip", f"-{version}", "rule", "show"]).stdout
     assert f"{REPLY_MARK:#x}" not in rules
     assert (

@@ -43,10 +43,10 @@ from tests.lab import (
     children,
     link_names,
     run,
+    the_runtime,
     venv_command,
     wait_for,
 )
-from wg_pod_hook import runtime
 from wg_pod_hook.model.names import is_temp_name, temp_name
 from wg_pod_hook.state import failures, health
 from wg_pod_hook.state.records import path_for
@@ -183,7 +183,7 @@ class Secrets:
 def run_dir_files() -> dict[str, bytes]:
     """Every regular file in the state directory (records, failed/,
     health/, locks/, anything else), and the names of everything there."""
-    state_dir = Path(runtime.current().state_dir)
+    state_dir = Path(the_runtime().state_dir)
     found: dict[str, bytes] = {}
     names = []
     for path in sorted(state_dir.rglob("*")):
@@ -272,7 +272,7 @@ def test_keys_appear_nowhere(
         bad = hook.up(other, annotations, env=env, ok=False)
         assert bad.returncode == 1, bad.stderr
         refused.append(bad)
-    kept = [f for f in failures.recent() if f.container_id == other.id]
+    kept = [f for f in failures.recent(the_runtime()) if f.container_id == other.id]
     assert len(kept) == len(refused) and {f.stage for f in kept} == {"createRuntime"}
 
     wait_for(
@@ -281,8 +281,8 @@ def test_keys_appear_nowhere(
         what=f"the hook's debug lines in the {hook_log.name}",
     )
     files = run_dir_files()
-    assert str(path_for(standin.id)) in files
-    assert [p for p in files if p.startswith(f"{runtime.current().failed}/")]
+    assert str(path_for(the_runtime(), standin.id)) in files
+    assert [p for p in files if p.startswith(f"{the_runtime().failed}/")]
     seen: dict[str, str | bytes] = {
         "spawned processes": spawned.text(),
         hook_log.name: hook_log.text(),
@@ -343,7 +343,7 @@ def test_keys_appear_nowhere_through_the_daemon(
 
     repaired.run(["ip", "link", "del", "wg0"])
     wait_for(
-        lambda: (kept := health.read(repaired.id)) is not None and kept.repairs == 1,
+        lambda: (kept := health.read(the_runtime(), repaired.id)) is not None and kept.repairs == 1,
         timeout=REPAIR_DEADLINE,
         what="the daemon's repair",
     )
@@ -352,7 +352,10 @@ def test_keys_appear_nowhere_through_the_daemon(
     write_config(config_dir, clients[1].config.replace("PrivateKey = ", "PrivateKey "), "b.conf")
     broken.run(["ip", "link", "del", "wg0"])
     wait_for(
-        lambda: any(f.container_id == broken.id and f.stage == "repair" for f in failures.recent()),
+        lambda: any(
+            f.container_id == broken.id and f.stage == "repair"
+            for f in failures.recent(the_runtime())
+        ),
         timeout=REPAIR_DEADLINE,
         what="the failure of a repair with a bad config",
     )
@@ -369,7 +372,7 @@ def test_keys_appear_nowhere_through_the_daemon(
         if f"container {other.id[:12]}: createRuntime:" in line
     ]
     assert len(worker_lines) == len(starts)  # each refused by the daemon's worker
-    kept = [f for f in failures.recent() if f.container_id == other.id]
+    kept = [f for f in failures.recent(the_runtime()) if f.container_id == other.id]
     assert len(kept) == len(starts)
 
     short = repaired.id[:12]
@@ -384,7 +387,7 @@ def test_keys_appear_nowhere_through_the_daemon(
         what=f"the daemon's debug lines in the {hook_log.name}",
     )
     files = run_dir_files()
-    for directory in (runtime.current().failed, runtime.current().health):
+    for directory in (the_runtime().failed, the_runtime().health):
         assert [p for p in files if p.startswith(f"{directory}/")], f"nothing in {directory}"
     tunnels = [temp_name(s.id) for s in (repaired, broken)]
     pids = [running.process.pid, *children(running.process.pid)]
@@ -434,7 +437,7 @@ def test_thirty_parallel_starts(
     for standin in standins:
         standin.stop()
         assert hook.down(standin, {}).returncode == 0
-        assert not path_for(standin.id).exists()
+        assert not path_for(the_runtime(), standin.id).exists()
     assert [n for n in link_names() if is_temp_name(n)] == []
     assert [p for n in names for p in wireguard_processes(n)] == []
 
@@ -490,7 +493,7 @@ def test_gc_removes_what_a_killed_hook_left(
     name = temp_name(standin.id)
     assert name not in link_names()
     assert wireguard_processes(name) == []
-    assert not path_for(standin.id).exists()
+    assert not path_for(the_runtime(), standin.id).exists()
     assert not Path(f"/var/run/wireguard/{name}.sock").exists()
 
 
@@ -508,7 +511,11 @@ def test_concurrent_hooks_on_one_namespace_are_serialised(
         results = list(pool.map(lambda m: hook.up(m, annotations, ok=False), members))
     assert [r.returncode for r in results] == [0] * len(members), [r.stderr for r in results]
     assert sorted(standin.links()) == ["eth0", "lo", "wg0"]
-    owners = [m for m in members if json.loads(path_for(m.id).read_text())["shared_with"] is None]
+    owners = [
+        m
+        for m in members
+        if json.loads(path_for(the_runtime(), m.id).read_text())["shared_with"] is None
+    ]
     assert len(owners) == 1
     assert peer.page in fetch_in(standin, peer.url_v4)
 
@@ -556,7 +563,11 @@ def test_a_hook_killed_while_its_wireguard_go_starts_is_cleared_by_the_next_star
     killed.stdin.write(standin.oci_state({"wg-pod.config": conf}))
     killed.stdin.close()
     wait_for(lambda: bool(wireguard_processes(name)), timeout=10, what="the silent wireguard-go")
-    wait_for(lambda: path_for(standin.id).exists(), timeout=5, what="the hook's first record")
+    wait_for(
+        lambda: path_for(the_runtime(), standin.id).exists(),
+        timeout=5,
+        what="the hook's first record",
+    )
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=5)
     assert wireguard_processes(name) != []

@@ -28,10 +28,10 @@ from tests.lab import (
     Lab,
     Peer,
     run,
+    the_runtime,
     venv_command,
     wait_for,
 )
-from wg_pod_hook import runtime
 from wg_pod_hook.model.plan import REPLY_MARK
 from wg_pod_hook.tunnel import teardown
 
@@ -61,7 +61,7 @@ def leaks_without_interface(
     way towards the outside echo servers tried (bound to eth0, from eth0's
     address, routed): the packets seen on the host side of eth0 and what
     got an answer."""
-    assert not Path(runtime.current().hook_socket).exists(), "a daemon would repair the tunnel"
+    assert not Path(the_runtime().hook_socket).exists(), "a daemon would repair the tunnel"
     conf = write_config(config_dir, peer.client_config(allowed_ips=SPLIT_DEFAULT))
     hook.up(standin, {"wg-pod.config": conf, **annotations})
     assert peer.page in fetch_in(standin, peer.url_v4)
@@ -149,5 +149,5 @@ def test_a_split_default_route_with_delete_default_is_the_default_route(
     for version in (4, 6):
         assert [r.get("dev") for r in standin.default_routes(version)] == ["wg0"]
     assert peer.page in fetch_in(standin, peer.url_v4)
-    teardown.leave(standin.id)
+    teardown.leave(the_runtime(), standin.id)
     assert {version: standin.default_routes(version) for version in (4, 6)} == before

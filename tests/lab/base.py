@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wg_pod_hook.runtime import Runtime
 
 log = logging.getLogger("wgpt.lab")
 
@@ -183,23 +186,31 @@ def wg_pod_processes() -> dict[str, str]:
     return {str(process.pid): name for process, name in running_processes().items()}
 
 
-def use_state_dir(monkeypatch: Any, directory: Path) -> Path:
-    """Point this process's runtime (wg_pod_hook/runtime.py) at
-    ``directory`` until the test ends (``monkeypatch``: pytest's)."""
-    from wg_pod_hook import runtime
+def the_runtime() -> Runtime:
+    """The runtime (wg_pod_hook/runtime.py) the product's entry points
+    build in this process now: on the suite's state directory, or on a
+    test's (use_state_dir)."""
+    from wg_pod_hook.runtime import Runtime
 
-    state = runtime.Runtime(str(directory), root=os.geteuid() == 0)
-    monkeypatch.setattr(runtime, "_current", state)
+    return Runtime.of_process()
+
+
+def use_state_dir(monkeypatch: Any, directory: Path) -> Path:
+    """Point this process's runtime (the_runtime, and the one ``wg-pod``
+    builds when a test calls cli.main) at ``directory`` until the test
+    ends (``monkeypatch``: pytest's)."""
+    from wg_pod_hook.runtime import STATE_DIR_ENV
+
+    monkeypatch.setenv(STATE_DIR_ENV, str(directory))
     return directory
 
 
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     """wg-pod's host-side interfaces, userspace processes and records."""
-    from wg_pod_hook import runtime
     from wg_pod_hook.model.names import is_temp_name
 
     links = [name for name in link_names() if is_temp_name(name)]
-    directory = Path(runtime.current().records)
+    directory = Path(the_runtime().records)
     records = sorted(p.name for p in directory.glob("*.json")) if directory.exists() else []
     return links, sorted(wg_pod_processes()), records
 
@@ -210,10 +221,8 @@ def daemon_lock_holders(state_dir: str | None = None) -> list[int]:
     from /proc/locks: seen without taking the lock, so a daemon starting
     meanwhile is not turned away. PID 0 is a holder in another PID
     namespace."""
-    from wg_pod_hook import runtime
-
     try:
-        info = os.stat(state_dir or runtime.current().state_dir)
+        info = os.stat(state_dir or the_runtime().state_dir)
     except FileNotFoundError:
         return []
     wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"

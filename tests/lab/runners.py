@@ -21,7 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.lab.base import PREFIX, REPO, SYSTEM_PODMAN, LabError, run, token, wait_for
+from tests.lab.base import (
+    PREFIX,
+    REPO,
+    SYSTEM_PODMAN,
+    LabError,
+    run,
+    the_runtime,
+    token,
+    wait_for,
+)
 from tests.lab.namespaces import Lab
 from tests.lab.standin import ContainerStandIn
 
@@ -107,7 +116,7 @@ class Podman:
 
         return "\n".join(
             f"wg-pod: container {f.container_id[:12]}: {f.message}"
-            for f in recent()
+            for f in recent(the_runtime())
             if f.name == name
         )
 
@@ -224,7 +233,7 @@ class HookRunner:
         from wg_pod_hook import runtime
 
         env = {"PATH": path, "WG_POD_SETTINGS": str(self.settings)}
-        state = runtime.current()
+        state = the_runtime()
         if not state.is_default:
             env[runtime.STATE_DIR_ENV] = state.state_dir
         return env
@@ -302,9 +311,8 @@ class Daemon:
         self, lab: Lab, settings: str | os.PathLike[str], prefix: Sequence[str] = ()
     ) -> None:
         from tests.lab.base import daemon_lock_holders
-        from wg_pod_hook import runtime
 
-        self.socket = Path(runtime.current().daemon_socket)
+        self.socket = Path(the_runtime().daemon_socket)
         self.log = lab.logfile(f"daemon-{time.monotonic_ns()}.log")
         self.path = Path(self.log.name)
         # A socket left by a killed daemon is no sign of this one: removed,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import REPO, Lab, run
+from tests.lab import REPO, Lab, run, the_runtime
 from tests.package.build import PACKAGE, Deb, built_deb
 
 HOOK = "/usr/libexec/wg-pod/wg-pod-hook"
@@ -122,7 +122,7 @@ def hooks_dir(lab: Lab, settings: Path, installed: Deb) -> Path:
     ``WG_POD_STATE_DIR``, as ``wg-pod install`` would write them."""
     from wg_pod_hook import runtime
 
-    state = runtime.current()
+    state = the_runtime()
     path = lab.tmp / "installed-hooks.d"
     path.mkdir()
     for stage in STAGES:

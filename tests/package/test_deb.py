@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import REPO, run
+from tests.lab import REPO, run, the_runtime
 from tests.package.conftest import HOOK, INSTALLED_HOOKS_DIR, PACKAGE, STAGES, Deb
 
 # The podman system tests, collected here again: their ``hooked_podman``
@@ -98,7 +98,8 @@ def test_installed_settings_are_the_defaults(installed: Deb) -> None:
     assert (
         installed_python(
             "from wg_pod_hook.model.settings import Settings, load_settings; "
-            "s = load_settings(); print(s == Settings(), s.source)"
+            "from wg_pod_hook.runtime import Runtime; "
+            "s = load_settings(Runtime.of_process()); print(s == Settings(), s.source)"
         )
         == "True /etc/wg-pod/wg-pod.yaml"
     )
@@ -123,7 +124,7 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
         assert f.readline().split()[1:] == ["-IS"]
     # The suite's own state directory: the package's daemon, where it runs,
     # serves /run/wg-pod, and this hook must not hand its work to it.
-    suite = runtime.current()
+    suite = the_runtime()
     assert not Path(suite.hook_socket).exists(), "a daemon runs: the hook would hand its work over"
     settings = tmp_path / "wg-pod.yaml"
     settings.write_text(f"config_dirs: [{tmp_path}]\n")

@@ -21,9 +21,9 @@ from tests.lab import (
     Podman,
     host_leftovers,
     rss_kib,
+    the_runtime,
     wait_for,
 )
-from wg_pod_hook import runtime
 from wg_pod_hook.state import health, records
 
 pytestmark = pytest.mark.podman
@@ -76,8 +76,12 @@ def test_a_container_keeps_its_tunnel_when_wireguard_go_dies(
     Daemon(lab, settings)
     container = Fetching(hooked_podman, peer, config_dir.write("wg0.conf", peer.client_config()))
     wait_for(lambda: container.fetched_since(0), timeout=20, what="the container's first fetch")
-    wait_for(lambda: health.read(container.id) is not None, timeout=5, what="the daemon's look")
-    record = records.load(container.id)
+    wait_for(
+        lambda: health.read(the_runtime(), container.id) is not None,
+        timeout=5,
+        what="the daemon's look",
+    )
+    record = records.load(the_runtime(), container.id)
     assert record is not None and record.process is not None
     os.kill(record.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -86,7 +90,7 @@ def test_a_container_keeps_its_tunnel_when_wireguard_go_dies(
     print(f"fetching again {time.monotonic() - killed_at:.2f} s after the kill")
     running = hooked_podman("inspect", "--format", "{{.State.Running}}", container.name)
     assert running.stdout.strip() == "true"
-    kept = health.read(container.id)
+    kept = health.read(the_runtime(), container.id)
     assert kept is not None and kept.repairs == 1
     hooked_podman.remove(container.name)
     assert host_leftovers() == ([], [], [])
@@ -117,4 +121,4 @@ def test_soak_containers_come_and_go_while_the_daemon_runs(
     assert daemon.process.poll() is None
     assert rss_end - rss_warm < GROWTH_KIB
     assert host_leftovers() == ([], [], [])
-    assert list(Path(runtime.current().health).glob("*.json")) == []
+    assert list(Path(the_runtime().health).glob("*.json")) == []

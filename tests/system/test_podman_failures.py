@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Podman, genkey, run, venv_command
-from wg_pod_hook import runtime
+from tests.lab import ConfigDir, Lab, Podman, genkey, run, the_runtime, venv_command
 
 pytestmark = pytest.mark.podman
 
@@ -52,6 +51,6 @@ def test_wg_pod_status_names_a_container_that_failed_to_start(
     assert len(failure["container_id"]) == 64
     assert failure["stage"] == "createRuntime"
     assert f"{conf}:3" in failure["message"] and "ListenPort" in failure["message"]
-    kept = "".join(p.read_text() for p in Path(runtime.current().failed).iterdir())
+    kept = "".join(p.read_text() for p in Path(the_runtime().failed).iterdir())
     everything = human + json.dumps(data) + kept
     assert key not in everything

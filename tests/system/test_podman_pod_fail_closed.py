@@ -32,6 +32,7 @@ from tests.lab import (
     Podman,
     host_leftovers,
     run,
+    the_runtime,
     token,
     venv_command,
     wait_for,
@@ -255,7 +256,7 @@ def test_a_failed_restart_of_the_owner_leaves_the_other_member_closed(
         "pinged out by eth0": False,
         "resolv.conf ours": True,
     }
-    record = records.load(owner_id)
+    record = records.load(the_runtime(), owner_id)
     assert record is not None and record.failed is not None, record
     status = run([*WG_POD, "status"], env={**os.environ, "WG_POD_SETTINGS": str(settings)})
     assert f"repair failed: {record.failed}" in status.stdout, status.stdout
@@ -263,7 +264,7 @@ def test_a_failed_restart_of_the_owner_leaves_the_other_member_closed(
     flag.unlink()
     podman("start", pod.owner)
     assert peer.page in pod.fetch(peer.url_v4)
-    record = records.load(owner_id)
+    record = records.load(the_runtime(), owner_id)
     assert record is not None and record.complete and record.failed is None, record
     # The tunnel is the only way out again.
     assert pod.exec(f"{fetch_outside} || {ping_outside}", check=False).returncode != 0

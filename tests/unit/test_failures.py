@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import use_state_dir
+from tests.lab import the_runtime, use_state_dir
 from wg_pod_hook.model.oci import parse_state
 from wg_pod_hook.state import failures
 from wg_pod_hook.tunnel import status
@@ -23,10 +23,12 @@ pytestmark = pytest.mark.usefixtures("state_dir")
 
 def test_a_failure_is_kept_with_id_name_time_stage_and_message(state_dir: Path) -> None:
     failure_dir = state_dir / "failed"
-    path = failures.remember(CID, "createRuntime", "config: /etc/wg/x.conf:2: bad", "web", 1e9)
+    path = failures.remember(
+        the_runtime(), CID, "createRuntime", "config: /etc/wg/x.conf:2: bad", "web", 1e9
+    )
     assert path is not None and path.parent == failure_dir
     assert oct(failure_dir.stat().st_mode & 0o777) == "0o700"
-    (kept,) = failures.recent()
+    (kept,) = failures.recent(the_runtime())
     assert kept == failures.Failure(
         CID, "web", 1e9, "createRuntime", "config: /etc/wg/x.conf:2: bad"
     )
@@ -34,8 +36,10 @@ def test_a_failure_is_kept_with_id_name_time_stage_and_message(state_dir: Path) 
 
 def test_failures_are_bounded_in_number_and_size() -> None:
     for i in range(failures.MAX_KEPT + 7):
-        failures.remember(f"{i:064x}", "createRuntime", "x" * 10_000, "n" * 1000, now=1000 + i)
-    kept = failures.recent()
+        failures.remember(
+            the_runtime(), f"{i:064x}", "createRuntime", "x" * 10_000, "n" * 1000, now=1000 + i
+        )
+    kept = failures.recent(the_runtime())
     assert len(kept) == failures.MAX_KEPT
     # newest first; the oldest went
     assert kept[0].container_id == f"{failures.MAX_KEPT + 6:064x}"
@@ -45,8 +49,10 @@ def test_failures_are_bounded_in_number_and_size() -> None:
 
 
 def test_a_message_is_one_line_and_a_bad_id_is_unknown() -> None:
-    failures.remember("../../etc/passwd", "createRuntime", "two\nlines\r\n", None, now=5)
-    (kept,) = failures.recent()
+    failures.remember(
+        the_runtime(), "../../etc/passwd", "createRuntime", "two\nlines\r\n", None, now=5
+    )
+    (kept,) = failures.recent(the_runtime())
     assert kept.container_id == "unknown"
     assert kept.message == "two lines"
     assert kept.name is None
@@ -54,17 +60,17 @@ def test_a_message_is_one_line_and_a_bad_id_is_unknown() -> None:
 
 def test_a_start_forgets_the_containers_failures() -> None:
     other = "cd" * 32
-    failures.remember(CID, "createRuntime", "first", now=1)
-    failures.remember(other, "createRuntime", "other", now=2)
-    failures.remember(CID, "createRuntime", "second", now=3)
-    failures.forget(CID)
-    assert [f.container_id for f in failures.recent()] == [other]
+    failures.remember(the_runtime(), CID, "createRuntime", "first", now=1)
+    failures.remember(the_runtime(), other, "createRuntime", "other", now=2)
+    failures.remember(the_runtime(), CID, "createRuntime", "second", now=3)
+    failures.forget(the_runtime(), CID)
+    assert [f.container_id for f in failures.recent(the_runtime())] == [other]
 
 
 def test_unreadable_files_are_skipped(state_dir: Path) -> None:
-    failures.remember(CID, "createRuntime", "kept", now=2)
+    failures.remember(the_runtime(), CID, "createRuntime", "kept", now=2)
     (state_dir / "failed" / f"{1:020d}-{CID}.json").write_text("{not json")
-    assert [f.message for f in failures.recent()] == ["kept"]
+    assert [f.message for f in failures.recent(the_runtime())] == ["kept"]
 
 
 def test_an_unwritable_directory_is_not_an_error(
@@ -73,8 +79,8 @@ def test_an_unwritable_directory_is_not_an_error(
     blocker = tmp_path / "file"
     blocker.write_text("")
     use_state_dir(monkeypatch, blocker)
-    assert failures.remember(CID, "createRuntime", "lost", now=1) is None
-    assert failures.recent() == []
+    assert failures.remember(the_runtime(), CID, "createRuntime", "lost", now=1) is None
+    assert failures.recent(the_runtime()) == []
 
 
 def test_the_name_comes_from_conmon_among_the_ancestors() -> None:
@@ -99,8 +105,10 @@ def test_the_name_comes_from_conmon_among_the_ancestors() -> None:
 
 
 def test_status_shows_failures_in_human_and_json_output() -> None:
-    failures.remember(CID, "createRuntime", "config: /etc/wg/broken.conf:2: bad", now=0)
-    kept = status.with_names(failures.recent(), {CID: "web"})
+    failures.remember(
+        the_runtime(), CID, "createRuntime", "config: /etc/wg/broken.conf:2: bad", now=0
+    )
+    kept = status.with_names(failures.recent(the_runtime()), {CID: "web"})
     text = status.render([], failed=kept)
     assert text.splitlines()[:3] == [
         "no tunnels",

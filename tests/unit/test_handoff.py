@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from wg_pod_hook import handoff
+from wg_pod_hook.runtime import Runtime
 
 STATE = json.dumps({"ociVersion": "1.0.2", "id": "a" * 64, "pid": 42, "annotations": {"k": "ü"}})
 
@@ -43,7 +44,8 @@ def test_an_answer_round_trips() -> None:
 
 
 def test_no_daemon_means_no_answer() -> None:
-    assert handoff.ask("createRuntime", STATE, path="/nonexistent/hook.sock") is None
+    nowhere = Runtime("/nonexistent", root=True)
+    assert handoff.ask("createRuntime", STATE, nowhere) is None
 
 
 def test_the_hook_on_its_way_to_the_daemon_imports_almost_nothing() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import the_runtime
 from wg_pod_hook import cli, podman
 from wg_pod_hook.podman import ContainerInfo, NoSuchContainer, PodmanError
 from wg_pod_hook.state import health, records
@@ -40,6 +41,7 @@ def tunnel(container_id: str, state: State | None = None, shared_with: str | Non
     """A record (its namespace gone: down by itself) and, with ``state``,
     what a daemon that looked just now keeps."""
     records.write(
+        the_runtime(),
         TunnelRecord(
             container_id=container_id,
             interface="wg0",
@@ -48,11 +50,11 @@ def tunnel(container_id: str, state: State | None = None, shared_with: str | Non
             created=time.time(),
             shared_with=shared_with,
             complete=True,
-        )
+        ),
     )
     if state is not None:
         now = time.time()
-        health.write(Health(container_id, state, since=now, checked=now))
+        health.write(the_runtime(), Health(container_id, state, since=now, checked=now))
 
 
 def wg_pod_health(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -123,10 +125,12 @@ def test_a_record_that_does_not_parse_exits_2(
     state_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tunnel(WEB, State.UP)
-    records.path_for(DB).write_text("{not json")
+    records.path_for(the_runtime(), DB).write_text("{not json")
     code, out, err = wg_pod_health(capsys)
     assert (code, out) == (2, "")
-    assert err.startswith(f"wg-pod: cannot tell the health: record {records.path_for(DB)}: ")
+    assert err.startswith(
+        f"wg-pod: cannot tell the health: record {records.path_for(the_runtime(), DB)}: "
+    )
     assert "\n" not in err
 
 
@@ -135,7 +139,7 @@ def test_a_health_file_that_cannot_be_read_exits_2(
     damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tunnel(WEB, State.UP)
-    path = health.path_for(WEB)
+    path = health.path_for(the_runtime(), WEB)
     path.unlink()
     if damage == "not JSON":
         path.write_text("\xff{")
@@ -153,9 +157,9 @@ def test_a_record_that_vanishes_while_read_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tunnel(WEB, State.UP)
-    listed = records.list_ids()
-    records.remove(WEB)  # its container stopped between the listing and the reading
-    monkeypatch.setattr(records, "list_ids", lambda: listed)
+    listed = records.list_ids(the_runtime())
+    records.remove(the_runtime(), WEB)  # its container stopped between the listing and the reading
+    monkeypatch.setattr(records, "list_ids", lambda runtime: listed)
     assert wg_pod_health(capsys) == (
         2,
         "",

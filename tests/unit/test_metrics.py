@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.lab import the_runtime
 from wg_pod_hook import metrics
 from wg_pod_hook.errors import SettingsError
 from wg_pod_hook.model.settings import parse_settings
@@ -33,14 +34,19 @@ def test_listen_setting() -> None:
 def test_a_scrape_shows_state_repairs_and_peers() -> None:
     info = os.stat("/proc/self/ns/net")
     netns = records.NetnsId("/proc/self/ns/net", info.st_dev, info.st_ino)
-    records.write(records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0, complete=True))
+    records.write(
+        the_runtime(),
+        records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0, complete=True),
+    )
     peer = LivePeer(
         "K" * 43 + "=", "198.18.0.2:51820", (), 1_800_000_000, rx_bytes=1234, tx_bytes=567
     )
     sample = health.Sample(1_800_000_005.0, (peer,))
-    health.write(health.Health(CID, health.State.UP, 1.0, 2.0, repairs=2, sample=sample))
+    health.write(
+        the_runtime(), health.Health(CID, health.State.UP, 1.0, 2.0, repairs=2, sample=sample)
+    )
 
-    served = metrics.Metrics()
+    served = metrics.Metrics(the_runtime())
     served.hook_took(0.183)
     text = generate_latest(served.registry).decode()
     found = {

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import the_runtime
 from wg_pod_hook.namespaces import netns_cookie
 from wg_pod_hook.state import records
 from wg_pod_hook.state.records import NetnsId, ProcessId, RecordError, TunnelRecord
@@ -48,11 +49,11 @@ def full_record() -> TunnelRecord:
 
 def test_round_trip_with_a_version() -> None:
     record = full_record()
-    records.write(record)
-    data = json.loads(records.path_for(CID).read_text())
+    records.write(the_runtime(), record)
+    data = json.loads(records.path_for(the_runtime(), CID).read_text())
     assert data["version"] == records.VERSION
     assert data["process"] == {"pid": 43, "start": 1000}
-    assert records.load(CID) == record
+    assert records.load(the_runtime(), CID) == record
 
 
 def test_version_1_records_still_read() -> None:
@@ -75,8 +76,8 @@ def test_version_1_records_still_read() -> None:
         "process_pid": 43,
         "process_start": 1000,
     }
-    records.path_for(CID).write_text(json.dumps(v1))
-    record = records.load(CID)
+    records.path_for(the_runtime(), CID).write_text(json.dumps(v1))
+    record = records.load(the_runtime(), CID)
     assert record is not None
     assert record.process == ProcessId(43, 1000)
     assert record.complete and record.moved
@@ -98,23 +99,23 @@ def test_version_1_records_still_read() -> None:
 )
 def test_a_broken_record_says_what_is_wrong(change: dict[str, object], problem: str) -> None:
     data = {**full_record().to_json(), **change}
-    records.path_for(CID).write_text(json.dumps(data))
+    records.path_for(the_runtime(), CID).write_text(json.dumps(data))
     with pytest.raises(RecordError, match=problem):
-        records.load(CID)
-    assert records.read(CID) is None  # what hooks use: never a crash
-    assert records.broken_ids() == [CID]
-    assert records.read_all() == []
+        records.load(the_runtime(), CID)
+    assert records.read(the_runtime(), CID) is None  # what hooks use: never a crash
+    assert records.broken_ids(the_runtime()) == [CID]
+    assert records.read_all(the_runtime()) == []
 
 
 def test_unreadable_json_is_a_broken_record() -> None:
-    records.path_for(CID).write_text("{half")
-    with pytest.raises(RecordError, match=f"record {records.path_for(CID)}: "):
-        records.load(CID)
+    records.path_for(the_runtime(), CID).write_text("{half")
+    with pytest.raises(RecordError, match=f"record {records.path_for(the_runtime(), CID)}: "):
+        records.load(the_runtime(), CID)
 
 
 def test_no_record_is_none() -> None:
-    assert records.load(CID) is None
-    assert records.all_ids() == []
+    assert records.load(the_runtime(), CID) is None
+    assert records.all_ids(the_runtime()) == []
 
 
 def test_netns_identity() -> None:
@@ -133,15 +134,15 @@ def test_records_hold_no_private_key_fields() -> None:
 def test_a_writers_temporary_file_is_no_record_and_an_orphan_once_it_died(
     state_dir: Path,
 ) -> None:
-    records.write(full_record())
+    records.write(the_runtime(), full_record())
     dead = subprocess.Popen(["true"])
     dead.wait()
     orphan = state_dir / f".tmp-{'b' * 64}-{dead.pid}.json"
     orphan.write_text("{")
     live = state_dir / f".tmp-{'c' * 64}-{os.getpid()}.json"
     live.write_text("{")
-    assert records.all_ids() == [CID]
-    assert records.orphaned_temporaries() == [orphan]
+    assert records.all_ids(the_runtime()) == [CID]
+    assert records.orphaned_temporaries(the_runtime()) == [orphan]
 
 
 # -- Version 3: the namespace's cookie and the container process's start ------
@@ -157,12 +158,12 @@ def version_3_record() -> TunnelRecord:
 
 def test_round_trip_with_the_namespace_cookie_and_the_container_start() -> None:
     record = version_3_record()
-    records.write(record)
-    data = json.loads(records.path_for(CID).read_text())
+    records.write(the_runtime(), record)
+    data = json.loads(records.path_for(the_runtime(), CID).read_text())
     assert data["version"] == records.VERSION == 3
     assert data["netns"] == {"path": "/run/netns/x", "dev": 4, "ino": 4026532000, "cookie": 4711}
     assert data["container_start"] == 123456
-    assert records.load(CID) == record
+    assert records.load(the_runtime(), CID) == record
     assert record.container() == ProcessId(42, 123456)
 
 
@@ -173,8 +174,8 @@ def test_version_2_records_still_read() -> None:
     data["version"] = 2
     del data["container_start"]
     del data["netns"]["cookie"]
-    records.path_for(CID).write_text(json.dumps(data))
-    record = records.load(CID)
+    records.path_for(the_runtime(), CID).write_text(json.dumps(data))
+    record = records.load(the_runtime(), CID)
     assert record == full_record()
     assert record is not None and record.netns.cookie is None and record.container_start is None
     assert record.container() is None
@@ -189,9 +190,11 @@ def test_version_2_records_still_read() -> None:
     ],
 )
 def test_a_broken_identity_says_what_is_wrong(change: dict[str, object], problem: str) -> None:
-    records.path_for(CID).write_text(json.dumps({**version_3_record().to_json(), **change}))
+    records.path_for(the_runtime(), CID).write_text(
+        json.dumps({**version_3_record().to_json(), **change})
+    )
     with pytest.raises(RecordError, match=problem):
-        records.load(CID)
+        records.load(the_runtime(), CID)
 
 
 def test_one_namespace_has_one_cookie_where_both_records_have_one() -> None:
@@ -235,17 +238,17 @@ def test_the_container_process_is_named_by_pid_and_start_time() -> None:
 
 def test_the_followed_endpoints_round_trip() -> None:
     record = replace(full_record(), followed={"B" * 43 + "=": ("vpn.example", 51820)})
-    records.write(record)
-    data = json.loads(records.path_for(CID).read_text())
+    records.write(the_runtime(), record)
+    data = json.loads(records.path_for(the_runtime(), CID).read_text())
     assert data["followed"] == {"B" * 43 + "=": ["vpn.example", 51820]}
-    assert records.load(CID) == record
+    assert records.load(the_runtime(), CID) == record
 
 
 def test_a_record_without_followed_endpoints_says_it_does_not_know() -> None:
     """An older wg-pod's record: None (the daemon reads the config), not {}."""
-    records.write(full_record())
-    assert json.loads(records.path_for(CID).read_text())["followed"] is None
-    loaded = records.load(CID)
+    records.write(the_runtime(), full_record())
+    assert json.loads(records.path_for(the_runtime(), CID).read_text())["followed"] is None
+    loaded = records.load(the_runtime(), CID)
     assert loaded is not None and loaded.followed is None
 
 
@@ -254,6 +257,8 @@ def test_a_record_without_followed_endpoints_says_it_does_not_know() -> None:
     [{"k": ["vpn.example"]}, {"k": ["vpn.example", "51820"]}, {"k": ["vpn", True]}, ["x"]],
 )
 def test_broken_followed_endpoints_are_refused(followed: object) -> None:
-    records.path_for(CID).write_text(json.dumps({**full_record().to_json(), "followed": followed}))
+    records.path_for(the_runtime(), CID).write_text(
+        json.dumps({**full_record().to_json(), "followed": followed})
+    )
     with pytest.raises(RecordError, match="followed"):
-        records.load(CID)
+        records.load(the_runtime(), CID)

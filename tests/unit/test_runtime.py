@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import the_runtime
 from wg_pod_hook import hooksd, runtime
 from wg_pod_hook.runtime import Runtime
 from wg_pod_hook.state import failures, health, records
@@ -61,9 +62,9 @@ def test_the_hook_refuses_a_relative_state_directory_in_one_line() -> None:
 
 def test_records_failures_and_health_go_where_the_runtime_says(state_dir: Path) -> None:
     netns = records.NetnsId("/proc/self/ns/net", 1, 2)
-    records.write(records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0))
-    failures.remember(CID, "createRuntime", "config: bad", now=5.0)
-    health.write(health.Health(CID, health.State.IDLE, since=1.0, checked=1.0))
+    records.write(the_runtime(), records.TunnelRecord(CID, "wg0", "/etc/wg/wg0.conf", netns, 0.0))
+    failures.remember(the_runtime(), CID, "createRuntime", "config: bad", now=5.0)
+    health.write(the_runtime(), health.Health(CID, health.State.IDLE, since=1.0, checked=1.0))
     made = sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*"))
     assert made == [
         f"{CID}.json",
@@ -89,7 +90,7 @@ def test_a_writer_killed_before_its_rename_leaves_an_orphan_that_gc_finds(
         orphan.write_text("{")
         kept.append(orphan)
         (directory / f".tmp-{CID}-{os.getpid()}.json").write_text("{")  # a live writer's
-    assert sorted(records.orphaned_temporaries()) == sorted(kept)
+    assert sorted(records.orphaned_temporaries(the_runtime())) == sorted(kept)
     assert runtime.writer_pid(f".tmp-{CID}-{dead.pid}.json") == dead.pid
     assert runtime.writer_pid(f"{CID}.json") is None
 

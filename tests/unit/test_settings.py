@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import the_runtime
 from wg_pod_hook.errors import SettingsError
 from wg_pod_hook.model.oci import Toggle
 from wg_pod_hook.model.settings import Settings, load_settings, parse_settings
@@ -57,11 +58,11 @@ def test_bad_settings(text: str, message: str) -> None:
 def test_named_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WG_POD_SETTINGS", str(tmp_path / "missing.yaml"))
     with pytest.raises(SettingsError, match="does not exist"):
-        load_settings()
+        load_settings(the_runtime())
 
 
 def test_loads_named_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("backend: kernel\n")
     monkeypatch.setenv("WG_POD_SETTINGS", str(path))
-    assert load_settings().backend == "kernel"
+    assert load_settings(the_runtime()).backend == "kernel"

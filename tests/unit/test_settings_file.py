@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import the_runtime
+from wg_pod_hook import runtime
 from wg_pod_hook.errors import SettingsError, describe
-from wg_pod_hook.model import settings as settings_module
 from wg_pod_hook.model.settings import Settings, load_settings
+from wg_pod_hook.model.trust import MAX_SIZE
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(
@@ -35,7 +37,7 @@ def refusal(path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The one line the hook prints when ``path`` is its settings file."""
     monkeypatch.setenv("WG_POD_SETTINGS", str(path))
     with pytest.raises(SettingsError) as caught:
-        load_settings()
+        load_settings(the_runtime())
     line = describe(caught.value)
     assert "\n" not in line
     assert line.startswith(f"settings: {path}: ")
@@ -48,7 +50,7 @@ def test_a_file_of_roots_that_only_root_writes_is_read(
     mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WG_POD_SETTINGS", str(write(tmp_path, mode)))
-    assert load_settings().backend == "kernel"
+    assert load_settings(the_runtime()).backend == "kernel"
 
 
 def test_a_file_not_owned_by_root_is_refused(
@@ -80,7 +82,7 @@ def test_group_root_may_write_as_with_configs(
     path = write(tmp_path, 0o664)
     os.chown(path, 0, 0)
     monkeypatch.setenv("WG_POD_SETTINGS", str(path))
-    assert load_settings().backend == "kernel"
+    assert load_settings(the_runtime()).backend == "kernel"
 
 
 @needs_root
@@ -114,7 +116,7 @@ def test_a_sticky_directory_is_accepted_like_tmp(
     sticky.mkdir()
     sticky.chmod(0o1777)
     monkeypatch.setenv("WG_POD_SETTINGS", str(write(sticky)))
-    assert load_settings().backend == "kernel"
+    assert load_settings(the_runtime()).backend == "kernel"
 
 
 @needs_root
@@ -123,7 +125,7 @@ def test_a_symlink_is_judged_by_its_target(tmp_path: Path, monkeypatch: pytest.M
     link = tmp_path / "link.yaml"
     link.symlink_to(good)
     monkeypatch.setenv("WG_POD_SETTINGS", str(link))
-    assert load_settings().backend == "kernel"
+    assert load_settings(the_runtime()).backend == "kernel"
     os.chown(good, NOBODY, NOBODY)
     assert refusal(link, monkeypatch).endswith("settings file is not owned by root")
 
@@ -140,7 +142,7 @@ def test_what_is_not_a_regular_file_is_refused_without_waiting(
 
 @needs_root
 def test_a_huge_or_binary_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    huge = write(tmp_path, text="#" * (settings_module.MAX_SIZE + 1))
+    huge = write(tmp_path, text="#" * (MAX_SIZE + 1))
     assert refusal(huge, monkeypatch).endswith("settings file is larger than 1 MiB")
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"backend: \xff\n")
@@ -151,5 +153,23 @@ def test_an_absent_default_file_means_the_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("WG_POD_SETTINGS", raising=False)
-    monkeypatch.setattr(settings_module, "DEFAULT_PATH", tmp_path / "absent" / "wg-pod.yaml")
-    assert load_settings() == Settings()
+    monkeypatch.setattr(runtime, "DEFAULT_SETTINGS", str(tmp_path / "absent" / "wg-pod.yaml"))
+    assert load_settings(the_runtime()) == Settings()
+
+
+def test_the_runtimes_directories_for_configs_are_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime of another situation (a rootless one, one day) brings its
+    own directories for configs."""
+    monkeypatch.setattr(runtime, "DEFAULT_SETTINGS", str(tmp_path / "absent" / "wg-pod.yaml"))
+    elsewhere = runtime.Runtime("/run/x", root=True, config_dirs=("/home/u/.config/wg-pod",))
+    assert load_settings(elsewhere).config_dirs == (Path("/home/u/.config/wg-pod"),)
+
+
+@needs_root
+def test_a_settings_file_names_other_directories_than_the_runtimes(tmp_path: Path) -> None:
+    named = write(tmp_path, text="config_dirs: [/srv/wg]\nbackend: kernel\n")
+    elsewhere = runtime.Runtime("/run/x", True, str(named), config_dirs=("/home/u/.config/wg",))
+    loaded = load_settings(elsewhere)
+    assert (loaded.config_dirs, loaded.backend) == ((Path("/srv/wg"),), "kernel")

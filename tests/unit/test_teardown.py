@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.lab import the_runtime
 from wg_pod_hook.errors import SetupError
 from wg_pod_hook.kernel import nft_apply, routes
 from wg_pod_hook.kernel.netlink import Netlink
@@ -108,9 +109,9 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
         resolv_conf=str(resolv),
         resolv_conf_original="nameserver 10.88.0.1\n",
     )
-    records.write(done)
+    records.write(the_runtime(), done)
     fake = FakeNetlink()
-    teardown.teardown(done, inside=cast(Netlink, fake))
+    teardown.teardown(the_runtime(), done, inside=cast(Netlink, fake))
     assert resolv.read_text() == "nameserver 10.88.0.1\n"
     assert nft_calls == [(FakeNetlink.netns_fd, nft.removal())]
     assert fake.calls == [
@@ -121,7 +122,7 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
         ("unguard", "10.250.0.0/24", None),
         ("unguard", "fd77::/64", None),
     ]
-    assert records.load(done.container_id) is None
+    assert records.load(the_runtime(), done.container_id) is None
 
 
 def test_a_new_run_keeps_what_the_previous_one_replaced_and_its_protections(
@@ -137,20 +138,20 @@ def test_a_new_run_keeps_what_the_previous_one_replaced_and_its_protections(
         reply_path=(4,),
         guarded=("10.250.0.0/24",),
     )
-    records.write(done)
+    records.write(the_runtime(), done)
     fake = FakeNetlink()
-    teardown.teardown(done, replacing=True, inside=cast(Netlink, fake))
+    teardown.teardown(the_runtime(), done, replacing=True, inside=cast(Netlink, fake))
     assert fake.calls == [("delete_link", "wg0")]
     assert nft_calls == []
     assert resolv.read_text() == "tunnel's\n"
     # The record stays until the new run writes its own over it: a kill in
     # between must not lose podman's routes and resolv.conf.
-    assert records.load(done.container_id) == done
+    assert records.load(the_runtime(), done.container_id) == done
 
 
 def test_nothing_done_inside_touches_nothing_inside(nft_calls: list[tuple[str, str]]) -> None:
     fake = FakeNetlink()
-    teardown.teardown(record(), inside=cast(Netlink, fake))
+    teardown.teardown(the_runtime(), record(), inside=cast(Netlink, fake))
     assert fake.calls == [] and nft_calls == []
 
 
@@ -158,32 +159,32 @@ def test_a_failing_step_is_reported_and_the_others_still_run(
     nft_calls: list[tuple[str, str]],
 ) -> None:
     done = record(moved=True, removed_routes=(ROUTE,), reply_path=(4,))
-    records.write(done)
+    records.write(the_runtime(), done)
     fake = FakeNetlink(fail="restore_route")
     with pytest.raises(SetupError, match=r"take down wg0: restore default route: .*it failed"):
-        teardown.teardown(done, inside=cast(Netlink, fake))
+        teardown.teardown(the_runtime(), done, inside=cast(Netlink, fake))
     assert [call[0] for call in fake.calls] == [
         "clear_reply_path",
         "restore_route",
         "delete_link",
     ]
-    assert records.load(done.container_id) is None
+    assert records.load(the_runtime(), done.container_id) is None
 
 
 def test_a_gone_namespace_leaves_only_the_host_side(nft_calls: list[tuple[str, str]]) -> None:
     gone = replace(this_netns(), ino=this_netns().ino + 1)
     done = record(netns=gone, moved=True, nftables=True, removed_routes=(ROUTE,))
     fake = FakeNetlink()
-    teardown.teardown(done, inside=cast(Netlink, fake))
+    teardown.teardown(the_runtime(), done, inside=cast(Netlink, fake))
     assert fake.calls == [] and nft_calls == []
 
 
 def test_a_pod_member_record_only_goes_away(nft_calls: list[tuple[str, str]]) -> None:
     member = record(shared_with="b" * 64, complete=True)
-    records.write(member)
+    records.write(the_runtime(), member)
     fake = FakeNetlink()
-    teardown.teardown(member, inside=cast(Netlink, fake))
-    assert fake.calls == [] and records.all_ids() == []
+    teardown.teardown(the_runtime(), member, inside=cast(Netlink, fake))
+    assert fake.calls == [] and records.all_ids(the_runtime()) == []
 
 
 def test_the_step_table_names_the_fault_injection_points() -> None:
@@ -206,6 +207,7 @@ def test_a_failure_at_step_n_tears_down_exactly_steps_1_to_n_minus_1(
     """What the steps noted in the record is what the rollback undoes."""
     fake = FakeNetlink()
     run = lifecycle.Run(
+        runtime=the_runtime(),
         plan=cast(Any, None),
         host=cast(Any, None),
         inside=cast(Netlink, fake),
@@ -232,7 +234,7 @@ def test_a_failure_at_step_n_tears_down_exactly_steps_1_to_n_minus_1(
         lifecycle.execute(run, steps)
     assert fake.calls == [("restore_route", ROUTE), ("delete_link", "wg0")]
     assert nft_calls == []  # the failed step had not noted a table
-    assert records.load(run.record.container_id) is None
+    assert records.load(the_runtime(), run.record.container_id) is None
 
 
 def test_a_failed_run_that_replaced_a_running_tunnel_keeps_the_namespace_closed(
@@ -253,9 +255,10 @@ def test_a_failed_run_that_replaced_a_running_tunnel_keeps_the_namespace_closed(
         reply_path=(4,),
         guarded=("10.250.0.0/24",),
     )
-    records.write(previous)
+    records.write(the_runtime(), previous)
     fake = FakeNetlink()
     run = lifecycle.Run(
+        runtime=the_runtime(),
         plan=cast(Any, None),
         host=cast(Any, None),
         inside=cast(Netlink, fake),
@@ -279,7 +282,7 @@ def test_a_failed_run_that_replaced_a_running_tunnel_keeps_the_namespace_closed(
     assert fake.calls == [("delete_link", "wg0"), ("delete_link", "wg0")]
     assert nft_calls == []
     assert resolv.read_text() == "tunnel's\n"
-    kept = records.load(previous.container_id)
+    kept = records.load(the_runtime(), previous.container_id)
     assert kept is not None
     assert kept.failed == "apply nftables nft: it failed"
     assert kept.failed_at is not None and not kept.complete and not kept.moved

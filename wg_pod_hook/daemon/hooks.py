@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import handoff, stages
-from ..model.settings import ENV_VAR
+from ..runtime import Runtime
 from .loop import Loop, root_only_socket
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ class Spare:
 
 
 class HookRequests:
-    def __init__(self, loop: Loop, path: str) -> None:
+    def __init__(self, loop: Loop, runtime: Runtime) -> None:
         self.loop = loop
-        self.path = path
-        self.listener = root_only_socket(path, socket.SOCK_SEQPACKET)
+        self.runtime = runtime
+        self.listener = root_only_socket(runtime.hook_socket, socket.SOCK_SEQPACKET)
         loop.watch(self.listener, self._accept)
         self.spare: Spare | None = None
         self.workers: dict[int, int] = {}  # pid: pidfd
@@ -57,7 +57,7 @@ class HookRequests:
         """No new requests.  Workers at work finish theirs (their hooks wait
         for them); the spare sees its channel close, and ends."""
         self.loop.close(self.listener)
-        Path(self.path).unlink(missing_ok=True)
+        Path(self.runtime.hook_socket).unlink(missing_ok=True)
         if self.spare is not None:
             self.loop.close(self.spare.channel)
 
@@ -88,7 +88,7 @@ class HookRequests:
         pid = self.loop.fork()
         if pid == 0:
             channel.close()
-            _work(child_end)  # never returns
+            _work(child_end, self.runtime)  # never returns
         child_end.close()
         pidfd = os.pidfd_open(pid)
         self.loop.hold(channel)
@@ -107,7 +107,7 @@ class HookRequests:
         os.waitpid(pid, 0)
 
 
-def _work(channel: socket.socket) -> NoReturn:
+def _work(channel: socket.socket, runtime: Runtime) -> NoReturn:
     """In the worker: wait for a request, answer it, then exit; exit at once
     when the daemon goes (its end of ``channel`` closes)."""
     code = 1
@@ -116,7 +116,7 @@ def _work(channel: socket.socket) -> NoReturn:
         for fd in fds[:1]:  # none: the daemon is gone or stopping
             with socket.socket(fileno=fd) as conn:
                 conn.setblocking(True)
-                conn.sendall(handoff.encode_answer(*serve(conn)))
+                conn.sendall(handoff.encode_answer(*serve(conn, runtime)))
         code = 0
     except BaseException:
         log.exception("daemon: a hook's request failed")
@@ -124,7 +124,7 @@ def _work(channel: socket.socket) -> NoReturn:
         os._exit(code)
 
 
-def serve(conn: socket.socket) -> handoff.Answer:
+def serve(conn: socket.socket, runtime: Runtime) -> handoff.Answer:
     """One hook's request, in a worker: who asks, what, and the answer the
     hook would give itself.  Refused, with the hook's own message, unless
     root asks; a malformed request is refused too."""
@@ -143,13 +143,13 @@ def serve(conn: socket.socket) -> handoff.Answer:
             return 0, None
         return 1, f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
     conn.settimeout(None)
-    # The worker is this request's alone: its environment is the hook's.
-    if settings is None:
-        os.environ.pop(ENV_VAR, None)
-    else:
-        os.environ[ENV_VAR] = settings
     return stages.run_stage(
-        stage, state, in_daemon=True, started=started, wanted=lambda: _waiting(conn)
+        stage,
+        state,
+        runtime.with_settings(settings),
+        in_daemon=True,
+        started=started,
+        wanted=lambda: _waiting(conn),
     )
 
 

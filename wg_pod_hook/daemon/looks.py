@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from ..errors import WgPodError
 from ..model.settings import Settings
+from ..runtime import Runtime
 from ..state import health
 from ..tunnel import endpoints, status
 from ..tunnel.status import TunnelStatus
@@ -33,14 +34,16 @@ def look(watch: Watch, tasks: Sequence[TunnelTask]) -> None:
         task(watch, tunnel)
 
 
-def health_task(busy: Callable[[str], bool], broken: Callable[[str], None]) -> TunnelTask:
+def health_task(
+    runtime: Runtime, busy: Callable[[str], bool], broken: Callable[[str], None]
+) -> TunnelTask:
     """The tunnel's health, from the look; ``broken`` when it is down and
     no repair (``busy``) is at work on it already."""
 
     def task(watch: Watch, tunnel: TunnelStatus) -> None:
         container_id = watch.record.container_id
         repairing = busy(container_id)
-        now = _write(container_id, status.sample(tunnel), repairing=repairing)
+        now = _write(runtime, container_id, status.sample(tunnel), repairing=repairing)
         if now.state is health.State.DOWN and not repairing:
             broken(container_id)
 
@@ -70,23 +73,25 @@ def endpoints_task(settings: Settings) -> TunnelTask:
     return task
 
 
-def repairing(container_id: str) -> None:
+def repairing(runtime: Runtime, container_id: str) -> None:
     """Said without a look, as a repair starts: the tunnel's interface is
     missing, or its setup was cut short."""
-    _write(container_id, health.Sample(time.time(), None), repairing=True)
+    _write(runtime, container_id, health.Sample(time.time(), None), repairing=True)
 
 
-def note(container_id: str, **changes: object) -> None:
+def note(runtime: Runtime, container_id: str, **changes: object) -> None:
     """``changes`` into the tunnel's health, when it has one."""
-    current = health.read(container_id)
+    current = health.read(runtime, container_id)
     if current is not None:
-        health.write(replace(current, **changes))  # type: ignore[arg-type]
+        health.write(runtime, replace(current, **changes))  # type: ignore[arg-type]
 
 
-def _write(container_id: str, sample: health.Sample, *, repairing: bool) -> health.Health:
-    previous = health.read(container_id)
+def _write(
+    runtime: Runtime, container_id: str, sample: health.Sample, *, repairing: bool
+) -> health.Health:
+    previous = health.read(runtime, container_id)
     now = health.next_health(previous, container_id, sample, repairing=repairing)
-    health.write(now)
+    health.write(runtime, now)
     if previous is None or previous.state is not now.state:
         log.info("container %s: %s", container_id[:12], now.state.value)
     return now

@@ -10,10 +10,11 @@ import os
 import socket
 from pathlib import Path
 
-from .. import metrics, notify, runtime, units
+from .. import metrics, notify, units
 from ..errors import SettingsError, SetupError
 from ..kernel import _pyroute2, backends, nft_apply
 from ..model.settings import Settings
+from ..runtime import Runtime
 from . import looks
 from .hooks import HookRequests
 from .loop import Loop, root_only_socket
@@ -24,21 +25,21 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, settings: Settings, state: runtime.Runtime) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings = settings.in_daemon(True)
-        self.state = state
+        self.runtime = runtime
         self.loop = Loop()
-        self.claim = _claim(state)
+        self.claim = _claim(runtime)
         self.loop.hold(self.claim)
-        self.metrics = _serve_metrics(self.settings)
-        self.control = root_only_socket(state.daemon_socket, socket.SOCK_DGRAM)
+        self.metrics = _serve_metrics(runtime, self.settings)
+        self.control = root_only_socket(runtime.daemon_socket, socket.SOCK_DGRAM)
         self.loop.watch(self.control, self._message)
-        self.requests = HookRequests(self.loop, state.hook_socket)
-        self.watches = Watches(self.loop, self.settings, self)
-        self.repairs = Repairs(self.loop, self.settings, self.watches)
+        self.requests = HookRequests(self.loop, runtime)
+        self.watches = Watches(self.loop, runtime, self.settings, self)
+        self.repairs = Repairs(self.loop, runtime, self.settings, self.watches)
         # Each look at a tunnel: its status read once, then each of these.
         self.tasks = [
-            looks.health_task(self.repairs.busy, self.broken),
+            looks.health_task(runtime, self.repairs.busy, self.broken),
             looks.endpoints_task(self.settings),
         ]
         self.loop.every_tick(self.watches.scan)
@@ -61,7 +62,7 @@ class Daemon:
     def close(self) -> None:
         self.watches.close()
         self.loop.close(self.control)
-        Path(self.state.daemon_socket).unlink(missing_ok=True)
+        Path(self.runtime.daemon_socket).unlink(missing_ok=True)
         self.requests.close()
         self.loop.close(self.claim)
 
@@ -101,11 +102,11 @@ class Daemon:
                 self.watches.drop(container_id)
 
 
-def _serve_metrics(settings: Settings) -> metrics.Metrics | None:
+def _serve_metrics(runtime: Runtime, settings: Settings) -> metrics.Metrics | None:
     if settings.metrics_listen is None:
         return None
     try:
-        served = metrics.Metrics()
+        served = metrics.Metrics(runtime)
     except ImportError:
         raise SettingsError(
             settings.source,
@@ -120,20 +121,20 @@ def _serve_metrics(settings: Settings) -> metrics.Metrics | None:
     return served
 
 
-def _claim(state: runtime.Runtime) -> int:
+def _claim(runtime: Runtime) -> int:
     """One daemon per state directory (per host, but for a test suite's
     own): it holds a lock on the directory while it runs (released by the
     kernel however it ends)."""
-    fd = os.open(state.make(state.state_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(runtime.make(runtime.state_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise SetupError(
-            "start daemon", state.state_dir, "another wg-pod daemon is running"
+            "start daemon", runtime.state_dir, "another wg-pod daemon is running"
         ) from None
     return fd
 
 
-def run(settings: Settings) -> None:
-    Daemon(settings, runtime.current()).run()
+def run(runtime: Runtime, settings: Settings) -> None:
+    Daemon(settings, runtime).run()

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from ..errors import Superseded, WgPodError, describe
 from ..model.settings import Settings
+from ..runtime import Runtime
 from ..state import failures, health, records
 from ..state.records import TunnelRecord
 from ..tunnel import lifecycle
@@ -43,8 +44,9 @@ class Repair:
 
 
 class Repairs:
-    def __init__(self, loop: Loop, settings: Settings, watches: Watches) -> None:
+    def __init__(self, loop: Loop, runtime: Runtime, settings: Settings, watches: Watches) -> None:
         self.loop = loop
+        self.runtime = runtime
         self.settings = settings
         self.watches = watches
         self.at_work: dict[str, Repair] = {}  # container id: its worker
@@ -66,14 +68,14 @@ class Repairs:
         pid = self.loop.fork()
         if pid == 0:
             os.close(read_end)
-            _repair_in_worker(watch.record, self.settings, write_end)  # never returns
+            _repair_in_worker(self.runtime, watch.record, self.settings, write_end)  # never returns
         os.close(write_end)
         pidfd = os.pidfd_open(pid)
         self.at_work[container_id] = Repair(pid, pidfd, read_end)
         self.loop.hold(read_end)
         self.loop.watch(pidfd, lambda: self._ended(container_id))
         self.loop.kill_after(pidfd, f"repair of container {container_id[:12]}")
-        looks.repairing(container_id)
+        looks.repairing(self.runtime, container_id)
 
     def _ended(self, container_id: str) -> None:
         """A repair's worker ended: how, from its pipe (nothing: it was
@@ -100,9 +102,9 @@ class Repairs:
     def _succeeded(self, watch: Watch) -> None:
         container_id = watch.record.container_id
         self.loop.cancel(_key(container_id))
-        previous = health.read(container_id)
-        looks.note(container_id, repairs=(previous.repairs if previous else 0) + 1)
-        failures.forget(container_id)
+        previous = health.read(self.runtime, container_id)
+        looks.note(self.runtime, container_id, repairs=(previous.repairs if previous else 0) + 1)
+        failures.forget(self.runtime, container_id)
         log.info("container %s: %s repaired", container_id[:12], watch.record.interface)
         self.watches.adopt(container_id)  # its new record: watched anew, and looked at
 
@@ -114,9 +116,9 @@ class Repairs:
         watch.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (watch.failures - 1))
         log.error("container %s: repair failed: %s", container_id[:12], reason)
-        failures.remember(container_id, "repair", reason)
-        looks.note(container_id, last_failure=f"repair: {reason}")
-        current = records.read(container_id)
+        failures.remember(self.runtime, container_id, "repair", reason)
+        looks.note(self.runtime, container_id, last_failure=f"repair: {reason}")
+        current = records.read(self.runtime, container_id)
         if current is None or current.shared_with:  # taken down meanwhile (leave)
             self.watches.drop(container_id)
             return
@@ -129,12 +131,14 @@ def _key(container_id: str) -> str:
     return f"repair {container_id}"
 
 
-def _repair_in_worker(record: TunnelRecord, settings: Settings, result: int) -> NoReturn:
+def _repair_in_worker(
+    runtime: Runtime, record: TunnelRecord, settings: Settings, result: int
+) -> NoReturn:
     """In the worker: the repair, and one line on ``result``: ``ok``,
     ``superseded``, or ``failed`` and the reason."""
     outcome = b"failed\0internal error"
     try:
-        lifecycle.repair(record, settings)
+        lifecycle.repair(runtime, record, settings)
         outcome = b"ok"
     except Superseded:
         outcome = b"superseded"

@@ -23,6 +23,7 @@ from ..kernel import rtnl
 from ..kernel.netlink import open_netns
 from ..model.settings import Settings
 from ..namespaces import entered
+from ..runtime import Runtime
 from ..state import health, records
 from ..state.records import TunnelRecord
 from ..tunnel import endpoints
@@ -75,8 +76,9 @@ class Events(Protocol):
 
 
 class Watches:
-    def __init__(self, loop: Loop, settings: Settings, events: Events) -> None:
+    def __init__(self, loop: Loop, runtime: Runtime, settings: Settings, events: Events) -> None:
         self.loop = loop
+        self.runtime = runtime
         self.settings = settings
         self.events = events
         self.by_id: dict[str, Watch] = {}
@@ -91,20 +93,20 @@ class Watches:
         """Take down the tunnels whose namespace is gone (as the next hook's
         start would, but without waiting for one: no poststop saw them go),
         adopt every complete tunnel of a record, forget those without one."""
-        for container_id in prune_stale():
+        for container_id in prune_stale(self.runtime):
             log.info("container %s: its namespace is gone: tunnel taken down", container_id[:12])
-        ids = set(records.all_ids())
+        ids = set(records.all_ids(self.runtime))
         for container_id in ids:
             self.adopt(container_id)
         for container_id in set(self.by_id) - ids:
             self.drop(container_id)
-        health.forget_all_but(ids)
+        health.forget_all_but(self.runtime, ids)
 
     def adopt(self, container_id: str) -> None:
         """Watch the tunnel as its record now is (anew, if that changed)."""
         if self.events.busy(container_id):
             return
-        record = records.read(container_id)
+        record = records.read(self.runtime, container_id)
         watch = self.by_id.get(container_id)
         if watch is not None and record == watch.record:
             return

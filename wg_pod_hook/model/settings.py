@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
+from ..runtime import DEFAULT_CONFIG_DIRS, Runtime
 from .oci import Toggle
 from .trust import MAX_SIZE, directory_problem, read_capped, trust_problem
 
-DEFAULT_PATH = Path("/etc/wg-pod/wg-pod.yaml")
-ENV_VAR = "WG_POD_SETTINGS"
 # backends.NAMES and "auto" (tests/unit/test_backends.py holds them equal;
 # no import: the backends sit above the settings).
 BACKENDS = ("auto", "kernel", "userspace")
@@ -28,7 +27,7 @@ DAEMON_ONLY = "daemon:"
 
 @dataclass(frozen=True)
 class Settings:
-    config_dirs: tuple[Path, ...] = (Path("/etc/wireguard"), Path("/etc/wg"), Path("/etc/wg-pod"))
+    config_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_CONFIG_DIRS)
     backend: str = "auto"
     userspace_command: tuple[str, ...] = ("wireguard-go",)
     log_level: str = "info"
@@ -87,7 +86,7 @@ def parse_listen(source: str, value: object) -> tuple[str, int]:
     return host, number
 
 
-def parse_settings(text: str, source: str) -> Settings:
+def parse_settings(text: str, source: str, defaults: Settings | None = None) -> Settings:
     import yaml  # only when there is a settings file: it costs every start ~10 ms
 
     try:
@@ -96,8 +95,9 @@ def parse_settings(text: str, source: str) -> Settings:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise SettingsError(source, None, f"{where}not valid YAML") from None
+    defaults = defaults or Settings()
     if raw is None:
-        return Settings(source=source)
+        return replace(defaults, source=source)
     if not isinstance(raw, dict):
         raise SettingsError(source, None, "must be a mapping of settings")
     values: dict[str, Any] = {}
@@ -133,11 +133,13 @@ def parse_settings(text: str, source: str) -> Settings:
             values[key] = value
         else:
             raise SettingsError(source, str(key), "unknown setting")
-    return Settings(source=source, **values)
+    return replace(defaults, source=source, **values)
 
 
-def load_settings(path: str | None = None) -> Settings:
-    """Load the settings named by ``path``, ``$WG_POD_SETTINGS`` or the default.
+def load_settings(runtime: Runtime) -> Settings:
+    """Load the runtime's settings file: the one ``$WG_POD_SETTINGS`` named,
+    or the default, with the runtime's directories for configs unless the
+    file names others.
 
     Only the default file may be absent: a path someone named explicitly
     must exist, so a typo cannot silently fall back to defaults.  The file
@@ -146,16 +148,16 @@ def load_settings(path: str | None = None) -> Settings:
     else), checked through the descriptor it is read from, and so do the
     directories above it, as sshd's StrictModes has it.
     """
-    explicit = path or os.environ.get(ENV_VAR)
-    target = Path(explicit) if explicit else DEFAULT_PATH
+    defaults = Settings(config_dirs=tuple(Path(d) for d in runtime.config_dirs))
+    target = Path(runtime.settings)
     source = str(target)
     try:
         real = target.resolve(strict=True)
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        if explicit:
+        if runtime.named_settings:
             raise SettingsError(source, None, "settings file does not exist") from None
-        return Settings()
+        return defaults
     except (OSError, RuntimeError) as exc:
         raise SettingsError(source, None, f"cannot read: {exc}") from None
     try:
@@ -172,4 +174,4 @@ def load_settings(path: str | None = None) -> Settings:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise SettingsError(source, None, "settings file is not UTF-8 text") from None
-    return parse_settings(text, source)
+    return parse_settings(text, source, defaults)

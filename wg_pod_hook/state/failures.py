@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import runtime
+from ..runtime import Runtime, write_file
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def _cut(text: str, limit: int) -> str:
 
 
 def remember(
+    runtime: Runtime,
     container_id: str,
     stage: str,
     message: str,
@@ -69,48 +70,47 @@ def remember(
         "stage": _cut(stage, 32),
         "message": _cut(message, MAX_MESSAGE),
     }
-    state = runtime.current()
     try:
-        target = runtime.write_file(
-            state.make(state.failed),
+        target = write_file(
+            runtime.make(runtime.failed),
             f"{int(now * 1e9):020d}-{cid}.json",
             json.dumps(data, sort_keys=True).encode(),
         )
-        _prune()
+        _prune(runtime)
     except OSError as exc:
-        log.warning("could not keep the failure of %s in %s: %s", cid[:12], state.failed, exc)
+        log.warning("could not keep the failure of %s in %s: %s", cid[:12], runtime.failed, exc)
         return None
     log.debug("kept failure %s", target)
     return Path(target)
 
 
-def _files() -> list[Path]:
+def _files(runtime: Runtime) -> list[Path]:
     """Failure files, oldest first (their names start with the time)."""
     try:
-        directory = Path(runtime.current().failed)
+        directory = Path(runtime.failed)
         return sorted(p for p in directory.iterdir() if _FILE.fullmatch(p.name))
     except OSError:
         return []
 
 
-def _prune() -> None:
-    files = _files()
+def _prune(runtime: Runtime) -> None:
+    files = _files(runtime)
     for path in files[: max(0, len(files) - MAX_KEPT)]:
         path.unlink(missing_ok=True)
 
 
-def forget(container_id: str) -> None:
+def forget(runtime: Runtime, container_id: str) -> None:
     """Drop the failures of a container that has now started."""
-    for path in _files():
+    for path in _files(runtime):
         match = _FILE.fullmatch(path.name)
         if match is not None and match.group(2) == container_id:
             path.unlink(missing_ok=True)
 
 
-def recent() -> list[Failure]:
+def recent(runtime: Runtime) -> list[Failure]:
     """The kept failures, newest first; unreadable files are skipped."""
     found = []
-    for path in reversed(_files()):
+    for path in reversed(_files(runtime)):
         try:
             data = json.loads(path.read_text())
             found.append(

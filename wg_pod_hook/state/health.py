@@ -33,8 +33,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .. import runtime
 from ..errors import WgPodError
+from ..runtime import Runtime, write_file
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +180,18 @@ def next_health(
 # ---------------------------------------------------------------------------
 
 
-def path_for(container_id: str) -> Path:
-    return Path(runtime.current().health, f"{container_id}.json")
+def path_for(runtime: Runtime, container_id: str) -> Path:
+    return Path(runtime.health, f"{container_id}.json")
 
 
 class HealthError(WgPodError):
     """A health file that cannot be read or does not parse."""
 
 
-def load(container_id: str) -> Health | None:
+def load(runtime: Runtime, container_id: str) -> Health | None:
     """What the daemon keeps about ``container_id``; None when it keeps
     nothing, HealthError when its file is unreadable or does not parse."""
-    path = path_for(container_id)
+    path = path_for(runtime, container_id)
     try:
         return from_json(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -200,29 +200,28 @@ def load(container_id: str) -> Health | None:
         raise HealthError(f"health {path}: {exc}") from None
 
 
-def read(container_id: str) -> Health | None:
+def read(runtime: Runtime, container_id: str) -> Health | None:
     """Like :func:`load`, but an unreadable file is logged and reads as none."""
     try:
-        return load(container_id)
+        return load(runtime, container_id)
     except HealthError as exc:
         log.warning("%s", exc)
         return None
 
 
-def write(health: Health) -> None:
-    state = runtime.current()
+def write(runtime: Runtime, health: Health) -> None:
     data = json.dumps(health.to_json()).encode()
-    runtime.write_file(state.make(state.health), f"{health.container_id}.json", data)
+    write_file(runtime.make(runtime.health), f"{health.container_id}.json", data)
 
 
-def forget(container_id: str) -> None:
-    path_for(container_id).unlink(missing_ok=True)
+def forget(runtime: Runtime, container_id: str) -> None:
+    path_for(runtime, container_id).unlink(missing_ok=True)
 
 
-def forget_all_but(container_ids: Iterable[str]) -> None:
+def forget_all_but(runtime: Runtime, container_ids: Iterable[str]) -> None:
     keep = set(container_ids)
     try:
-        paths = list(Path(runtime.current().health).glob("*.json"))
+        paths = list(Path(runtime.health).glob("*.json"))
     except OSError:
         return
     for path in paths:

@@ -12,14 +12,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import runtime
 from ..errors import SetupError
+from ..runtime import Runtime
 
 LOCK_DEADLINE = 10.0
 
 
 @contextmanager
-def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+def namespace_lock(
+    runtime: Runtime, netns_fd: int, deadline: float = LOCK_DEADLINE
+) -> Iterator[None]:
     """Serialise the hooks working on one namespace (pod members share one).
 
     The lock is ``locks/netns-DEV-INO`` in the state directory (see root_lock), named
@@ -28,21 +30,23 @@ def namespace_lock(netns_fd: int, deadline: float = LOCK_DEADLINE) -> Iterator[N
     one namespace while it lives, and the caller holds it open throughout.
     """
     info = os.fstat(netns_fd)
-    with root_lock(f"netns-{info.st_dev}-{info.st_ino}", "network namespace", deadline):
+    with root_lock(runtime, f"netns-{info.st_dev}-{info.st_ino}", "network namespace", deadline):
         yield
 
 
 @contextmanager
-def keys_lock(deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+def keys_lock(runtime: Runtime, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
     """Serialise the last key check of every hook with the record it
     completes: of two hooks starting with one key at once, the first to
     take it completes, and the second sees that record."""
-    with root_lock("keys", "private keys", deadline):
+    with root_lock(runtime, "keys", "private keys", deadline):
         yield
 
 
 @contextmanager
-def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator[None]:
+def root_lock(
+    runtime: Runtime, name: str, what: str, deadline: float = LOCK_DEADLINE
+) -> Iterator[None]:
     """Hold the lock ``locks/NAME`` in the state directory, a file of root's alone
     (0600, in a 0700 directory): nobody else can open it, so nobody else
     can hold it and keep a hook waiting.  ``what`` names it in errors.
@@ -54,7 +58,7 @@ def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator
     file's).  A killed holder's file stays, to be used by the next hook or
     removed by ``wg-pod gc`` (sweep_locks).
     """
-    directory = _lock_directory()
+    directory = _lock_directory(runtime)
     try:
         fd = _lock_file(directory, name, what, time.monotonic() + deadline)
         try:
@@ -67,12 +71,13 @@ def root_lock(name: str, what: str, deadline: float = LOCK_DEADLINE) -> Iterator
         os.close(directory)
 
 
-def _lock_directory() -> int:
+def _lock_directory(runtime: Runtime) -> int:
     """An fd on the locks' directory, made if needed; root's alone."""
-    state = runtime.current()
-    path = state.locks
+    path = runtime.locks
     try:
-        fd = os.open(state.make(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(
+            runtime.make(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
     except OSError as exc:
         raise SetupError("lock", path, exc.strerror or str(exc)) from None
     info = os.fstat(fd)
@@ -120,13 +125,13 @@ def _names(directory: int, name: str, fd: int) -> bool:
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
-def sweep_locks() -> list[str]:
+def sweep_locks(runtime: Runtime) -> list[str]:
     """Remove the lock files killed holders left (those nobody holds now),
     the way a holder removes its own: under the lock.  Their names."""
-    if not os.path.isdir(runtime.current().locks):
+    if not os.path.isdir(runtime.locks):
         return []
     removed = []
-    directory = _lock_directory()
+    directory = _lock_directory(runtime)
     try:
         for name in os.listdir(directory):
             try:

@@ -58,8 +58,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .. import runtime
 from ..errors import WgPodError
+from ..runtime import Runtime, write_file, writer_pid
 
 log = logging.getLogger(__name__)
 
@@ -341,24 +341,23 @@ def _annotations(data: Mapping[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 
 
-def path_for(container_id: str) -> Path:
-    return Path(runtime.current().records, f"{container_id}.json")
+def path_for(runtime: Runtime, container_id: str) -> Path:
+    return Path(runtime.records, f"{container_id}.json")
 
 
-def write(record: TunnelRecord) -> Path:
+def write(runtime: Runtime, record: TunnelRecord) -> Path:
     """Write atomically: a reader never sees half a record."""
-    state = runtime.current()
     # Compact: json's C encoder writes no indented text.
     text = json.dumps(record.to_json(), sort_keys=True).encode()
-    target = runtime.write_file(state.make(state.records), f"{record.container_id}.json", text)
+    target = write_file(runtime.make(runtime.records), f"{record.container_id}.json", text)
     log.debug("wrote record %s", target)
     return Path(target)
 
 
-def load(container_id: str) -> TunnelRecord | None:
+def load(runtime: Runtime, container_id: str) -> TunnelRecord | None:
     """The record of ``container_id``; None when there is none, RecordError
     when its file is unreadable or does not parse."""
-    path = path_for(container_id)
+    path = path_for(runtime, container_id)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -374,65 +373,64 @@ def load(container_id: str) -> TunnelRecord | None:
     return record
 
 
-def read(container_id: str) -> TunnelRecord | None:
+def read(runtime: Runtime, container_id: str) -> TunnelRecord | None:
     """Like :func:`load`, but a broken record is logged and reads as none:
     nothing a hook does fails on it (``wg-pod gc`` removes it)."""
     try:
-        return load(container_id)
+        return load(runtime, container_id)
     except RecordError as exc:
         log.warning("%s (wg-pod gc removes it)", exc)
         return None
 
 
-def read_all() -> list[TunnelRecord]:
-    return [r for r in map(read, all_ids()) if r is not None]
+def read_all(runtime: Runtime) -> list[TunnelRecord]:
+    return [r for cid in all_ids(runtime) if (r := read(runtime, cid)) is not None]
 
 
-def broken_ids() -> list[str]:
+def broken_ids(runtime: Runtime) -> list[str]:
     """Containers whose record does not parse."""
     broken = []
-    for container_id in all_ids():
+    for container_id in all_ids(runtime):
         try:
-            load(container_id)
+            load(runtime, container_id)
         except RecordError:
             broken.append(container_id)
     return broken
 
 
-def remove(container_id: str) -> None:
-    path_for(container_id).unlink(missing_ok=True)
+def remove(runtime: Runtime, container_id: str) -> None:
+    path_for(runtime, container_id).unlink(missing_ok=True)
 
 
-def list_ids() -> list[str]:
+def list_ids(runtime: Runtime) -> list[str]:
     """Every container with a record; none when the directory does not
     exist, OSError when it cannot be read (``wg-pod health`` must know)."""
     try:
-        names = os.listdir(runtime.current().records)
+        names = os.listdir(runtime.records)
     except FileNotFoundError:
         return []
     return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and n[0] != ".")
 
 
-def all_ids() -> list[str]:
+def all_ids(runtime: Runtime) -> list[str]:
     try:
-        return list_ids()
+        return list_ids(runtime)
     except OSError:
         return []
 
 
-def orphaned_temporaries() -> list[Path]:
+def orphaned_temporaries(runtime: Runtime) -> list[Path]:
     """Temporary files of writers that died between writing and renaming
     (runtime.write_file names them after the writer's pid): of records,
     kept failures and health looks."""
-    state = runtime.current()
     found = []
-    for directory in (state.records, state.failed, state.health):
+    for directory in (runtime.records, runtime.failed, runtime.health):
         try:
             names = os.listdir(directory)
         except OSError:
             continue
         for name in names:
-            pid = runtime.writer_pid(name)
+            pid = writer_pid(name)
             if pid is not None and process_start_time(pid) is None:
                 found.append(Path(directory, name))
     return found

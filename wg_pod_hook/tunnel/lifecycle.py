@@ -40,6 +40,7 @@ from ..model.oci import ContainerState, parse_annotations
 from ..model.plan import REPLY_MARK, Plan, automatic_mtu, build_plan
 from ..model.settings import Settings
 from ..namespaces import is_host_netns
+from ..runtime import Runtime
 from ..state import records
 from ..state.locks import keys_lock, namespace_lock
 from ..state.records import NetnsId, ProcessId, RouteSpec, TunnelRecord
@@ -64,6 +65,7 @@ class Run:
     """One setup in progress: what its steps share, and the record they
     fill in."""
 
+    runtime: Runtime
     plan: Plan
     host: Netlink
     inside: Netlink
@@ -80,7 +82,7 @@ class Run:
     def did(self, **changes: object) -> None:
         """Note what a step just did, and save the record at once."""
         self.record = replace(self.record, **changes)  # type: ignore[arg-type]
-        records.write(self.record)
+        records.write(self.runtime, self.record)
 
 
 def _replace(run: Run) -> None:
@@ -90,8 +92,8 @@ def _replace(run: Run) -> None:
     kill in between leaves its record, which the next run reads)."""
     if run.previous is None:
         return
-    teardown(run.previous, replacing=True, inside=run.inside)
-    records.write(run.record)
+    teardown(run.runtime, run.previous, replacing=True, inside=run.inside)
+    records.write(run.runtime, run.record)
 
 
 def _create(run: Run) -> None:
@@ -224,9 +226,9 @@ def _finish(run: Run) -> None:
     # hooks: of two starting with one key at once, the first here
     # completes, and the second sees its record (an incomplete one is a
     # hook still on its way here, or one killed before: not a tunnel).
-    with keys_lock():
-        completed = [other for other in records.read_all() if other.complete]
-        check_key_unused(run.plan, run.record.netns, completed)
+    with keys_lock(run.runtime):
+        completed = [other for other in records.read_all(run.runtime) if other.complete]
+        check_key_unused(run.plan, completed, run.record.netns)
         run.did(complete=True, writer=None, failed=None, failed_at=None)
 
 
@@ -247,6 +249,7 @@ STEP_NAMES = tuple(name for name, _ in STEPS)
 
 
 def up(
+    runtime: Runtime,
     plan: Plan,
     spec: Bundle,
     settings: Settings,
@@ -273,8 +276,8 @@ def up(
         )
     device = device_setup(plan.config)
     resolv_conf = dns.check_resolv_conf(spec, plan.container_id) if plan.dns else None
-    prune_stale()
-    with open_netns(plan.netns_path) as netns_fd, namespace_lock(netns_fd):
+    prune_stale(runtime)
+    with open_netns(plan.netns_path) as netns_fd, namespace_lock(runtime, netns_fd):
         if is_host_netns(netns_fd):
             raise StateError(f"container {plan.container_id[:12]} uses the host network namespace")
         netns = NetnsId.of(spec.netns_path or plan.netns_path, netns_fd)
@@ -283,20 +286,30 @@ def up(
             raise StateError(f"container {plan.container_id[:12]}: process {plan.pid} is gone")
         if replacing is not None:
             _prove_same(replacing, ProcessId(plan.pid, start), netns)
-            if records.read(plan.container_id) != replacing:
+            if records.read(runtime, plan.container_id) != replacing:
                 raise Superseded(f"container {plan.container_id[:12]}: its record changed")
         if wanted is not None and not wanted():
             raise Superseded(f"container {plan.container_id[:12]}: its hook gave up waiting")
         with Netlink() as host, Netlink(netns_fd, "container") as inside:
-            others = records.read_all()  # once, under the lock, for both checks
-            shared = _shared_tunnel(plan, inside, netns, others)
+            others = records.read_all(runtime)  # once, under the lock, for both checks
+            shared = _shared_tunnel(runtime, plan, inside, netns, others)
             if shared is not None:
                 return shared
-            check_key_unused(plan, netns, others)
-            previous = _converge(plan, inside, netns)
+            check_key_unused(plan, others, netns)
+            previous = _converge(runtime, plan, inside, netns)
             _clear_leftovers(plan.temp_name, host)
             record = _new_record(plan, ProcessId(plan.pid, start), netns, spec.directory, previous)
-            run = Run(plan, host, inside, netns_fd, device, resolv_conf, record, previous=previous)
+            run = Run(
+                runtime,
+                plan,
+                host,
+                inside,
+                netns_fd,
+                device,
+                resolv_conf,
+                record,
+                previous=previous,
+            )
             execute(run, STEPS, kill_after=fault)
     log.info(
         "container %s: %s up (%s backend, %d peer(s))",
@@ -308,7 +321,7 @@ def up(
     return run.record
 
 
-def repair(record: TunnelRecord, settings: Settings) -> TunnelRecord:
+def repair(runtime: Runtime, record: TunnelRecord, settings: Settings) -> TunnelRecord:
     """Set a tunnel up again in its container's namespace, from its record:
     the same annotations and bundle, the config read anew (as a restart
     would), without restarting the container.
@@ -341,13 +354,13 @@ def repair(record: TunnelRecord, settings: Settings) -> TunnelRecord:
         plan = prepare(state, settings)
         spec = read_bundle(state.bundle)
     except WgPodError as exc:  # nothing touched: the namespace stays as it is, closed
-        if records.read(record.container_id) == record:
-            _mark_failed(record, describe(exc))
+        if records.read(runtime, record.container_id) == record:
+            _mark_failed(runtime, record, describe(exc))
         raise
     if spec.netns_path is None:
         spec = replace(spec, netns_path=record.netns.path)
     log.info("container %s: repairing %s", record.container_id[:12], record.interface)
-    return up(plan, spec, settings, replacing=record)
+    return up(runtime, plan, spec, settings, replacing=record)
 
 
 def _prove_same(record: TunnelRecord, container: ProcessId, netns: NetnsId) -> None:
@@ -442,29 +455,29 @@ def _roll_back(run: Run, cause: BaseException) -> None:
     marked failed, for ``status``, ``health`` and the daemon's next try."""
     replacing = run.previous is not None
     try:
-        teardown(run.record, replacing=replacing, inside=run.inside)
+        teardown(run.runtime, run.record, replacing=replacing, inside=run.inside)
     except WgPodError as exc:
         log.warning("container %s: rollback incomplete: %s", run.plan.container_id[:12], exc)
     if replacing:
         reason = describe(cause) if isinstance(cause, WgPodError) else _internal(cause)
         failed = replace(run.record, moved=False, process=None, complete=False, writer=None)
-        _mark_failed(failed, reason)
+        _mark_failed(run.runtime, failed, reason)
 
 
 def _internal(cause: BaseException) -> str:
     return f"internal error {type(cause).__name__}"
 
 
-def _mark_failed(record: TunnelRecord, reason: str) -> None:
+def _mark_failed(runtime: Runtime, record: TunnelRecord, reason: str) -> None:
     """Keep ``record`` as the tunnel's, marked failed with a one-line
     reason: nothing of it is undone, so what keeps the namespace closed
     stays noted, to be put back only when the tunnel goes for good."""
-    records.write(replace(record, failed=reason, failed_at=time.time()))
+    records.write(runtime, replace(record, failed=reason, failed_at=time.time()))
     log.error("container %s: tunnel down, kept closed: %s", record.container_id[:12], reason)
 
 
 def check_key_unused(
-    plan: Plan, netns: NetnsId | None = None, others: list[TunnelRecord] | None = None
+    plan: Plan, others: Sequence[TunnelRecord], netns: NetnsId | None = None
 ) -> None:
     """Refuse a private key that another live tunnel already uses towards
     one of the same peers: a peer keeps one endpoint per public key, so
@@ -473,10 +486,10 @@ def check_key_unused(
     The same key towards other peers is fine (one provider key on two
     servers), and so is the tunnel of this container's own namespace (a
     rerun, or the pod member whose tunnel this one shares).  Keys are
-    compared by their public halves, which the records hold (``others``:
-    the records, when the caller has just read them).
+    compared by their public halves, which the records of the other
+    tunnels hold (``others``).
     """
-    for other in records.read_all() if others is None else others:
+    for other in others:
         common = plan.peer_public_keys & set(other.peer_public_keys)
         if (
             other.container_id == plan.container_id
@@ -520,7 +533,7 @@ def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:
 
 
 def _shared_tunnel(
-    plan: Plan, inside: Netlink, netns: NetnsId, others: list[TunnelRecord]
+    runtime: Runtime, plan: Plan, inside: Netlink, netns: NetnsId, others: list[TunnelRecord]
 ) -> TunnelRecord | None:
     """Pod members share one namespace: the first one's tunnel serves all.
 
@@ -545,7 +558,7 @@ def _shared_tunnel(
                 f"tunnel {owner.interface} from {owner.config}",
             )
         record = _record(plan, netns, shared_with=owner.container_id, complete=True)
-        records.write(record)
+        records.write(runtime, record)
         log.info(
             "container %s: shares %s of container %s",
             plan.container_id[:12],
@@ -556,13 +569,13 @@ def _shared_tunnel(
     return None
 
 
-def _converge(plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
+def _converge(runtime: Runtime, plan: Plan, inside: Netlink, netns: NetnsId) -> TunnelRecord | None:
     """A namespace that kept this container's tunnel (or the leftovers of a
     hook killed mid-way) is set up anew: the previous run's record is
     returned, which holds what that run took away (podman's default routes,
     resolv.conf) for a later teardown to put back; the first step (_replace)
     takes its interface down."""
-    previous = records.read(plan.container_id)
+    previous = records.read(runtime, plan.container_id)
     if previous is not None and not previous.netns.same(netns):
         previous = None  # another namespace's: the prune took it down
     if inside.index(plan.interface) is not None and (

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .. import runtime
 from ..errors import WgPodError
 from ..kernel import backends
 from ..kernel.netlink import Netlink, open_netns
+from ..runtime import Runtime
 from ..state import health, records
 from ..state.failures import Failure
 from ..state.health import LivePeer, Sample
@@ -103,15 +103,17 @@ def _with(base: TunnelStatus, **changes: Any) -> TunnelStatus:
 
 
 def collect(
-    container_ids: list[str] | None = None, names: dict[str, str] | None = None
+    runtime: Runtime,
+    container_ids: list[str] | None = None,
+    names: dict[str, str] | None = None,
 ) -> list[TunnelStatus]:
     """Every tunnel with a record (or those of ``container_ids``); a record
     that does not parse is shown as a problem."""
     names = names or {}
     found = []
-    for container_id in records.all_ids() if container_ids is None else container_ids:
+    for container_id in records.all_ids(runtime) if container_ids is None else container_ids:
         try:
-            record = records.load(container_id)
+            record = records.load(runtime, container_id)
         except RecordError as exc:
             found.append(
                 TunnelStatus(
@@ -128,16 +130,16 @@ def collect(
             )
             continue
         if record is not None:
-            found.append(with_health(tunnel_status(record, names.get(container_id))))
+            found.append(with_health(runtime, tunnel_status(record, names.get(container_id))))
     return found
 
 
-def with_health(tunnel: TunnelStatus, now: float | None = None) -> TunnelStatus:
+def with_health(runtime: Runtime, tunnel: TunnelStatus, now: float | None = None) -> TunnelStatus:
     """``tunnel`` with its state, repairs and last failure."""
     if tunnel.shared_with:
         return tunnel
     now = time.time() if now is None else now
-    kept = health.read(tunnel.container_id)
+    kept = health.read(runtime, tunnel.container_id)
     if kept is not None and now - kept.checked <= FRESH:
         state = kept.state
     else:
@@ -155,19 +157,19 @@ class CannotKnow(WgPodError):
     must read cannot be read, or changed while it read (exit status 2)."""
 
 
-def recorded_ids() -> list[str]:
+def recorded_ids(runtime: Runtime) -> list[str]:
     """Every container with a record, for ``wg-pod health``: CannotKnow when
     the state directory cannot be read (an absent one holds none)."""
     try:
-        return records.list_ids()
+        return records.list_ids(runtime)
     except OSError as exc:
         hint = " (run it as root)" if isinstance(exc, PermissionError) else ""
-        raise CannotKnow(f"cannot read {runtime.current().records}: {exc.strerror}{hint}") from None
+        raise CannotKnow(f"cannot read {runtime.records}: {exc.strerror}{hint}") from None
 
 
-def _examined_record(container_id: str) -> TunnelRecord:
+def _examined_record(runtime: Runtime, container_id: str) -> TunnelRecord:
     try:
-        record = records.load(container_id)
+        record = records.load(runtime, container_id)
     except RecordError as exc:
         raise CannotKnow(str(exc)) from None
     if record is None:
@@ -175,15 +177,15 @@ def _examined_record(container_id: str) -> TunnelRecord:
     return record
 
 
-def _kept_health(container_id: str) -> health.Health | None:
+def _kept_health(runtime: Runtime, container_id: str) -> health.Health | None:
     try:
-        return health.load(container_id)
+        return health.load(runtime, container_id)
     except health.HealthError as exc:
         raise CannotKnow(str(exc)) from None
 
 
 def health_tunnels(
-    container_ids: Sequence[str], names: dict[str, str] | None = None
+    runtime: Runtime, container_ids: Sequence[str], names: dict[str, str] | None = None
 ) -> list[TunnelStatus]:
     """The tunnels of ``container_ids`` for ``wg-pod health``, and those their
     pod members share; CannotKnow when a record cannot be read or is gone."""
@@ -193,14 +195,14 @@ def health_tunnels(
     while wanted:
         container_id = wanted.pop(0)
         if container_id not in found:
-            record = _examined_record(container_id)
+            record = _examined_record(runtime, container_id)
             found[container_id] = tunnel_status(record, names.get(container_id))
             if record.shared_with:
                 wanted.append(record.shared_with)
     return list(found.values())
 
 
-def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
+def health_states(runtime: Runtime, tunnels: list[TunnelStatus]) -> dict[str, health.State]:
     """The state of each tunnel, for ``wg-pod health``: the daemon's when it
     looked lately; else this command looks twice, SEND_WINDOW apart, at the
     tunnels that seem idle (to tell those that are sending: stale).
@@ -212,7 +214,7 @@ def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
     for tunnel in tunnels:
         if tunnel.shared_with:
             continue
-        kept = _kept_health(tunnel.container_id)
+        kept = _kept_health(runtime, tunnel.container_id)
         if kept is not None and now - kept.checked <= FRESH:
             states[tunnel.container_id] = kept.state
             continue
@@ -222,7 +224,7 @@ def health_states(tunnels: list[TunnelStatus]) -> dict[str, health.State]:
     if idle:
         time.sleep(health.SEND_WINDOW)
         for container_id in idle:
-            again = sample(tunnel_status(_examined_record(container_id)))
+            again = sample(tunnel_status(_examined_record(runtime, container_id)))
             states[container_id] = health.classify(again, first[container_id])
     for tunnel in tunnels:  # a pod member's health is that of the tunnel it shares
         if tunnel.shared_with and tunnel.shared_with in states:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..errors import SetupError
 from ..kernel import backends
 from ..model.names import is_temp_name, temp_name
+from ..runtime import Runtime
 from ..state import health, records
 from ..state.records import TunnelRecord
 from . import dns
@@ -36,7 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def teardown(
-    record: TunnelRecord, *, replacing: bool = False, inside: Netlink | None = None
+    runtime: Runtime,
+    record: TunnelRecord,
+    *,
+    replacing: bool = False,
+    inside: Netlink | None = None,
 ) -> None:
     """Undo ``record``, newest step first, and remove it.
 
@@ -70,8 +75,8 @@ def teardown(
     if replacing:  # a new run goes on with the record and its health (repairs count)
         log.info("container %s: interface taken down", record.container_id[:12])
     else:
-        records.remove(record.container_id)
-        health.forget(record.container_id)
+        records.remove(runtime, record.container_id)
+        health.forget(runtime, record.container_id)
         log.info("container %s: tunnel taken down", record.container_id[:12])
     if errors:
         raise SetupError("take down", record.interface, "; ".join(errors))
@@ -159,7 +164,7 @@ def delete_host_link(name: str) -> bool:
         return host.delete_link(name)
 
 
-def down(container_id: str) -> None:
+def down(runtime: Runtime, container_id: str) -> None:
     """poststop: remove what outlives the container.
 
     podman runs poststop also when a restart policy is about to restart the
@@ -167,42 +172,42 @@ def down(container_id: str) -> None:
     createRuntime of the next run replaces it.  When no run follows, it goes
     with the namespace, and its record with the next start's prune.
     """
-    record = records.read(container_id)
+    record = records.read(runtime, container_id)
     if record is None:  # none, or unreadable: only what its name finds
         delete_host_link(temp_name(container_id))
-        records.remove(container_id)
+        records.remove(runtime, container_id)
         return
     if record.shared_with is None and record.netns.alive() and (record.complete or record.failed):
         # A failed rerun's record too: what keeps the namespace closed
         # stays while the namespace lives (pod members may run in it).
         log.info("container %s: namespace still in use, tunnel kept", container_id[:12])
         return
-    teardown(record)
+    teardown(runtime, record)
 
 
-def prune_stale() -> list[str]:
+def prune_stale(runtime: Runtime) -> list[str]:
     """Take down the tunnels of containers whose namespace is gone without a
     poststop that saw it go (podman rm after a restart-policy restart, a
     killed hook); returns their ids."""
     pruned = []
-    for record in records.read_all():
+    for record in records.read_all(runtime):
         if not record.netns.alive():
             try:
-                teardown(record)
+                teardown(runtime, record)
             except SetupError as exc:
                 log.warning("prune: %s", exc)
             pruned.append(record.container_id)
     return pruned
 
 
-def leave(container_id: str) -> None:
+def leave(runtime: Runtime, container_id: str) -> None:
     """Take a running container off its tunnel (``wg-pod leave``): interface,
     nftables table, routing rules, podman's default routes and resolv.conf
     put back, record; and the records of pod members sharing it."""
     from ..kernel.netlink import open_netns
     from ..state.locks import namespace_lock
 
-    record = records.load(container_id)
+    record = records.load(runtime, container_id)
     if record is None:
         raise SetupError("leave", container_id[:12], "the container has no wg-pod tunnel")
     if record.shared_with:
@@ -212,16 +217,16 @@ def leave(container_id: str) -> None:
             f"it shares the tunnel of container {record.shared_with[:12]}: leave that one",
         )
     if record.netns.alive():
-        with open_netns(record.netns.path, record.netns) as fd, namespace_lock(fd):
-            teardown(record)
+        with open_netns(record.netns.path, record.netns) as fd, namespace_lock(runtime, fd):
+            teardown(runtime, record)
     else:
-        teardown(record)
-    for member in records.read_all():
+        teardown(runtime, record)
+    for member in records.read_all(runtime):
         if member.shared_with == container_id:
-            records.remove(member.container_id)
+            records.remove(runtime, member.container_id)
 
 
-def gc() -> list[str]:
+def gc(runtime: Runtime) -> list[str]:
     """Remove what hooks killed mid-way left behind: records of gone
     namespaces, unreadable records, host-side interfaces and wireguard-go
     processes that no record accounts for, record files a writer died
@@ -229,20 +234,20 @@ def gc() -> list[str]:
     from ..kernel.netlink import Netlink
     from ..state.locks import sweep_locks
 
-    removed = [f"record {cid[:12]}" for cid in prune_stale()]
-    for container_id in records.broken_ids():
-        records.remove(container_id)
+    removed = [f"record {cid[:12]}" for cid in prune_stale(runtime)]
+    for container_id in records.broken_ids(runtime):
+        records.remove(runtime, container_id)
         removed.append(f"unreadable record {container_id[:12]}")
     # Every record left has a live namespace; its hook may still be at work.
-    known = {record.temp_name for record in records.read_all()}
+    known = {record.temp_name for record in records.read_all(runtime)}
     with Netlink() as host:
         for name in host.link_names():
             if is_temp_name(name) and name not in known and host.delete_link(name):
                 removed.append(f"interface {name}")
     for backend in backends.every():
         removed += backend.sweep({name for name in known if name})
-    for path in records.orphaned_temporaries():
+    for path in records.orphaned_temporaries(runtime):
         path.unlink(missing_ok=True)
         removed.append(f"unfinished record file {path.name}")
-    removed += [f"lock file {name}" for name in sweep_locks()]
+    removed += [f"lock file {name}" for name in sweep_locks(runtime)]
     return removed

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run, wait_for
+from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run, the_runtime, wait_for
 from tests.platform.inside.test_quadlet import journal, systemctl
 from tests.system.test_podman_daemon import Fetching
 from wg_pod_hook import units
@@ -55,7 +55,7 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     conmon = int(podman("inspect", "--format", "{{.State.ConmonPid}}", name).stdout)
 
     wait_for(lambda: container.fetched_since(0), timeout=20, what="the container's first fetch")
-    record = records.load(container_id)
+    record = records.load(the_runtime(), container_id)
     assert record is not None and record.process is not None
     # The hook's wireguard-go: in conmon's cgroup, where the runtime ran the hook.
     home = cgroups.membership(conmon)[frozenset()]
@@ -64,7 +64,7 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     os.kill(record.process.pid, signal.SIGKILL)
     seen = container.tries()
     wait_for(lambda: container.fetched_since(seen), timeout=30, what="a fetch after the repair")
-    repaired = records.load(container_id)
+    repaired = records.load(the_runtime(), container_id)
     assert repaired is not None and repaired.process is not None
     assert repaired.process != record.process
     assert cgroups.membership(repaired.process.pid)[frozenset()] == home
