@@ -56,7 +56,7 @@ def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()
     resolved = {setup.peer.line: setup for setup in peers}
     lines = [
         f"config:      {cfg.source}",
-        f"interface:   {plan.interface} (created as {plan.temp_name} in the host namespace)",
+        f"interface:   {plan.interface} (created as {plan.names.temp_name} in the host namespace)",
         f"backend:     {plan.backend}",
         f"mtu:         {plan.mtu or 'automatic (route MTU towards the endpoints - 80, else 1420)'}",
         "addresses:   " + (", ".join(map(str, plan.addresses)) or "(none)"),

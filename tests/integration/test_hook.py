@@ -33,8 +33,7 @@ from tests.lab import (
     the_runtime,
     venv_command,
 )
-from wg_pod_hook.model.names import temp_name
-from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.model.names import REPLY_MARK, temp_name
 from wg_pod_hook.state.records import path_for
 from wg_pod_hook.tunnel import teardown
 

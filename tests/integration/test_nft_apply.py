@@ -20,8 +20,9 @@ from wg_pod_hook.errors import SetupError
 from wg_pod_hook.kernel import nft_apply
 from wg_pod_hook.model import nft
 from wg_pod_hook.model.config import parse_config
+from wg_pod_hook.model.names import TABLE
 from wg_pod_hook.model.oci import parse_annotations
-from wg_pod_hook.model.plan import TABLE_NAME, build_plan
+from wg_pod_hook.model.plan import build_plan
 from wg_pod_hook.model.settings import Settings
 
 pytestmark = pytest.mark.root
@@ -83,9 +84,7 @@ def in_netns(ns: Netns, work: Callable[[Callable[[T], None]], None], timeout: fl
 
 def listed(ns: Netns) -> str | None:
     """The wg-pod table as nft lists it, None when there is none."""
-    done = run(
-        ["nsenter", f"--net={ns.path}", "nft", "list", "table", "inet", TABLE_NAME], check=False
-    )
+    done = run(["nsenter", f"--net={ns.path}", "nft", "list", "table", "inet", TABLE], check=False)
     return done.stdout if done.returncode == 0 else None
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.support import fetch_in, write_config
 from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Lab, Peer, run, the_runtime, wait_for
-from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.model.names import REPLY_MARK
 from wg_pod_hook.tunnel import teardown
 
 pytestmark = pytest.mark.root

@@ -32,7 +32,7 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
-from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.model.names import REPLY_MARK
 from wg_pod_hook.tunnel import teardown
 
 pytestmark = pytest.mark.root

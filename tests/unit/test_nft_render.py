@@ -128,3 +128,24 @@ def test_an_address_given_as_text_is_refused() -> None:
     plan = replace(full_plan(), dns=DnsPlan(("10.0.0.1; flush ruleset",), ()))  # type: ignore[arg-type]
     with pytest.raises(SetupError, match=r"^render nftables address: not an IPv4 or IPv6"):
         nft.render(plan, LOCAL)
+
+
+def test_the_table_and_the_reply_mark_are_the_tunnels_names() -> None:
+    """Every name comes from the plan's (names.py), none from nft.py."""
+    names = full_plan().names._replace(table="wg-pod-second", reply_mark=51822)
+    text = rendered(replace(full_plan(), names=names))
+    assert text.startswith("add table inet wg-pod-second\ndelete table inet wg-pod-second\n")
+    assert "table inet wg-pod-second {" in text
+    assert "ct mark set 51822" in text and "51821" not in text
+    assert nft.removal("wg-pod-second") == (
+        "add table inet wg-pod-second\ndelete table inet wg-pod-second\n"
+    )
+
+
+@pytest.mark.parametrize("table", ['wg-pod" ; flush ruleset', "", "Wg", "wg pod", "x" * 33])
+def test_a_table_name_outside_the_rule_is_refused(table: str) -> None:
+    names = full_plan().names._replace(table=table)
+    with pytest.raises(SetupError, match="table name"):
+        nft.render(replace(full_plan(), names=names), LOCAL)
+    with pytest.raises(SetupError, match="table name"):
+        nft.removal(table)

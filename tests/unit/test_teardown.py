@@ -17,7 +17,7 @@ from wg_pod_hook.errors import SetupError
 from wg_pod_hook.kernel import nft_apply, routes
 from wg_pod_hook.kernel.netlink import Netlink
 from wg_pod_hook.model import nft
-from wg_pod_hook.model.plan import REPLY_MARK
+from wg_pod_hook.model.names import REPLY_MARK, TABLE
 from wg_pod_hook.state import records
 from wg_pod_hook.state.records import NetnsId, TunnelRecord
 from wg_pod_hook.tunnel import lifecycle, teardown
@@ -113,7 +113,7 @@ def test_teardown_undoes_exactly_what_the_record_says_newest_first(
     fake = FakeNetlink()
     teardown.teardown(the_runtime(), done, inside=cast(Netlink, fake))
     assert resolv.read_text() == "nameserver 10.88.0.1\n"
-    assert nft_calls == [(FakeNetlink.netns_fd, nft.removal())]
+    assert nft_calls == [(FakeNetlink.netns_fd, nft.removal(TABLE))]
     assert fake.calls == [
         ("clear_reply_path", 4, REPLY_MARK),
         ("clear_reply_path", 6, REPLY_MARK),

@@ -1,14 +1,34 @@
-"""Names derived from a container's id alone, so that cleanup finds what
-wg-pod made for a container even after its process and its hook are gone.
-(Light: the poststop path imports it.)"""
+"""The names of a tunnel's objects, derived from its identity alone — the
+container that sets it up (whose namespace and interface it then holds) —
+so that cleanup finds what wg-pod made for a container even after its
+process, its hook and its namespace are gone.  Every module takes a
+tunnel's names from here, through its plan or its record's container id;
+none spells one itself.  (Light: the poststop path imports it.)"""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from typing import NamedTuple
 
 TEMP_PREFIX = "wgp"
 _TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
+# One wg-pod tunnel per namespace: its table and its mark are the
+# namespace's own.
+TABLE = "wg-pod"
+# Firewall mark, and routing table, of replies to connections that arrived
+# outside the tunnel (podman's published ports): next to wg-quick's 51820.
+REPLY_MARK = 51821
+
+
+class TunnelNames(NamedTuple):
+    temp_name: str  # the interface's host-side name until it is moved
+    table: str  # its nftables table (inet) in the container's namespace
+    reply_mark: int  # the mark and routing table of its reply path
+
+
+def tunnel_names(container_id: str) -> TunnelNames:
+    return TunnelNames(temp_name(container_id), TABLE, REPLY_MARK)
 
 
 def temp_name(container_id: str) -> str:

@@ -8,13 +8,14 @@ a re-run converges and a failure leaves the previous state untouched.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from ..errors import SetupError
 from .config import IPAddress, IPNetwork
 from .oci import is_interface_name
-from .plan import REPLY_MARK, TABLE_NAME, Plan
+from .plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ def _interface(name: str) -> str:
     return f'"{name}"'
 
 
+_TABLE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def _table(name: str) -> str:
+    """A table name of wg-pod's (names.py): nothing to quote."""
+    if type(name) is not str or not _TABLE.fullmatch(name):
+        raise _refused("table name", "not 1-32 of a-z 0-9 - (starting with a letter)")
+    return name
+
+
 def _address(address: IPAddress) -> str:
     """Rebuilt from its bytes, so the text is canonical and holds the
     address alone: an IPv6Address keeps a zone index in its text, which
@@ -117,11 +128,12 @@ def _port_remap_chain(plan: Plan) -> list[str]:
 
 
 def _reply_chains(plan: Plan) -> list[str]:
-    """Connections that arrive outside the tunnel carry REPLY_MARK, and so
-    do their replies, which the routing rules send back the way they came."""
+    """Connections that arrive outside the tunnel carry the tunnel's reply
+    mark, and so do their replies, which the routing rules send back the
+    way they came."""
     if not plan.reply_path:
         return []
-    mark = _mark(REPLY_MARK)
+    mark = _mark(plan.names.reply_mark)
     interface = _interface(plan.interface)
     return [
         "chain reply-in {",
@@ -213,7 +225,7 @@ def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str
 
 
 def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None:
-    """The whole wg-pod table for the namespace, or None when it needs none.
+    """The tunnel's whole table for the namespace, or None when it needs none.
 
     ``local_networks`` are the podman network's own subnets, which the kill
     switch leaves reachable.
@@ -229,13 +241,11 @@ def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None
     body = "\n".join(
         f"\t{line}" if line.startswith("chain") or line == "}" else f"\t\t{line}" for line in chains
     )
-    return (
-        f"add table inet {TABLE_NAME}\n"
-        f"delete table inet {TABLE_NAME}\n"
-        f"table inet {TABLE_NAME} {{\n{body}\n}}\n"
-    )
+    table = _table(plan.names.table)
+    return f"{removal(table)}table inet {table} {{\n{body}\n}}\n"
 
 
-def removal() -> str:
-    """A batch that removes the table whether or not it exists."""
-    return f"add table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n"
+def removal(table: str) -> str:
+    """A batch that removes ``table`` whether or not it exists."""
+    table = _table(table)
+    return f"add table inet {table}\ndelete table inet {table}\n"

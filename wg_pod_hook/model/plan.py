@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from ..errors import ConfigError
 from .config import IPAddress, IPInterface, IPNetwork, WgConfig
 from .curve25519 import public_key
-from .names import temp_name
+from .names import TunnelNames, tunnel_names
 from .oci import DnsChoice, ExtraRoute, PortRemap, Request, Toggle, is_interface_name
 from .settings import Settings
 
@@ -22,10 +22,6 @@ DEFAULT_MTU = 1420
 # WireGuard's overhead over IPv6 (40 IP + 8 UDP + 32 WireGuard), which
 # wg-quick subtracts for either family.
 OVERHEAD = 80
-TABLE_NAME = "wg-pod"
-# Firewall mark, and routing table, of replies to connections that arrived
-# outside the tunnel (podman's published ports): next to wg-quick's 51820.
-REPLY_MARK = 51821
 
 _EVERYTHING: dict[int, IPNetwork] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
 # Two halves of the address space: longer than any default route, so they
@@ -54,7 +50,7 @@ class DnsPlan:
 class Plan:
     container_id: str
     pid: int
-    temp_name: str
+    names: TunnelNames  # of what it creates: host-side name, nftables table, mark
     interface: str
     backend: str  # auto, or one of backends.NAMES
     userspace_command: tuple[str, ...]
@@ -200,7 +196,7 @@ def build_plan(
     return Plan(
         container_id=container_id,
         pid=pid,
-        temp_name=temp_name(container_id),
+        names=tunnel_names(container_id),
         interface=interface_name(request),
         backend=settings.backend,
         userspace_command=settings.userspace_command,

@@ -37,7 +37,7 @@ from ..model import nft
 from ..model.bundle import Bundle, read_bundle
 from ..model.configfile import read_config
 from ..model.oci import ContainerState, parse_annotations
-from ..model.plan import REPLY_MARK, Plan, automatic_mtu, build_plan
+from ..model.plan import Plan, automatic_mtu, build_plan
 from ..model.settings import Settings
 from ..namespaces import is_host_netns
 from ..runtime import Runtime
@@ -102,7 +102,7 @@ def _create(run: Run) -> None:
     reasons = []
     for backend in backends.candidates(plan):
         try:
-            process = backend.create(plan.temp_name)
+            process = backend.create(plan.names.temp_name)
         except BackendUnavailable as exc:
             reasons.append(str(exc))
             continue
@@ -110,21 +110,21 @@ def _create(run: Run) -> None:
         run.did(backend=backend.name, process=process)
         if plan.backend == "auto":
             log.info("backend auto: using %s", backend.name)
-        backend.wait_ready(plan.temp_name)
+        backend.wait_ready(plan.names.temp_name)
         return
-    raise SetupError("create interface", plan.temp_name, "; ".join(reasons))
+    raise SetupError("create interface", plan.names.temp_name, "; ".join(reasons))
 
 
 def _configure(run: Run) -> None:
     assert run.backend is not None
     # Before the move: wireguard-go only notices MTU changes in the
     # namespace it was started in.
-    run.host.set_mtu(run.plan.temp_name, run.plan.mtu or _automatic_mtu(run.host, run.device))
-    run.backend.configure(run.plan.temp_name, run.device)
+    run.host.set_mtu(run.plan.names.temp_name, run.plan.mtu or _automatic_mtu(run.host, run.device))
+    run.backend.configure(run.plan.names.temp_name, run.device)
 
 
 def _move(run: Run) -> None:
-    run.host.move(run.plan.temp_name, run.netns_fd, run.plan.interface)
+    run.host.move(run.plan.names.temp_name, run.netns_fd, run.plan.interface)
     run.did(moved=True)
 
 
@@ -189,7 +189,7 @@ def _routes(run: Run) -> None:
             # Noted first: clearing a reply path that is half there is safe.
             if version not in run.record.reply_path:
                 run.did(reply_path=(*run.record.reply_path, version))
-            routes.set_reply_path(inside, version, REPLY_MARK, way_back)
+            routes.set_reply_path(inside, version, plan.names.reply_mark, way_back)
 
 
 def _version(route: RouteSpec) -> int:
@@ -297,7 +297,7 @@ def up(
                 return shared
             check_key_unused(plan, others, netns)
             previous = _converge(runtime, plan, inside, netns)
-            _clear_leftovers(plan.temp_name, host)
+            _clear_leftovers(plan.names.temp_name, host)
             record = _new_record(plan, ProcessId(plan.pid, start), netns, spec.directory, previous)
             run = Run(
                 runtime,
@@ -407,7 +407,7 @@ def _new_record(
         container_pid=container.pid,
         container_start=container.start,
         writer=ProcessId.mine(),
-        temp_name=plan.temp_name,
+        temp_name=plan.names.temp_name,
         annotations=dict(plan.annotations),
         bundle=bundle,
         **(_carried_over(previous) if previous else {"route_table": plan.route_table}),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SetupError
 from ..kernel import backends
-from ..model.names import is_temp_name, temp_name
+from ..model.names import is_temp_name, tunnel_names
 from ..runtime import Runtime
 from ..state import health, records
 from ..state.records import TunnelRecord
@@ -110,8 +110,8 @@ def _undo_inside(
 ) -> None:
     from ..kernel import nft_apply, routes
     from ..model import nft
-    from ..model.plan import REPLY_MARK
 
+    names = tunnel_names(record.container_id)
     if replacing:
         if record.moved:
             attempt("delete interface", netlink.delete_link, record.interface)
@@ -124,9 +124,9 @@ def _undo_inside(
             record.resolv_conf_original,
         )
     if record.nftables:
-        attempt("remove nftables", nft_apply.apply, netlink.netns_fd, nft.removal())
+        attempt("remove nftables", nft_apply.apply, netlink.netns_fd, nft.removal(names.table))
     for version in record.reply_path:
-        attempt("remove reply path", routes.clear_reply_path, netlink, version, REPLY_MARK)
+        attempt("remove reply path", routes.clear_reply_path, netlink, version, names.reply_mark)
     for route in record.removed_routes:
         attempt("restore default route", routes.restore_route, netlink, route)
     if record.moved:
@@ -174,7 +174,7 @@ def down(runtime: Runtime, container_id: str) -> None:
     """
     record = records.read(runtime, container_id)
     if record is None:  # none, or unreadable: only what its name finds
-        delete_host_link(temp_name(container_id))
+        delete_host_link(tunnel_names(container_id).temp_name)
         records.remove(runtime, container_id)
         return
     if record.shared_with is None and record.netns.alive() and (record.complete or record.failed):
