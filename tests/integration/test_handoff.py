@@ -274,15 +274,15 @@ def test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done(
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert os.stat(socket_path).st_mode & 0o777 == 0o600
     asking = (
-        "import sys; from wg_pod_hook import handoff; "
-        "print(handoff.ask(sys.argv[1], sys.stdin.read(), sys.argv[2]))"
+        "import sys; from wg_pod_hook import handoff; from wg_pod_hook.runtime import Runtime; "
+        "print(handoff.ask(sys.argv[1], sys.stdin.read(), Runtime(sys.argv[2], root=False)))"
     )
 
     def ask_as_nobody(stage: str) -> str:
         done = run(
             [
                 *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-                *(sys.executable, "-c", asking, stage, socket_path),
+                *(sys.executable, "-c", asking, stage, str(directory)),
             ],
             input=state,
             env={"PYTHONPATH": str(Path(handoff.__file__).parent.parent)},
