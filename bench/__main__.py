@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     own = os.environ.setdefault(runtime.STATE_DIR_ENV, BENCH_STATE_DIR) == BENCH_STATE_DIR
+    # The daemons the benches start run the measured package too: ahead of
+    # the virtualenv's editable install, which names this repository.
+    os.environ["PYTHONPATH"] = common.code_path()
     try:
         return _run(names, args)
     finally:
