@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import SetupError
 from .model.oci import KEY_PATTERN
-from .runtime import STATE_DIR_ENV
+from .runtime import SETTINGS_ENV, STATE_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def definition(
 ) -> dict[str, Any]:
     env = [PATH]
     if settings:
-        env.append(f"WG_POD_SETTINGS={settings}")
+        env.append(f"{SETTINGS_ENV}={settings}")
     if state_dir:  # an installation of its own (a test suite's)
         env.append(f"{STATE_DIR_ENV}={state_dir}")
     return {
