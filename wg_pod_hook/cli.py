@@ -117,10 +117,10 @@ def cmd_check(args: argparse.Namespace, runtime: Runtime) -> int:
     state = ContainerState(
         id="check", status="creating", pid=0, bundle=None, annotations=annotations
     )
-    plan = prepare(state, settings)
+    plan = prepare(state, settings, runtime)
     # Host-name endpoints resolve through the hook's own code (same retries,
     # same error), in the host namespace where the hook resolves them.
-    device = device_setup(plan.config)
+    device = device_setup(plan)
     print(format_plan(plan, nft.render(plan), device.peers))
     # The plan stands; what the hook would refuse now, against the tunnels
     # up now, fails the check after it.
@@ -168,7 +168,7 @@ def cmd_join(args: argparse.Namespace, runtime: Runtime) -> int:
     state = ContainerState(
         id=info.id, status="running", pid=info.pid, bundle=None, annotations=annotations
     )
-    plan = prepare(state, settings)
+    plan = prepare(state, settings, runtime)
     # The container's bundle, read as the hook reads it: the same rules for
     # which resolv.conf may be written.
     spec = read_bundle(info.bundle)

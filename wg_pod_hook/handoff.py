@@ -29,7 +29,7 @@ from .runtime import Runtime
 # inside the hooks' 90 s, with room for its own deadlines after it.
 DEADLINE = 30.0
 MAX_MESSAGE = 65536
-NOT_ROOT = "wg-pod needs rootful podman (the hook runs as a non-root user)"
+NOT_ROOT = "wg-pod needs root or rootless podman (the hook runs as a non-root user)"
 VERSION = b"wg-pod-hook/1"
 
 Request = tuple[str, str | None, float | None, str]  # stage, settings, started, state

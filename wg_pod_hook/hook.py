@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import handoff
-from .runtime import Runtime
+from .runtime import Runtime, namespace_user
 
 # Not typing itself: every import is paid by every container start.
 TYPE_CHECKING = False
@@ -22,20 +22,21 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 STAGES = ("createRuntime", "poststop")
+ROOT_USERNS = (
+    "wg-pod needs root or rootless podman (the hook runs in a user namespace of root's, "
+    "without root's privileges)"
+)
 
 
-def rootless_reason(context: Runtime) -> str | None:
-    """Why this hook cannot do its work here, if it cannot."""
-    if not context.root:
-        return handoff.NOT_ROOT
-    try:
-        with open("/proc/self/uid_map") as f:
-            uid_map = f.read().split()
-    except OSError:
+def refusal(context: Runtime) -> str | None:
+    """Why this hook cannot do its work here, if it cannot: it runs as
+    root, or as uid 0 of a rootless user's namespace (rootless podman's),
+    and as nothing else."""
+    if context.root:
         return None
-    if uid_map[:3] != ["0", "0", "4294967295"]:
-        return "wg-pod needs rootful podman (the hook runs in a user namespace)"
-    return None
+    if namespace_user() == 0:
+        return ROOT_USERNS
+    return handoff.NOT_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
-    reason = rootless_reason(context)
+    reason = refusal(context)
     answer = handoff.ask(stage, text, context) if reason is None else None
     if answer is None:
         answer = here(stage, text, context, reason)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def here(stage: str, text: str, context: Runtime, rootless: str | None) -> handoff.Answer:
+def here(stage: str, text: str, context: Runtime, refused: str | None) -> handoff.Answer:
     """The work in this process.  The installed hook starts without the
     site module (python3 -IS, see packaging/launcher.in); the work needs
     the site directories (PyYAML, the libnftables binding)."""
@@ -71,9 +72,7 @@ def here(stage: str, text: str, context: Runtime, rootless: str | None) -> hando
     from . import logs, stages
 
     logs.setup()
-    return stages.run_stage(
-        stage, text, context, started=handoff.started(), rootless_reason=rootless
-    )
+    return stages.run_stage(stage, text, context, started=handoff.started(), refusal=refused)
 
 
 def run() -> NoReturn:

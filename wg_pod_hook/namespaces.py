@@ -1,7 +1,12 @@
 """Network namespaces by fd: entering one (setns(2) for the calling
-thread, the one way wg-pod moves a thread into a namespace: ``entered``
-for a body of work, nft's worker thread for the rest of its life), and
+thread, the one way wg-pod moves a thread into a namespace: ``made_in``'s
+thread for one call, nft's worker thread for the rest of its life), and
 what tells one from another (its cookie, its inode).
+
+No thread ever comes back from a namespace it entered: a rootless user's
+hook (uid 0 of their user namespace) may enter the container's namespace,
+which their user namespace owns, but not the host's again, which is root's.
+So work in another namespace runs in a thread of its own that ends with it.
 
 os.setns is Python 3.12's; on Debian 12's 3.11 libc's own does it, loaded
 when first needed (``wg-pod check`` imports nft.py and never gets here).
@@ -13,10 +18,12 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _OS_SETNS = getattr(os, "setns", None)
@@ -31,37 +38,45 @@ def enter(fd: int) -> None:
     if _OS_SETNS is not None:
         _OS_SETNS(fd, CLONE_NEWNET)
         return
-    import ctypes  # loaded already by then: _libc's
+    import ctypes  # loaded already by then: libc()'s
 
-    if _libc().setns(fd, CLONE_NEWNET) != 0:
+    if libc().setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
 
 @cache
-def _libc() -> Any:
+def libc() -> Any:
+    """libc's own functions, for what ``os`` lacks (setns before Python
+    3.12, mount, unshare before 3.12)."""
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)
 
 
-@contextmanager
-def entered(netns_fd: int | None) -> Iterator[None]:
-    """Run the body in the namespace ``netns_fd`` (None: stay where we are),
-    in this thread.  Sockets opened and /proc/sys/net files opened there
-    keep belonging to it."""
+def made_in(netns_fd: int | None, make: Callable[[], T]) -> T:
+    """``make()``, called in the namespace ``netns_fd`` (None: here, in this
+    thread): in a thread that enters it and ends there.  Sockets, /proc/sys
+    files and child processes made there keep belonging to it; what
+    ``make`` raises is raised here."""
     if netns_fd is None:
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        enter(netns_fd)
+        return make()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
         try:
-            yield
-        finally:
-            enter(home)
-    finally:
-        os.close(home)
+            enter(netns_fd)
+            outcome.append((True, make()))
+        except BaseException as exc:  # handed to the caller
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=work, name="netns")
+    thread.start()
+    thread.join()
+    made, value = outcome[0]
+    if not made:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def netns_cookie(netns_fd: int) -> int | None:
@@ -69,8 +84,10 @@ def netns_cookie(netns_fd: int) -> int | None:
     a socket made there): a number no other namespace gets until the
     machine reboots, unlike its inode number.  None before Linux 5.14."""
     here = _same_inode(netns_fd, "/proc/thread-self/ns/net")
-    with entered(None if here else netns_fd):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock = made_in(
+        None if here else netns_fd,
+        lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC),
+    )
     with sock:
         try:
             value = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)

@@ -34,7 +34,7 @@ def run_stage(
     *,
     in_daemon: bool = False,
     started: float | None = None,
-    rootless_reason: str | None = None,
+    refusal: str | None = None,
     wanted: Callable[[], bool] | None = None,
 ) -> Answer:
     """Do ``stage`` for the OCI state ``text``.  ``started``: when the hook
@@ -46,8 +46,8 @@ def run_stage(
         state = parse_state(text)
         container_id = state.id
         if stage == "createRuntime":
-            if rootless_reason:
-                raise PrivilegeError(rootless_reason)
+            if refusal:
+                raise PrivilegeError(refusal)
             settings = load_settings(runtime).in_daemon(in_daemon)
             create_runtime(state, runtime, settings, wanted)
             failures.forget(runtime, state.id)
@@ -78,7 +78,7 @@ def create_runtime(
     logging.getLogger().setLevel(settings.log_level.upper())
     from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
-    plan = lifecycle.prepare(state, settings)
+    plan = lifecycle.prepare(state, settings, runtime)
     lifecycle.up(runtime, plan, read_bundle(state.bundle), settings, wanted=wanted)
 
 

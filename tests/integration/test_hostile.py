@@ -244,7 +244,7 @@ def test_rootless_is_refused(
     way: Daemon | None,
 ) -> None:
     """Through the daemon this is the hook alone by construction: a hook
-    that finds itself rootless (hook.rootless_reason) refuses before it
+    that finds itself without root's privileges (hook.refusal) refuses before it
     would ask, and a non-root user could not reach the socket anyway (its
     0700 directory; test_handoff tests that guard and SO_PEERCRED).  The
     variant stays for what only it can show: the daemon heard nothing.  A
@@ -261,7 +261,10 @@ def test_rootless_is_refused(
     )
     done = run([*wrap, *hook_argv, "createRuntime"], input=state, env=hook.env, check=False)
     assert done.returncode == 1
-    assert "needs rootful podman" in done.stderr
+    assert "wg-pod needs root or rootless podman" in done.stderr
+    assert ("as a non-root user" if how == "non-root user" else "a user namespace of root's") in (
+        done.stderr
+    )
     assert_nothing_left(standin)
     if way is not None:
         assert children(way.process.pid) == [spare], "a request reached the daemon"

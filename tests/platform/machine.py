@@ -57,7 +57,7 @@ SOURCES = (
 )
 COMPONENT = "main"
 # Bump when the build steps below change: the cached root is rebuilt.
-RECIPE = 2
+RECIPE = 3
 PACKAGES = (
     # podman 5 with its default runtime (crun), runc as the second runtime,
     # netavark + aardvark-dns networking, quadlet (in podman), conmon
@@ -70,6 +70,12 @@ PACKAGES = (
     "conmon",
     "catatonit",
     "iptables",
+    # rootless podman: newuidmap/newgidmap for the users the rootless
+    # scenarios add (useradd writes their subordinate ranges), their
+    # systemd user managers (pam_systemd) and user buses
+    "uidmap",
+    "libpam-systemd",
+    "dbus-user-session",
     # the machine: systemd as PID 1, journald, dbus (crun's systemd cgroups)
     "systemd",
     "dbus",

@@ -13,21 +13,24 @@ import pytest
 from wg_pod_hook.errors import BackendUnavailable
 from wg_pod_hook.kernel import backends
 from wg_pod_hook.model.settings import parse_settings
+from wg_pod_hook.runtime import Runtime
 from wg_pod_hook.state.records import NetnsId, TunnelRecord
+
+RUNTIME = Runtime("/nonexistent/wg-pod", root=True)
 
 
 @pytest.mark.parametrize("name", backends.NAMES)
 def test_every_backend_is_registered_under_its_own_name(name: str) -> None:
-    assert backends.get(name).name == name
+    assert backends.get(name, RUNTIME).name == name
     assert parse_settings(f"backend: {name}", "s.yaml").backend == name
 
 
 def test_an_unknown_backend_says_which_are_known() -> None:
     with pytest.raises(BackendUnavailable, match=r"'boringtun' \(known: kernel, userspace\)"):
-        backends.get("boringtun")
+        backends.get("boringtun", RUNTIME)
     record = TunnelRecord("c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0)
     with pytest.raises(BackendUnavailable, match="names no backend"):
-        backends.of(record)
+        backends.of(record, RUNTIME)
 
 
 def test_a_record_is_stopped_by_its_own_backend(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,10 +39,10 @@ def test_a_record_is_stopped_by_its_own_backend(monkeypatch: pytest.MonkeyPatch)
     record = TunnelRecord(
         "c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0, backend="kernel"
     )
-    assert [b.name for b in teardown._backends(record)] == ["kernel"]
+    assert [b.name for b in teardown._backends(RUNTIME, record)] == ["kernel"]
     # Killed before it noted one (or a name this wg-pod does not know): all.
     for unnoted in (None, "boringtun"):
-        chosen = teardown._backends(replace(record, backend=unnoted))
+        chosen = teardown._backends(RUNTIME, replace(record, backend=unnoted))
         assert [b.name for b in chosen] == list(backends.NAMES)
 
 
@@ -48,9 +51,10 @@ def test_stopping_a_kernel_tunnel_loads_no_pyroute2() -> None:
     code = (
         "import sys\n"
         "from wg_pod_hook.kernel import backends\n"
+        "from wg_pod_hook.runtime import Runtime\n"
         "from wg_pod_hook.state.records import NetnsId, TunnelRecord\n"
         "r = TunnelRecord('c' * 64, 'wg0', '/c', NetnsId('/x', 1, 2), 0.0, backend='kernel')\n"
-        "backends.of(r).stop(r)\n"
+        "backends.of(r, Runtime('/nonexistent', True)).stop(r)\n"
         "print(sorted(m for m in sys.modules if 'pyroute2' in m))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

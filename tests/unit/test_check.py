@@ -54,7 +54,7 @@ def endpoint_lines(text: str) -> list[str]:
 def test_the_plan_shows_where_host_names_resolve_to() -> None:
     plan = plan_of(config_text("localhost:51820", "198.51.100.7:4500", None))
 
-    text = cli.format_plan(plan, nft.render(plan), device_setup(plan.config).peers)
+    text = cli.format_plan(plan, nft.render(plan), device_setup(plan).peers)
 
     assert endpoint_lines(text) == [
         f"endpoint:    localhost:51820 (resolves to {localhost_v4()} now;"
@@ -75,7 +75,7 @@ def test_without_resolution_host_names_show_as_written() -> None:
 def test_an_unresolvable_name_is_the_hooks_error() -> None:
     plan = plan_of(config_text("localhost:51820", f"{UNRESOLVABLE}:51820"))
     with pytest.raises(SetupError) as caught:
-        device_setup(plan.config)
+        device_setup(plan)
     assert (caught.value.step, caught.value.obj) == ("resolve endpoint", UNRESOLVABLE)
     with pytest.raises(SetupError) as direct:
         resolve_endpoint(Endpoint(UNRESOLVABLE, 51820))

@@ -12,11 +12,13 @@ import pytest
 from wg_pod_hook.errors import StateError, WgPodError
 from wg_pod_hook.model.config import Endpoint, Key
 from wg_pod_hook.model.settings import Settings
+from wg_pod_hook.runtime import Runtime
 from wg_pod_hook.state.health import LivePeer
 from wg_pod_hook.state.records import NetnsId, TunnelRecord
 from wg_pod_hook.tunnel import endpoints
 
 NOW = 1_800_000_000
+RUNTIME = Runtime("/nonexistent/wg-pod", root=True)
 KEY = Key(bytes(range(32)))
 RECORD = TunnelRecord("c" * 64, "wg0", "/etc/wg/wg0.conf", NetnsId("/x", 1, 2), 0.0)
 FOLLOWED = {KEY.base64: endpoints.Followed(KEY, Endpoint("vpn.example", 51820))}
@@ -37,34 +39,36 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         return answer
 
     monkeypatch.setattr(endpoints, "resolve_endpoint", resolve)
-    monkeypatch.setattr(endpoints, "_set_endpoint", lambda *args: seen["set"].append(args[1:]))
+    monkeypatch.setattr(endpoints, "_set_endpoint", lambda *args: seen["set"].append(args[2:]))
     return seen
 
 
 def test_a_recent_handshake_needs_no_lookup(calls: dict[str, list[Any]]) -> None:
-    assert endpoints.follow(RECORD, FOLLOWED, [peer(100)], NOW, after=135) == []
+    assert endpoints.follow(RUNTIME, RECORD, FOLLOWED, [peer(100)], NOW, after=135) == []
     assert calls["resolve"] == []
 
 
 def test_an_old_handshake_is_followed_to_the_new_address(calls: dict[str, list[Any]]) -> None:
-    changed = endpoints.follow(RECORD, FOLLOWED, [peer(200)], NOW, after=135)
+    changed = endpoints.follow(RUNTIME, RECORD, FOLLOWED, [peer(200)], NOW, after=135)
     assert changed == [f"{KEY.base64}: 198.18.0.2:51820 -> 198.18.0.6:51820"]
     assert calls["resolve"] == [("vpn.example", 1)]  # one try: the daemon must not hang
     assert calls["set"] == [(KEY, (ip_address("198.18.0.6"), 51820))]
 
 
 def test_no_handshake_ever_counts_as_old(calls: dict[str, list[Any]]) -> None:
-    endpoints.follow(RECORD, FOLLOWED, [peer(None)], NOW, after=135)
+    endpoints.follow(RUNTIME, RECORD, FOLLOWED, [peer(None)], NOW, after=135)
     assert len(calls["set"]) == 1
 
 
 def test_the_same_address_is_left_alone(calls: dict[str, list[Any]]) -> None:
-    assert endpoints.follow(RECORD, FOLLOWED, [peer(200, "198.18.0.6:51820")], NOW, 135) == []
+    assert (
+        endpoints.follow(RUNTIME, RECORD, FOLLOWED, [peer(200, "198.18.0.6:51820")], NOW, 135) == []
+    )
     assert calls["set"] == []
 
 
 def test_peers_with_literal_endpoints_are_not_followed(calls: dict[str, list[Any]]) -> None:
-    assert endpoints.follow(RECORD, {}, [peer(200)], NOW, after=135) == []
+    assert endpoints.follow(RUNTIME, RECORD, {}, [peer(200)], NOW, after=135) == []
     assert calls["resolve"] == []
 
 

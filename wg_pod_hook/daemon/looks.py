@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 TunnelTask = Callable[[Watch, TunnelStatus], None]
 
 
-def look(watch: Watch, tasks: Sequence[TunnelTask]) -> None:
-    tunnel = status.tunnel_status(watch.record)
+def look(runtime: Runtime, watch: Watch, tasks: Sequence[TunnelTask]) -> None:
+    tunnel = status.tunnel_status(runtime, watch.record)
     for task in tasks:
         task(watch, tunnel)
 
@@ -50,7 +50,7 @@ def health_task(
     return task
 
 
-def endpoints_task(settings: Settings) -> TunnelTask:
+def endpoints_task(runtime: Runtime, settings: Settings) -> TunnelTask:
     """Peers whose host-name endpoint moved: pointed at its new address."""
 
     def task(watch: Watch, tunnel: TunnelStatus) -> None:
@@ -58,6 +58,7 @@ def endpoints_task(settings: Settings) -> TunnelTask:
             return
         try:
             moved = endpoints.follow(
+                runtime,
                 watch.record,
                 watch.followed,
                 tunnel.peers,

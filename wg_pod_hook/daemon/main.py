@@ -40,7 +40,7 @@ class Daemon:
         # Each look at a tunnel: its status read once, then each of these.
         self.tasks = [
             looks.health_task(runtime, self.repairs.busy, self.broken),
-            looks.endpoints_task(self.settings),
+            looks.endpoints_task(runtime, self.settings),
         ]
         self.loop.every_tick(self.watches.scan)
         self.loop.every_tick(self.look_all)
@@ -75,11 +75,11 @@ class Daemon:
         self.repairs.schedule(container_id, 0.0)
 
     def watched(self, watch: Watch) -> None:
-        looks.look(watch, self.tasks)
+        looks.look(self.runtime, watch, self.tasks)
 
     def look_all(self) -> None:
         for watch in self.watches.all():
-            looks.look(watch, self.tasks)
+            looks.look(self.runtime, watch, self.tasks)
 
     # -- the hooks' notes ----------------------------------------------------
 

@@ -16,13 +16,14 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from ..errors import WgPodError
 from ..kernel import rtnl
 from ..kernel.netlink import open_netns
 from ..model.settings import Settings
-from ..namespaces import entered
+from ..namespaces import made_in
 from ..runtime import Runtime
 from ..state import health, records
 from ..state.records import TunnelRecord
@@ -190,14 +191,18 @@ def _link_watch(pid: int, record: TunnelRecord) -> tuple[socket.socket, int | No
     with open_netns(f"/proc/{pid}/ns/net") as fd:
         if not record.netns.same(records.NetnsId.of(record.netns.path, fd)):
             raise WgPodError(f"process {pid} is no longer in the tunnel's namespace")
-        with entered(fd):
-            sock = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
-            )
-            try:
-                ifindex: int | None = socket.if_nametoindex(record.interface)
-            except OSError:
-                ifindex = None
+        return made_in(fd, partial(_link_socket, record.interface))
+
+
+def _link_socket(interface: str) -> tuple[socket.socket, int | None]:
+    """The link-event socket and the interface's index, of this thread's namespace."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+    )
+    try:
+        ifindex: int | None = socket.if_nametoindex(interface)
+    except OSError:
+        ifindex = None
     sock.bind((0, RTMGRP_LINK))
     sock.setblocking(False)
     return sock, ifindex

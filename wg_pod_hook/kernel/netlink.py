@@ -6,8 +6,9 @@ is loaded through _pyroute2.py, here, in routes.py, rtnl.py and the
 kernel backend).
 
 The hook itself stays in the host network namespace; it reaches a
-container's namespace through a netlink socket opened inside it, so both
-sides can be handled from one process without forking.
+container's namespace through sockets opened inside it (netlink, and one
+for the interface ioctls), so both sides can be handled from one process
+without forking.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BackendUnavailable, SetupError
 from ..model.config import IPInterface, IPNetwork
-from ..namespaces import entered
+from ..namespaces import made_in
 from ..state import records
 from ..state.records import NetnsId
 from . import rtnl
@@ -39,6 +40,9 @@ T = TypeVar("T")
 
 AF_BY_VERSION = {4: 2, 6: 10}  # socket.AF_INET, socket.AF_INET6
 VERSION_BY_AF = {af: version for version, af in AF_BY_VERSION.items()}
+PYROUTE2_BUFFER = 1 << 20  # its own sockets' send and receive buffers
+SIOCGIFNAME = 0x8910
+SIOCGIFINDEX = 0x8933
 SIOCGIFMTU = 0x8921
 GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
 
@@ -87,6 +91,26 @@ def process_start_in(pid: int, netns: NetnsId) -> int | None:
     return start if records.process_start_time(pid) == start else None
 
 
+def _sockets() -> tuple[rtnl.Rtnl, socket.socket]:
+    """A netlink socket, and one for the interface ioctls, of this thread's namespace."""
+    ioctls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        return rtnl.Rtnl(), ioctls
+    except BaseException:
+        ioctls.close()
+        raise
+
+
+def _route_socket() -> socket.socket:
+    """A route netlink socket of this thread's namespace, as pyroute2 makes one."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+    )
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, PYROUTE2_BUFFER)
+    return sock
+
+
 class Netlink:
     """rtnetlink sockets bound to one namespace, with the few calls we need."""
 
@@ -94,9 +118,8 @@ class Netlink:
         self.label = label
         self.netns_fd = netns_fd
         self._ipr: IPRoute | None = None
-        # A netlink socket belongs to the namespace it was created in.
-        with entered(netns_fd):
-            self.rtnl = rtnl.Rtnl()
+        # A socket belongs to the namespace it was created in.
+        self.rtnl, self._ioctls = made_in(netns_fd, _sockets)
 
     @property
     def ipr(self) -> IPRoute:
@@ -105,12 +128,19 @@ class Netlink:
         if self._ipr is None:
             from ._pyroute2 import IPRoute  # its import alone costs some 50 ms
 
-            with entered(self.netns_fd):
-                self._ipr = IPRoute()
+            # pyroute2 makes a socket per thread, where the thread is when it
+            # first asks: it gets one of this namespace instead.
+            sock = made_in(self.netns_fd, _route_socket)
+            try:
+                self._ipr = IPRoute(use_socket=sock)  # closes it when closed
+            except BaseException:
+                sock.close()
+                raise
         return self._ipr
 
     def close(self) -> None:
         self.rtnl.close()
+        self._ioctls.close()
         if self._ipr is not None:
             self._ipr.close()
 
@@ -124,11 +154,14 @@ class Netlink:
         """The index of ``name`` in this namespace; None when there is none.
         One ioctl, not a dump of every link (pyroute2's link_lookup), which
         on a busy host costs milliseconds per call."""
-        with entered(self.netns_fd):
-            try:
-                return socket.if_nametoindex(name)
-            except OSError:
-                return None
+        encoded = name.encode()
+        if len(encoded) >= 16:  # IFNAMSIZ: no interface has such a name
+            return None
+        try:
+            reply = fcntl.ioctl(self._ioctls, SIOCGIFINDEX, struct.pack("16si", encoded, 0))
+        except OSError:
+            return None
+        return int(struct.unpack_from("i", reply, 16)[0])
 
     def require(self, name: str) -> int:
         index = self.index(name)
@@ -193,6 +226,14 @@ class Netlink:
         message = rtnl.link(index, IFLA_NET_NS_FD=netns_fd, IFLA_IFNAME=new_name)
         netlink_step("move interface", f"{name} -> {new_name}", lambda: self._change_link(message))
 
+    def rename(self, name: str, new_name: str) -> None:
+        index = self.require(name)
+        log.debug("%s: rename %s to %s", self.label, name, new_name)
+        message = rtnl.link(index, IFLA_IFNAME=new_name)
+        netlink_step(
+            "rename interface", f"{name} -> {new_name}", lambda: self._change_link(message)
+        )
+
     def set_up(self, name: str) -> None:
         index = self.require(name)
         netlink_step("bring up", name, lambda: self._change_link(rtnl.link(index, up=True)))
@@ -219,15 +260,11 @@ class Netlink:
     def link_mtu(self, index: int) -> int:
         """Two ioctls, not a netlink request: pyroute2 decodes every
         attribute of the link (statistics and all), some 1.5 ms."""
-        with entered(self.netns_fd), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                name = socket.if_indextoname(index)
-                request = struct.pack("16si", name.encode(), 0)
-                reply = fcntl.ioctl(sock, SIOCGIFMTU, request)
-            except OSError as exc:
-                raise SetupError(
-                    "read MTU", f"interface {index}", exc.strerror or str(exc)
-                ) from None
+        try:
+            named = fcntl.ioctl(self._ioctls, SIOCGIFNAME, struct.pack("16si", b"", index))
+            reply = fcntl.ioctl(self._ioctls, SIOCGIFMTU, struct.pack("16si", named[:16], 0))
+        except OSError as exc:
+            raise SetupError("read MTU", f"interface {index}", exc.strerror or str(exc)) from None
         return int(struct.unpack_from("i", reply, 16)[0])
 
     def enable_ipv6(self, name: str) -> None:
@@ -246,8 +283,7 @@ class Netlink:
         no such setting."""
         # /proc/sys/net shows the namespace of whoever opens it.
         try:
-            with entered(self.netns_fd):
-                handle = open(f"/proc/sys/{key}", "w")  # noqa: SIM115 - written outside
+            handle = made_in(self.netns_fd, lambda: open(f"/proc/sys/{key}", "w"))  # noqa: SIM115
         except FileNotFoundError:
             raise SetupError(*what, missing) from None
         except OSError as exc:

@@ -49,7 +49,7 @@ def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
         raise ConfigError(source, None, f"cannot open config file: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
-        problem = trust_problem(info, "config file", "chmod 600")
+        problem = trust_problem(info, "config file", "chmod 600", settings.owner)
         if problem:
             raise ConfigError(source, None, problem)
         if info.st_mode & (stat.S_IRGRP | stat.S_IROTH) and not settings.allow_readable_configs:

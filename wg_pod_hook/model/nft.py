@@ -130,11 +130,14 @@ def _port_remap_chain(plan: Plan) -> list[str]:
 def _reply_chains(plan: Plan) -> list[str]:
     """Connections that arrive outside the tunnel carry the tunnel's reply
     mark, and so do their replies, which the routing rules send back the
-    way they came."""
+    way they came.  So do the packets of the tunnel's own socket when it is
+    in the container (it marks what it sends): what comes back to it is
+    marked too, for the reverse-path check."""
     if not plan.reply_path:
         return []
     mark = _mark(plan.names.reply_mark)
     interface = _interface(plan.interface)
+    own = [] if plan.socket_mark is None else [f"meta mark {mark} ct mark set {mark}"]
     return [
         "chain reply-in {",
         "type filter hook prerouting priority mangle; policy accept;",
@@ -144,6 +147,7 @@ def _reply_chains(plan: Plan) -> list[str]:
         "}",
         "chain reply-out {",
         "type route hook output priority mangle; policy accept;",
+        *own,
         f"ct mark {mark} meta mark set {mark}",
         "}",
     ]
@@ -169,6 +173,7 @@ def _dns_redirect_chain(plan: Plan) -> list[str]:
     return [
         "chain dns-redirect {",
         "type nat hook output priority -100; policy accept;",
+        *_own_socket(plan, "return"),
         *rules,
         "}",
         # The query left with the source address of the way to the server
@@ -198,11 +203,20 @@ def _dns_rules(plan: Plan) -> list[str]:
     return rules
 
 
+def _own_socket(plan: Plan, verdict: str) -> list[str]:
+    """The tunnel's own packets, when its socket is in the container
+    (rootless), pass: they leave the way podman's default routes go, to
+    the endpoint, whatever port it has (53 too)."""
+    if plan.socket_mark is None:
+        return []
+    return [f"meta mark {_mark(plan.socket_mark)} {verdict}"]
+
+
 def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str]:
     dns = _dns_rules(plan)
     if not plan.kill_switch and not dns:
         return []
-    rules = [f"oifname {_interface('lo')} accept", *dns]
+    rules = [f"oifname {_interface('lo')} accept", *_own_socket(plan, "accept"), *dns]
     policy = "accept"
     if plan.kill_switch:
         policy = "drop"

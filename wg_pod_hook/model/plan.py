@@ -67,7 +67,8 @@ class Plan:
     port_remaps: tuple[PortRemap, ...]
     kill_switch: bool
     # IP versions whose replies to connections that arrived outside the
-    # tunnel go back the way they came instead of into it (full tunnels).
+    # tunnel go back the way they came instead of into it (full tunnels),
+    # and so does the tunnel's own socket when it is in the container.
     reply_path: frozenset[int]
     dns: DnsPlan | None
     config: WgConfig = field(repr=False)
@@ -75,6 +76,12 @@ class Plan:
     # without their private keys.
     public_key: str = ""
     annotations: tuple[tuple[str, str], ...] = ()  # the wg-pod.* ones, as given
+    # The mark of the tunnel's own UDP socket when the link is born in the
+    # container's namespace (a rootless user's: no other namespace is
+    # theirs): the reply path's, so its packets leave the way podman's
+    # default routes go, and the kill switch lets them.  None: the link is
+    # born in the host's namespace, where its socket stays.
+    socket_mark: int | None = None
 
     @property
     def netns_path(self) -> str:
@@ -185,9 +192,32 @@ def full_tunnel_versions(config: WgConfig) -> frozenset[int]:
     )
 
 
+def _socket_mark(config: WgConfig, names: TunnelNames, socket_inside: bool) -> int | None:
+    if not socket_inside:
+        return None
+    if config.interface.fwmark is not None:
+        raise ConfigError(
+            config.source,
+            config.interface.line,
+            f"FwMark: a rootless tunnel's socket is in the container and carries wg-pod's "
+            f"own mark ({names.reply_mark}), which routes it outside the tunnel: remove FwMark",
+        )
+    return names.reply_mark
+
+
 def build_plan(
-    container_id: str, pid: int, request: Request, config: WgConfig, settings: Settings
+    container_id: str,
+    pid: int,
+    request: Request,
+    config: WgConfig,
+    settings: Settings,
+    *,
+    socket_inside: bool = False,
 ) -> Plan:
+    """The plan of a setup; ``socket_inside``: the link is born in the
+    container's namespace (rootless), with its socket."""
+    names = tunnel_names(container_id)
+    socket_mark = _socket_mark(config, names, socket_inside)
     add_routes, table = _route_table(config)
     routes = _tunnel_routes(config, request.delete_default, table) if add_routes else ()
     full = full_tunnel_versions(config) if add_routes and table is None else frozenset()
@@ -196,7 +226,7 @@ def build_plan(
     return Plan(
         container_id=container_id,
         pid=pid,
-        names=tunnel_names(container_id),
+        names=names,
         interface=interface_name(request),
         backend=settings.backend,
         userspace_command=settings.userspace_command,
@@ -209,9 +239,10 @@ def build_plan(
         extra_routes=request.add_routes,
         port_remaps=request.port_remaps,
         kill_switch=kill_switch,
-        reply_path=full,
+        reply_path=full if socket_mark is None else frozenset({4, 6}),
         dns=_dns(request.dns, config),
         config=config,
         public_key=base64.b64encode(public_key(config.interface.private_key.raw)).decode(),
         annotations=request.annotations,
+        socket_mark=socket_mark,
     )

@@ -40,6 +40,9 @@ class Settings:
     metrics_listen: tuple[str, int] | None = None
     fault_injection_kill_after: str | None = None
     source: str = field(default="(defaults)", compare=False)
+    # Who must own configs: uid 0 of the runtime (root, or a rootless
+    # user), as messages name them.
+    owner: str = field(default="root", compare=False)
 
     def in_daemon(self, daemon: bool) -> Settings:
         """These settings for work in the daemon (its repairs, its workers)
@@ -148,7 +151,9 @@ def load_settings(runtime: Runtime) -> Settings:
     else), checked through the descriptor it is read from, and so do the
     directories above it, as sshd's StrictModes has it.
     """
-    defaults = Settings(config_dirs=tuple(Path(d) for d in runtime.config_dirs))
+    defaults = Settings(
+        config_dirs=tuple(Path(d) for d in runtime.config_dirs), owner=runtime.owner
+    )
     target = Path(runtime.settings)
     source = str(target)
     try:
@@ -162,7 +167,9 @@ def load_settings(runtime: Runtime) -> Settings:
         raise SettingsError(source, None, f"cannot read: {exc}") from None
     try:
         info = os.fstat(fd)
-        problem = trust_problem(info, "settings file", "chmod 644") or directory_problem(real)
+        problem = trust_problem(
+            info, "settings file", "chmod 644", runtime.owner
+        ) or directory_problem(real, runtime.owner, foreign_dirs=runtime.rootless)
         if problem:
             raise SettingsError(source, None, problem)
         data = read_capped(fd)

@@ -19,6 +19,7 @@ from ..kernel import backends
 from ..model.config import Endpoint, IPAddress, Key
 from ..model.configfile import read_config
 from ..model.settings import Settings
+from ..runtime import Runtime
 from ..state.health import LivePeer
 from ..state.records import TunnelRecord
 from .resolve import resolve_endpoint
@@ -49,6 +50,7 @@ def host_name_peers(record: TunnelRecord, settings: Settings) -> dict[str, Follo
 
 
 def follow(
+    runtime: Runtime,
     record: TunnelRecord,
     followed: Mapping[str, Followed],
     peers: Sequence[LivePeer],
@@ -74,10 +76,12 @@ def follow(
         now_at = str(Endpoint.of(*endpoint))
         if peer.endpoint == now_at:
             continue
-        _set_endpoint(record, wanted.public_key, endpoint)
+        _set_endpoint(runtime, record, wanted.public_key, endpoint)
         changed.append(f"{peer.public_key}: {peer.endpoint} -> {now_at}")
     return changed
 
 
-def _set_endpoint(record: TunnelRecord, key: Key, endpoint: tuple[IPAddress, int]) -> None:
-    backends.of(record).set_endpoint(record, key, endpoint)
+def _set_endpoint(
+    runtime: Runtime, record: TunnelRecord, key: Key, endpoint: tuple[IPAddress, int]
+) -> None:
+    backends.of(record, runtime).set_endpoint(record, key, endpoint)

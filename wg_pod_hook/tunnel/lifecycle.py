@@ -2,7 +2,15 @@
 
 The WireGuard interface is born in the host namespace so its UDP socket
 stays there and reaches the endpoint however the container's routes end
-up; only then is it moved into the container.  Each step writes into the
+up; only then is it moved into the container.
+
+A rootless user's interface is born in the container's namespace, the
+only one that is theirs (the host's is root's), and its socket stays
+there, as wg-quick keeps the socket of a full tunnel on the host: the
+socket's packets carry the reply mark (plan.socket_mark), which the
+routing rules send the way podman's default routes go (pasta or
+slirp4netns) whatever the tunnel routes, and which the kill switch lets
+pass.  The "move" step then only renames it.  Each step writes into the
 record what it did, as soon as it did it, and the record is saved at once:
 a failure at any step is undone by the one teardown (teardown.py) from the
 record, and so is a hook killed mid-way, by whoever comes next.  The
@@ -51,13 +59,16 @@ from .teardown import prune_stale, teardown
 log = logging.getLogger(__name__)
 
 
-def prepare(state: ContainerState, settings: Settings) -> Plan:
-    """Validate everything the container's creator handed us; touch nothing."""
+def prepare(state: ContainerState, settings: Settings, runtime: Runtime) -> Plan:
+    """Validate everything the container's creator handed us; touch nothing.
+    A rootless runtime's link is born in the container's namespace."""
     request = parse_annotations(state.annotations)
     config = read_config(request.config_path, settings)
     for warning in config.warnings:
         log.warning("%s", warning)
-    return build_plan(state.id, state.pid, request, config, settings)
+    return build_plan(
+        state.id, state.pid, request, config, settings, socket_inside=runtime.rootless
+    )
 
 
 @dataclass
@@ -78,6 +89,16 @@ class Run:
     # restart, a rerun in a kept namespace, ``join`` again): its interface
     # goes first, and a failure keeps the namespace closed (_roll_back).
     previous: TunnelRecord | None = None
+
+    @property
+    def birth(self) -> Netlink:
+        """Netlink in the namespace the interface is born in."""
+        return self.inside if self.runtime.rootless else self.host
+
+    @property
+    def birth_fd(self) -> int | None:
+        """That namespace (None: the host's, this process's)."""
+        return self.netns_fd if self.runtime.rootless else None
 
     def did(self, **changes: object) -> None:
         """Note what a step just did, and save the record at once."""
@@ -100,9 +121,9 @@ def _create(run: Run) -> None:
     """Create the interface with the first backend this machine supports."""
     plan = run.plan
     reasons = []
-    for backend in backends.candidates(plan):
+    for backend in backends.candidates(plan, run.runtime):
         try:
-            process = backend.create(plan.names.temp_name)
+            process = backend.create(plan.names.temp_name, run.birth_fd)
         except BackendUnavailable as exc:
             reasons.append(str(exc))
             continue
@@ -118,13 +139,20 @@ def _create(run: Run) -> None:
 def _configure(run: Run) -> None:
     assert run.backend is not None
     # Before the move: wireguard-go only notices MTU changes in the
-    # namespace it was started in.
-    run.host.set_mtu(run.plan.names.temp_name, run.plan.mtu or _automatic_mtu(run.host, run.device))
-    run.backend.configure(run.plan.names.temp_name, run.device)
+    # namespace it was started in.  The automatic MTU is the host's way to
+    # the endpoints, also for a socket in the container (pasta's MTU is not
+    # the path's).
+    mtu = run.plan.mtu or _automatic_mtu(run.host, run.device)
+    run.birth.set_mtu(run.plan.names.temp_name, mtu)
+    run.backend.configure(run.plan.names.temp_name, run.device, run.birth_fd)
 
 
 def _move(run: Run) -> None:
-    run.host.move(run.plan.names.temp_name, run.netns_fd, run.plan.interface)
+    """Into the container under its name (born there: renamed only)."""
+    if run.runtime.rootless:
+        run.inside.rename(run.plan.names.temp_name, run.plan.interface)
+    else:
+        run.host.move(run.plan.names.temp_name, run.netns_fd, run.plan.interface)
     run.did(moved=True)
 
 
@@ -274,7 +302,7 @@ def up(
         raise SettingsError(
             settings.source, "fault_injection_kill_after", f"one of {', '.join(STEP_NAMES)}"
         )
-    device = device_setup(plan.config)
+    device = device_setup(plan)
     resolv_conf = dns.check_resolv_conf(spec, plan.container_id) if plan.dns else None
     prune_stale(runtime)
     with open_netns(plan.netns_path) as netns_fd, namespace_lock(runtime, netns_fd):
@@ -297,7 +325,7 @@ def up(
                 return shared
             check_key_unused(plan, others, netns)
             previous = _converge(runtime, plan, inside, netns)
-            _clear_leftovers(plan.names.temp_name, host)
+            _clear_leftovers(runtime, plan.names.temp_name, inside if runtime.rootless else host)
             record = _new_record(plan, ProcessId(plan.pid, start), netns, spec.directory, previous)
             run = Run(
                 runtime,
@@ -351,7 +379,7 @@ def repair(runtime: Runtime, record: TunnelRecord, settings: Settings) -> Tunnel
         annotations=dict(record.annotations),
     )
     try:
-        plan = prepare(state, settings)
+        plan = prepare(state, settings, runtime)
         spec = read_bundle(state.bundle)
     except WgPodError as exc:  # nothing touched: the namespace stays as it is, closed
         if records.read(runtime, record.container_id) == record:
@@ -510,16 +538,17 @@ def check_key_unused(
         )
 
 
-def _clear_leftovers(name: str, host: Netlink) -> None:
+def _clear_leftovers(runtime: Runtime, name: str, birth: Netlink) -> None:
     """A hook killed before its first record leaves things under this
-    container's derived name; clear them so this start can use the name."""
-    every = backends.every()
-    if host.index(name) is None and not any(backend.left_behind(name) for backend in every):
+    container's derived name (``birth``: where its interface was born);
+    clear them so this start can use the name."""
+    every = backends.every(runtime)
+    if birth.index(name) is None and not any(backend.left_behind(name) for backend in every):
         return
     log.info("clearing leftovers of an earlier hook: %s", name)
     for backend in every:
         backend.clear(name)
-    host.delete_link(name)
+    birth.delete_link(name)
 
 
 def _automatic_mtu(host: Netlink, device: DeviceSetup) -> int:

@@ -1,7 +1,9 @@
 """Peer endpoints -> addresses, resolved in the host namespace.
 
 The WireGuard socket lives in the host namespace, so that is where names
-must resolve.  Lookups are retried a bounded number of times, because a
+must resolve (a rootless tunnel's lives in the container's, and its
+packets leave through podman's way out, pasta, into the host's network:
+the host's resolver answers for it too).  Lookups are retried a bounded number of times, because a
 container start must not hang on a slow resolver.
 """
 
@@ -14,7 +16,8 @@ from ipaddress import ip_address
 
 from ..errors import SetupError
 from ..kernel.backends import DeviceSetup, PeerSetup
-from ..model.config import Endpoint, IPAddress, WgConfig
+from ..model.config import Endpoint, IPAddress
+from ..model.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,15 @@ def resolve_endpoint(endpoint: Endpoint, attempts: int = ATTEMPTS) -> tuple[IPAd
     raise SetupError("resolve endpoint", endpoint.host, last or "no address")
 
 
-def device_setup(config: WgConfig) -> DeviceSetup:
+def device_setup(plan: Plan) -> DeviceSetup:
+    """The device's configuration, endpoints resolved; its socket carries
+    the plan's mark when it is in the container, else the config's FwMark."""
+    config = plan.config
     iface = config.interface
     return DeviceSetup(
         private_key=iface.private_key,
         listen_port=iface.listen_port,
-        fwmark=iface.fwmark,
+        fwmark=iface.fwmark if plan.socket_mark is None else plan.socket_mark,
         peers=tuple(
             PeerSetup(peer, resolve_endpoint(peer.endpoint) if peer.endpoint else None)
             for peer in config.peers

@@ -50,7 +50,7 @@ class TunnelStatus:
     failed_at: float | None = None
 
 
-def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus:
+def tunnel_status(runtime: Runtime, record: TunnelRecord, name: str | None = None) -> TunnelStatus:
     base = TunnelStatus(
         container_id=record.container_id,
         name=name,
@@ -86,7 +86,7 @@ def tunnel_status(record: TunnelRecord, name: str | None = None) -> TunnelStatus
             if inside.index(record.interface) is None:
                 return _with(base, problem=f"{record.interface} is missing from the namespace")
             addresses = inside.addresses(record.interface)
-            peers = backends.of(record).peers(record, fd)
+            peers = backends.of(record, runtime).peers(record, fd)
     except WgPodError as exc:
         return _with(base, problem=str(exc))
     return _with(base, addresses=addresses, peers=peers)
@@ -130,7 +130,9 @@ def collect(
             )
             continue
         if record is not None:
-            found.append(with_health(runtime, tunnel_status(record, names.get(container_id))))
+            found.append(
+                with_health(runtime, tunnel_status(runtime, record, names.get(container_id)))
+            )
     return found
 
 
@@ -196,7 +198,7 @@ def health_tunnels(
         container_id = wanted.pop(0)
         if container_id not in found:
             record = _examined_record(runtime, container_id)
-            found[container_id] = tunnel_status(record, names.get(container_id))
+            found[container_id] = tunnel_status(runtime, record, names.get(container_id))
             if record.shared_with:
                 wanted.append(record.shared_with)
     return list(found.values())
@@ -224,7 +226,7 @@ def health_states(runtime: Runtime, tunnels: list[TunnelStatus]) -> dict[str, he
     if idle:
         time.sleep(health.SEND_WINDOW)
         for container_id in idle:
-            again = sample(tunnel_status(_examined_record(runtime, container_id)))
+            again = sample(tunnel_status(runtime, _examined_record(runtime, container_id)))
             states[container_id] = health.classify(again, first[container_id])
     for tunnel in tunnels:  # a pod member's health is that of the tunnel it shares
         if tunnel.shared_with and tunnel.shared_with in states:

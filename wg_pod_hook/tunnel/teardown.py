@@ -64,13 +64,19 @@ def teardown(
             log.warning("container %s: %s: %s", record.container_id[:12], what, exc)
             errors.append(f"{what}: {exc}")
 
+    # A rootless user's interface is born in the container's namespace
+    # (lifecycle.py): before its "move" (a rename) it is there under its
+    # temporary name.
+    born_inside = runtime.rootless and not record.moved and record.temp_name is not None
     if record.shared_with is None:
-        if record.netns.alive() and _did_inside(record, replacing):
+        if record.netns.alive() and (born_inside or _did_inside(record, replacing)):
             with _container_netlink(record, inside) as netlink:
                 _undo_inside(record, replacing, netlink, attempt)
-        for backend in _backends(record):
+                if born_inside:
+                    attempt("delete interface", netlink.delete_link, record.temp_name)
+        for backend in _backends(runtime, record):
             attempt(f"stop {backend.name} backend", backend.stop, record)
-        if not record.moved and record.temp_name:
+        if not record.moved and record.temp_name and not runtime.rootless:
             attempt("delete host-side interface", delete_host_link, record.temp_name)
     if replacing:  # a new run goes on with the record and its health (repairs count)
         log.info("container %s: interface taken down", record.container_id[:12])
@@ -82,13 +88,13 @@ def teardown(
         raise SetupError("take down", record.interface, "; ".join(errors))
 
 
-def _backends(record: TunnelRecord) -> list[Backend]:
+def _backends(runtime: Runtime, record: TunnelRecord) -> list[Backend]:
     """The record's backend; every one when it names none this wg-pod knows
     (a hook killed before it noted one), each stopping what it may have
     left under the record's names."""
     if record.backend is not None and record.backend in backends.NAMES:
-        return [backends.get(record.backend)]
-    return backends.every()
+        return [backends.get(record.backend, runtime)]
+    return backends.every(runtime)
 
 
 def _did_inside(record: TunnelRecord, replacing: bool) -> bool:
@@ -174,7 +180,8 @@ def down(runtime: Runtime, container_id: str) -> None:
     """
     record = records.read(runtime, container_id)
     if record is None:  # none, or unreadable: only what its name finds
-        delete_host_link(tunnel_names(container_id).temp_name)
+        if not runtime.rootless:
+            delete_host_link(tunnel_names(container_id).temp_name)
         records.remove(runtime, container_id)
         return
     if record.shared_with is None and record.netns.alive() and (record.complete or record.failed):
@@ -240,11 +247,12 @@ def gc(runtime: Runtime) -> list[str]:
         removed.append(f"unreadable record {container_id[:12]}")
     # Every record left has a live namespace; its hook may still be at work.
     known = {record.temp_name for record in records.read_all(runtime)}
-    with Netlink() as host:
-        for name in host.link_names():
-            if is_temp_name(name) and name not in known and host.delete_link(name):
-                removed.append(f"interface {name}")
-    for backend in backends.every():
+    if not runtime.rootless:  # a rootless user's are born in containers, never here
+        with Netlink() as host:
+            for name in host.link_names():
+                if is_temp_name(name) and name not in known and host.delete_link(name):
+                    removed.append(f"interface {name}")
+    for backend in backends.every(runtime):
         removed += backend.sweep({name for name in known if name})
     for path in records.orphaned_temporaries(runtime):
         path.unlink(missing_ok=True)

@@ -3,7 +3,10 @@
 Everything that differs between backends lives behind ``Backend``: where
 and how the link is made, its configuration, what it reports of its peers
 (as state.health.LivePeer), pointing a peer elsewhere, and stopping what
-serves it; no caller asks which backend a tunnel uses.  A backend is a
+serves it; no caller asks which backend a tunnel uses.  A backend serves
+one runtime (runtime.py): root's, or a rootless user's, whose links are
+born in the container's namespace (the only one that is theirs) and whose
+wireguard-go sockets are in their own state directory.  A backend is a
 module of this package named in ``NAMES``, whose ``BACKEND`` class is
 loaded only when asked for (the kernel's pulls in pyroute2, which poststop
 mostly does without).  Moving the link into the container and deleting it
@@ -23,6 +26,7 @@ from ...errors import BackendUnavailable
 if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a config
     from ...model.config import IPAddress, Key, Peer
     from ...model.plan import Plan
+    from ...runtime import Runtime
     from ...state.health import LivePeer
     from ...state.records import ProcessId, TunnelRecord
 
@@ -50,16 +54,18 @@ class DeviceSetup:
 class Backend(Protocol):
     name: str
 
-    def create(self, ifname: str) -> ProcessId | None:
-        """Create ``ifname`` in the host namespace, where the lifecycle
-        configures its MTU and moves it into the container (its UDP socket
-        stays there); the process that serves it, if any, for the record.
-        BackendUnavailable if this machine cannot run the backend."""
+    def create(self, ifname: str, netns_fd: int | None) -> ProcessId | None:
+        """Create ``ifname`` in the namespace ``netns_fd`` (None: the
+        host's, where the lifecycle moves it into the container later),
+        where its UDP socket stays; the process that serves it, if any,
+        for the record.  BackendUnavailable if this machine cannot run the
+        backend."""
 
     def wait_ready(self, ifname: str) -> None:
         """Return once ``ifname`` can be configured."""
 
-    def configure(self, ifname: str, device: DeviceSetup) -> None: ...
+    def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
+        """Configure ``ifname``, in the namespace it was created in."""
 
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
         """The peers of the record's interface, as it reports them now
@@ -86,30 +92,34 @@ class Backend(Protocol):
         each."""
 
 
-def get(name: str, plan: Plan | None = None) -> Backend:
-    """The backend called ``name``: for a setup, of ``plan``; else to work
-    on a record.  BackendUnavailable for a name this wg-pod does not know."""
+def get(name: str, runtime: Runtime, plan: Plan | None = None) -> Backend:
+    """The backend called ``name`` of ``runtime``: for a setup, of
+    ``plan``; else to work on a record.  BackendUnavailable for a name this
+    wg-pod does not know."""
     if name not in NAMES:
         raise BackendUnavailable(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
-    make = cast("Callable[[Plan | None], Backend]", import_module(f"{__name__}.{name}").BACKEND)
-    return make(plan)
+    make = cast(
+        "Callable[[Runtime, Plan | None], Backend]", import_module(f"{__name__}.{name}").BACKEND
+    )
+    return make(runtime, plan)
 
 
-def candidates(plan: Plan) -> list[Backend]:
+def candidates(plan: Plan, runtime: Runtime) -> list[Backend]:
     """The backends a setup tries, in order: the chosen one, or all for ``auto``."""
-    return [get(name, plan) for name in (NAMES if plan.backend == "auto" else (plan.backend,))]
+    names = NAMES if plan.backend == "auto" else (plan.backend,)
+    return [get(name, runtime, plan) for name in names]
 
 
-def of(record: TunnelRecord) -> Backend:
+def of(record: TunnelRecord, runtime: Runtime) -> Backend:
     """The backend that made the record's interface (one that completed has one)."""
     if record.backend is None:
         raise BackendUnavailable(f"the record of {record.container_id[:12]} names no backend")
-    return get(record.backend)
+    return get(record.backend, runtime)
 
 
-def every() -> list[Backend]:
+def every(runtime: Runtime) -> list[Backend]:
     """Every backend, to clear what a hook left behind without a record."""
-    return [get(name) for name in NAMES]
+    return [get(name, runtime) for name in NAMES]
 
 
 def preload() -> None:

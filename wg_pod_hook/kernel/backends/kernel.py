@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import SetupError
 from ...state.health import LivePeer
@@ -18,9 +18,29 @@ from . import DeviceSetup
 if TYPE_CHECKING:
     from ...model.config import IPAddress, Key
     from ...model.plan import Plan
+    from ...runtime import Runtime
     from ...state.records import TunnelRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _with_wireguard(netns_fd: int | None, work: Callable[[Any], T]) -> T:
+    """``work`` given a WireGuard netlink socket of the namespace
+    ``netns_fd`` (None: this one), and run there whole: pyroute2 makes a
+    socket per thread, in the namespace the thread is in when it first
+    asks."""
+    from ...namespaces import made_in
+    from .. import _pyroute2
+
+    def there() -> T:
+        wg = _pyroute2.WireGuard()
+        try:
+            return work(wg)
+        finally:
+            wg.close()
+
+    return made_in(netns_fd, there)
 
 
 def set_endpoint(
@@ -28,26 +48,18 @@ def set_endpoint(
 ) -> None:
     """Point an existing peer at another endpoint (the interface lives in
     the container's namespace by now)."""
-    from ...namespaces import entered
-    from .. import _pyroute2
     from .._pyroute2 import NetlinkError
 
-    with entered(netns_fd):
-        wg = _pyroute2.WireGuard()
+    peer = {
+        "public_key": public_key.base64,
+        "endpoint_addr": str(endpoint[0]),
+        "endpoint_port": endpoint[1],
+        "update_only": True,
+    }
     try:
-        wg.set(
-            ifname,
-            peer={
-                "public_key": public_key.base64,
-                "endpoint_addr": str(endpoint[0]),
-                "endpoint_port": endpoint[1],
-                "update_only": True,
-            },
-        )
+        _with_wireguard(netns_fd, lambda wg: wg.set(ifname, peer=peer))
     except NetlinkError as exc:
         raise SetupError("set endpoint", ifname, os.strerror(exc.code)) from None
-    finally:
-        wg.close()
 
 
 def _attr(nla: Any, name: str) -> Any:
@@ -56,19 +68,13 @@ def _attr(nla: Any, name: str) -> Any:
 
 
 def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
-    from ...namespaces import entered
-    from .. import _pyroute2
     from .._pyroute2 import NetlinkError
 
     # The interface is only visible from inside its namespace.
-    with entered(netns_fd):
-        wg = _pyroute2.WireGuard()
     try:
-        messages = wg.info(interface)
+        messages = _with_wireguard(netns_fd, lambda wg: list(wg.info(interface)))
     except NetlinkError as exc:
         raise SetupError("read WireGuard state", interface, str(exc)) from None
-    finally:
-        wg.close()
     peers = []
     for message in messages:
         for peer in message.get_attr("WGDEVICE_A_PEERS") or []:
@@ -97,51 +103,54 @@ def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
     return tuple(peers)
 
 
+def _configure(wg: Any, ifname: str, device: DeviceSetup) -> None:
+    wg.set(
+        ifname,
+        private_key=device.private_key.base64,
+        listen_port=device.listen_port,
+        fwmark=device.fwmark,
+    )
+    # One peer per request, as the netlink API expects.
+    for setup in device.peers:
+        peer: dict[str, Any] = {
+            "public_key": setup.peer.public_key.base64,
+            "allowed_ips": [str(n) for n in setup.peer.allowed_ips],
+            "replace_allowed_ips": True,
+            "persistent_keepalive": setup.peer.persistent_keepalive or 0,
+        }
+        if setup.peer.preshared_key is not None:
+            peer["preshared_key"] = setup.peer.preshared_key.base64
+        if setup.endpoint is not None:
+            peer["endpoint_addr"] = str(setup.endpoint[0])
+            peer["endpoint_port"] = setup.endpoint[1]
+        wg.set(ifname, peer=peer)
+
+
 class KernelBackend:
     name = "kernel"
 
-    def __init__(self, plan: Plan | None = None) -> None:
-        pass  # nothing of the plan matters to it
+    def __init__(self, runtime: Runtime, plan: Plan | None = None) -> None:
+        pass  # nothing of the runtime or the plan matters to it
 
-    def create(self, ifname: str) -> None:
+    def create(self, ifname: str, netns_fd: int | None) -> None:
+        """A rootless user's link is created in a namespace their user
+        namespace owns: the kernel allows it once root has loaded the
+        module (a user namespace never loads one)."""
         from ..netlink import Netlink
 
-        with Netlink() as host:
-            host.add_link(ifname, "wireguard")
+        with Netlink(netns_fd) as birth:
+            birth.add_link(ifname, "wireguard")
 
     def wait_ready(self, ifname: str) -> None:
         pass  # the link is there once created
 
-    def configure(self, ifname: str, device: DeviceSetup) -> None:
-        from .. import _pyroute2
+    def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         from .._pyroute2 import NetlinkError
 
-        wg = _pyroute2.WireGuard()
         try:
-            wg.set(
-                ifname,
-                private_key=device.private_key.base64,
-                listen_port=device.listen_port,
-                fwmark=device.fwmark,
-            )
-            # One peer per request, as the netlink API expects.
-            for setup in device.peers:
-                peer: dict[str, Any] = {
-                    "public_key": setup.peer.public_key.base64,
-                    "allowed_ips": [str(n) for n in setup.peer.allowed_ips],
-                    "replace_allowed_ips": True,
-                    "persistent_keepalive": setup.peer.persistent_keepalive or 0,
-                }
-                if setup.peer.preshared_key is not None:
-                    peer["preshared_key"] = setup.peer.preshared_key.base64
-                if setup.endpoint is not None:
-                    peer["endpoint_addr"] = str(setup.endpoint[0])
-                    peer["endpoint_port"] = setup.endpoint[1]
-                wg.set(ifname, peer=peer)
+            _with_wireguard(netns_fd, lambda wg: _configure(wg, ifname, device))
         except NetlinkError as exc:
             raise SetupError("configure WireGuard", ifname, os.strerror(exc.code)) from None
-        finally:
-            wg.close()
 
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
         return read_peers(netns_fd, record.interface)

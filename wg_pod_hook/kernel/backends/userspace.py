@@ -1,6 +1,15 @@
 """The userspace backend: wireguard-go (or any implementation of the
 cross-platform UAPI) started in the host namespace, configured over its
 UAPI socket, so keys never reach argv, the environment or a file.
+
+A rootless user's wireguard-go starts in the container's namespace, where
+its TUN is born (the host's is not theirs; wireguard-go finds its TUN by
+name in its own namespace, so it cannot serve one elsewhere).  It puts its
+socket in ``/var/run/wireguard``, which is root's: it gets a mount
+namespace of its own in which the user's state directory is ``/var/run``,
+so its sockets are the state directory's ``wireguard/`` (and its inotify
+watch on them, which a socket handed over by ``WG_UAPI_FD`` would still
+need, finds them).
 """
 
 from __future__ import annotations
@@ -14,13 +23,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendUnavailable, SetupError
 from ...model.config import Endpoint, IPAddress, Key
 from ...model.names import is_temp_name
+from ...namespaces import libc, made_in
 from ...state.health import LivePeer
 from ...state.records import ProcessId, TunnelRecord, process_start_time
 from .. import cgroups
@@ -28,19 +39,20 @@ from . import DeviceSetup
 
 if TYPE_CHECKING:
     from ...model.plan import Plan
+    from ...runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SOCKET_DIR = Path("/var/run/wireguard")
 START_DEADLINE = 10.0
 UAPI_TIMEOUT = 5.0
+# mount(2) and unshare(2) flags, for a rootless wireguard-go's /var/run.
+CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 
 
-def socket_path(ifname: str) -> Path:
-    return SOCKET_DIR / f"{ifname}.sock"
-
-
-def uapi_set(ifname: str, device: DeviceSetup) -> None:
+def uapi_set(socket_file: Path, device: DeviceSetup) -> None:
     lines = ["set=1", f"private_key={device.private_key.hex}", "replace_peers=true"]
     if device.listen_port is not None:
         lines.append(f"listen_port={device.listen_port}")
@@ -57,23 +69,23 @@ def uapi_set(ifname: str, device: DeviceSetup) -> None:
         lines.append("replace_allowed_ips=true")
         lines.extend(f"allowed_ip={network}" for network in peer.allowed_ips)
     request = ("\n".join(lines) + "\n\n").encode()
-    reply = uapi_request(ifname, request)
+    reply = uapi_request(socket_file, request)
     if "errno=0" not in reply.splitlines():
-        raise SetupError("configure WireGuard", ifname, f"UAPI refused: {reply.strip()}")
+        raise SetupError("configure WireGuard", socket_file.stem, f"UAPI refused: {reply.strip()}")
 
 
-def set_endpoint(ifname: str, public_key: Key, endpoint: tuple[IPAddress, int]) -> None:
+def set_endpoint(socket_file: Path, public_key: Key, endpoint: tuple[IPAddress, int]) -> None:
     """Point an existing peer at another endpoint."""
     at = Endpoint.of(*endpoint)
     request = f"set=1\npublic_key={public_key.hex}\nupdate_only=true\nendpoint={at}\n\n"
-    reply = uapi_request(ifname, request.encode())
+    reply = uapi_request(socket_file, request.encode())
     if "errno=0" not in reply.splitlines():
-        raise SetupError("set endpoint", ifname, f"UAPI refused: {reply.strip()}")
+        raise SetupError("set endpoint", socket_file.stem, f"UAPI refused: {reply.strip()}")
 
 
-def read_peers(ifname: str) -> tuple[LivePeer, ...]:
+def read_peers(socket_file: Path) -> tuple[LivePeer, ...]:
     """Parse ``get=1``; the reply holds the private key, which is skipped."""
-    reply = uapi_request(ifname, b"get=1\n\n")
+    reply = uapi_request(socket_file, b"get=1\n\n")
     peers: list[dict[str, Any]] = []
     for line in reply.splitlines():
         key, _, value = line.partition("=")
@@ -113,8 +125,7 @@ def accepts_connections(path: Path) -> bool:
     return True
 
 
-def uapi_request(ifname: str, request: bytes) -> str:
-    path = socket_path(ifname)
+def uapi_request(path: Path, request: bytes) -> str:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(UAPI_TIMEOUT)
@@ -137,50 +148,56 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(self, plan: Plan | None = None) -> None:
+    def __init__(self, runtime: Runtime, plan: Plan | None = None) -> None:
         """``plan``: the setup's, for the command to start and the container
         whose cgroups wireguard-go joins (see cgroups.py)."""
         self.command = plan.userspace_command if plan is not None else ("wireguard-go",)
         self.home = cgroups.container_home(plan.pid) if plan is not None else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.sockets = Path(runtime.wireguard_sockets)
+        # A rootless user's: the directory its wireguard-go sees as /var/run.
+        self.private_run = runtime.state_dir if runtime.rootless else None
 
-    def create(self, ifname: str) -> ProcessId:
-        """Start wireguard-go for ``ifname``; returns at once with the
-        process to record (``wait_ready`` waits for its socket)."""
+    def socket_file(self, ifname: str) -> Path:
+        return self.sockets / f"{ifname}.sock"
+
+    def create(self, ifname: str, netns_fd: int | None) -> ProcessId:
+        """Start wireguard-go for ``ifname`` in the namespace ``netns_fd``
+        (None: this one); returns at once with the process to record
+        (``wait_ready`` waits for its socket)."""
         if shutil.which(self.command[0]) is None:
             raise BackendUnavailable(f"userspace backend: {self.command[0]} is not installed")
         # running_processes() recognises ours by this argv shape.
         argv = [*self.command, "-f", ifname]
         log.debug("start: %s", " ".join(argv))
+        private_run = None
+        if self.private_run is not None:
+            self.sockets.mkdir(mode=0o700, exist_ok=True)
+            private_run = partial(_private_run, libc(), self.private_run.encode())
         try:
             # Its own process group (signals to the hook's group miss it) and
             # no inherited pipes: it must outlive the hook, and the runtime
             # waits for the hook's stdout/stderr to close.  Not its own
             # session: with scheduler autogroups that costs it CPU share.
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                process_group=0,
-                env={
-                    "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                    "WG_PROCESS_FOREGROUND": "1",
-                },
-            )
+            process = made_in(netns_fd, partial(_spawn, argv, private_run))  # born there
         except OSError as exc:
             raise SetupError("start", argv[0], exc.strerror or str(exc)) from None
+        except subprocess.SubprocessError:  # _private_run failed in the child
+            raise SetupError(
+                "start", argv[0], f"cannot give it {self.private_run} as /var/run of its own"
+            ) from None
+        self.process = process
         if self.home is not None:
-            for failure in cgroups.move_like(self.process.pid, self.home):
+            for failure in cgroups.move_like(process.pid, self.home):
                 log.warning("wireguard-go stays outside its container's cgroup: %s", failure)
-        start = process_start_time(self.process.pid)
+        start = process_start_time(process.pid)
         # A child that has not been waited for stays a zombie, with a start time.
-        assert start is not None or self.process.poll() is not None
-        return ProcessId(self.process.pid, start or 0)
+        assert start is not None or process.poll() is not None
+        return ProcessId(process.pid, start or 0)
 
     def wait_ready(self, ifname: str) -> None:
         assert self.process is not None
-        path = socket_path(ifname)
+        path = self.socket_file(ifname)
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -194,47 +211,73 @@ class UserspaceBackend:
             "start", self.command[0], f"no UAPI socket {path} after {START_DEADLINE:g}s"
         )
 
-    def configure(self, ifname: str, device: DeviceSetup) -> None:
-        uapi_set(ifname, device)
+    def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
+        uapi_set(self.socket_file(ifname), device)
 
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
-        return read_peers(str(record.temp_name))  # its socket keeps the host-side name
+        return read_peers(self.socket_file(str(record.temp_name)))  # it keeps the birth name
 
     def set_endpoint(
         self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
     ) -> None:
-        set_endpoint(str(record.temp_name), public_key, endpoint)
+        set_endpoint(self.socket_file(str(record.temp_name)), public_key, endpoint)
 
     def stop(self, record: TunnelRecord) -> None:
-        stop(record.process, record.temp_name)
+        self._stop(record.process, record.temp_name)
 
     def left_behind(self, ifname: str) -> bool:
-        return socket_path(ifname).exists()
+        return self.socket_file(ifname).exists()
 
     def clear(self, ifname: str) -> None:
         for process, name in running_processes().items():
             if name == ifname:
-                stop(process, name)
-        socket_path(ifname).unlink(missing_ok=True)
+                self._stop(process, name)
+        self.socket_file(ifname).unlink(missing_ok=True)
 
     def sweep(self, known: Collection[str]) -> list[str]:
         return [
             f"process {process.pid} ({name})"
             for process, name in running_processes().items()
-            if name not in known and stop(process, name)
+            if name not in known and self._stop(process, name)
         ]
+
+    def _stop(self, process: ProcessId | None, ifname: str | None) -> bool:
+        """Stop a wireguard-go (if it is still that process) and remove its
+        socket; False when there was no process to stop."""
+        stopped = process is not None and stop_process(process.pid, process.start)
+        if ifname is not None:
+            self.socket_file(ifname).unlink(missing_ok=True)
+        return stopped
 
 
 BACKEND = UserspaceBackend
 
 
-def stop(process: ProcessId | None, ifname: str | None) -> bool:
-    """Stop a wireguard-go (if it is still that process) and remove its
-    socket; False when there was no process to stop."""
-    stopped = process is not None and stop_process(process.pid, process.start)
-    if ifname is not None:
-        socket_path(ifname).unlink(missing_ok=True)
-    return stopped
+def _spawn(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        process_group=0,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "WG_PROCESS_FOREGROUND": "1",
+        },
+        preexec_fn=preexec,
+    )
+
+
+def _private_run(libc: Any, directory: bytes) -> None:
+    """In the child, before wireguard-go runs: a mount namespace of its
+    own, where ``directory`` is ``/var/run``.  Only libc calls here (the
+    child of a fork): a failure raises, and the parent reports it."""
+    if (
+        libc.unshare(CLONE_NEWNS)
+        or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+        or libc.mount(directory, b"/var/run", None, MS_BIND, None)
+    ):
+        raise OSError("mount namespace")
 
 
 def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool:
@@ -260,18 +303,20 @@ def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool
 
 
 def running_processes() -> dict[ProcessId, str]:
-    """Every running process of this PID namespace started the way this
-    backend starts one (``... -f <temporary name>``), with its temporary
-    name.  Those of other PID namespaces (a machine or a container running
-    its own wg-pod) are theirs, never ours to stop."""
+    """Every running process of this PID and user namespace started the way
+    this backend starts one (``... -f <temporary name>``), with its
+    temporary name.  Those of other PID namespaces (a machine or a
+    container running its own wg-pod) are theirs, and so are those of
+    other user namespaces (a rootless user's, root's): never ours to stop."""
     found = {}
-    ours = os.stat("/proc/self/ns/pid").st_ino
+    ours = [os.stat(f"/proc/self/ns/{kind}").st_ino for kind in ("pid", "user")]
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            if os.stat(f"/proc/{entry}/ns/pid").st_ino != ours:
+            theirs = [os.stat(f"/proc/{entry}/ns/{kind}").st_ino for kind in ("pid", "user")]
+            if theirs != ours:
                 continue
         except OSError:
             continue
