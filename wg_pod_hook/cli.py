@@ -418,6 +418,11 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# The commands that work in containers' namespaces: a rootless user's are
+# theirs only from within their user namespace, podman's.
+IN_USER_NAMESPACE = (cmd_join, cmd_leave, cmd_status, cmd_gc, cmd_health)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup("debug" if args.debug else "warning", stderr=True)
@@ -426,12 +431,29 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
+    if runtime.rootless and not runtime.root and args.func in IN_USER_NAMESPACE:
+        return in_user_namespace()
     try:
         return int(args.func(args, runtime))
     except WgPodError as exc:
         logging.getLogger(__name__).debug("failed", exc_info=True)
         print(f"wg-pod: {describe(exc)}", file=sys.stderr)
         return 1
+
+
+def in_user_namespace() -> int:
+    """This command again, as uid 0 of this user's rootless user namespace
+    (``podman unshare``), where their containers' namespaces are theirs."""
+    command = ["podman", "unshare", sys.executable, *sys.orig_argv[1:]]
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        print(
+            f"wg-pod: a rootless user's tunnels are reached through podman unshare: "
+            f"{command[0]}: {exc.strerror}",
+            file=sys.stderr,
+        )
+    return 1
 
 
 if __name__ == "__main__":

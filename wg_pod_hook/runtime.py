@@ -92,16 +92,18 @@ class Runtime:
     def of_process(cls) -> Runtime:
         """The runtime of this process: a rootless user's in that user's
         namespace (the hook under rootless podman, ``podman unshare``) or
-        as that user; else root's, or a test's: ValueError (one line) when
+        as that user, unless ``$WG_POD_STATE_DIR`` names another state
+        directory; else root's, or a test's: ValueError (one line) when
         ``$WG_POD_STATE_DIR`` is not an absolute path."""
         euid = os.geteuid()
         user = namespace_user()
-        if user is None and euid != 0:
+        named = os.environ.get(STATE_DIR_ENV)
+        if user is None and euid != 0 and not named:
             user = euid
         if user:
             return cls.of_user(user, root=euid == 0)
         return cls(
-            os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR,
+            named or DEFAULT_STATE_DIR,
             euid == 0 and user is None,
             os.environ.get(SETTINGS_ENV) or None,
         )

@@ -38,8 +38,10 @@ def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
         raise ConfigError(source, None, "config path must be absolute")
     try:
         real = Path(path).resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (FileNotFoundError, RuntimeError):  # RuntimeError: a symlink loop
         raise ConfigError(source, None, "config file does not exist") from None
+    except OSError as exc:  # another user's home, to a rootless user
+        raise ConfigError(source, None, f"cannot reach config file: {exc.strerror}") from None
     if not _inside(real, settings.config_dirs):
         dirs = ", ".join(str(d) for d in settings.config_dirs)
         raise ConfigError(source, None, f"config file is not inside an allowed directory ({dirs})")
