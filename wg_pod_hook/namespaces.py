@@ -1,7 +1,8 @@
-"""Network namespaces by fd: entering one (setns(2) for the calling
-thread, the one way wg-pod moves a thread into a namespace: ``made_in``'s
-thread for one call, nft's worker thread for the rest of its life), and
-what tells one from another (its cookie, its inode).
+"""Namespaces by fd: entering a network namespace (setns(2) for the
+calling thread, the one way wg-pod moves a thread into a namespace:
+``made_in``'s thread for one call, nft's worker thread for the rest of its
+life), a bind mount made in a container's mount namespace, and what tells
+one network namespace from another (its cookie, its inode).
 
 No thread ever comes back from a namespace it entered: a rootless user's
 hook (uid 0 of their user namespace) may enter the container's namespace,
@@ -26,21 +27,33 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+CLONE_FS = 0x00000200
+# mount(2) flags.
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 _OS_SETNS = getattr(os, "setns", None)
 # getsockopt(2): the cookie of the socket's network namespace (Linux 5.14;
 # asm-generic's number, which Python 3.11's socket module does not name).
 SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 
 
-def enter(fd: int) -> None:
-    """Move the calling thread, only it, into the network namespace open
-    as ``fd``; OSError (as os.setns raises it) when the kernel refuses."""
+def enter(fd: int, kind: int = CLONE_NEWNET) -> None:
+    """Move the calling thread, only it, into the namespace open as ``fd``
+    (a network namespace unless ``kind`` says otherwise); OSError (as
+    os.setns raises it) when the kernel refuses."""
     if _OS_SETNS is not None:
-        _OS_SETNS(fd, CLONE_NEWNET)
+        _OS_SETNS(fd, kind)
         return
-    import ctypes  # loaded already by then: libc()'s
+    _checked(libc().setns(fd, kind))
 
-    if libc().setns(fd, CLONE_NEWNET) != 0:
+
+def _checked(result: int) -> None:
+    """OSError for a libc call that returned -1."""
+    if result != 0:
+        import ctypes  # loaded already by then: libc()'s
+
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
@@ -61,16 +74,39 @@ def made_in(netns_fd: int | None, make: Callable[[], T]) -> T:
     ``make`` raises is raised here."""
     if netns_fd is None:
         return make()
+    return _in_thread(lambda: enter(netns_fd), make)
+
+
+def bind_mount_in(mnt_fd: int, source: str, target: str) -> None:
+    """Bind ``source`` over ``target`` in the mount namespace open as
+    ``mnt_fd``, both paths as that namespace sees them.  setns(2) into a
+    mount namespace is refused to a thread that shares its root and working
+    directory with others (CLONE_FS), as Python's threads do: the thread
+    that does it first takes its own copy of them, then ends there."""
+
+    def leave() -> None:
+        _checked(libc().unshare(CLONE_FS))
+        enter(mnt_fd, CLONE_NEWNS)
+
+    def mount() -> None:
+        _checked(libc().mount(source.encode(), target.encode(), None, MS_BIND, None))
+
+    _in_thread(leave, mount)
+
+
+def _in_thread(enter_there: Callable[[], None], make: Callable[[], T]) -> T:
+    """``make()`` in a thread that first calls ``enter_there`` and ends with
+    the namespaces it entered; what either raises is raised here."""
     outcome: list[tuple[bool, Any]] = []
 
     def work() -> None:
         try:
-            enter(netns_fd)
+            enter_there()
             outcome.append((True, make()))
         except BaseException as exc:  # handed to the caller
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=work, name="netns")
+    thread = threading.Thread(target=work, name="namespace")
     thread.start()
     thread.join()
     made, value = outcome[0]

@@ -178,6 +178,10 @@ class Runtime:
         return f"{self.state_dir}/locks"
 
     @property
+    def resolv_confs(self) -> str:
+        return f"{self.state_dir}/resolv"
+
+    @property
     def hook_socket(self) -> str:
         return f"{self.state_dir}/hook.sock"
 

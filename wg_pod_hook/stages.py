@@ -79,7 +79,7 @@ def create_runtime(
     from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
     plan = lifecycle.prepare(state, settings, runtime)
-    lifecycle.up(runtime, plan, read_bundle(state.bundle), settings, wanted=wanted)
+    lifecycle.up(runtime, plan, read_bundle(state.bundle), settings, wanted=wanted, creating=True)
 
 
 def _failed(runtime: Runtime, container_id: str, stage: str, message: str) -> Answer:

@@ -29,6 +29,7 @@ from tests.lab import (
 from wg_pod_hook.model.names import temp_name
 from wg_pod_hook.state import health
 from wg_pod_hook.state.records import path_for
+from wg_pod_hook.tunnel.dns import own_file
 
 PAGE_TIMEOUT = 10.0
 
@@ -96,6 +97,8 @@ def assert_nothing_left(standin: ContainerStandIn, before_routes: list[Any] | No
     assert "wg-pod" not in nft_tables(standin)
     assert not path_for(the_runtime(), standin.id).exists()
     assert standin.resolv_conf.read_text().startswith("# written by the wg-pod test lab")
+    assert standin.seen_resolv_conf() == standin.resolv_conf.read_text()
+    assert not own_file(the_runtime(), standin.id).exists()
     if before_routes is not None:
         assert standin.default_routes(4) + standin.default_routes(6) == before_routes
 

@@ -79,6 +79,7 @@ def assert_closed(standin: ContainerStandIn, outside: Outside) -> None:
     assert "wg-pod" in nft_tables(standin)
     assert standin.default_routes(4) + standin.default_routes(6) == []
     assert standin.resolv_conf.read_text().startswith(dns.HEADER)
+    assert standin.seen_resolv_conf().startswith(dns.HEADER)
     for version in (4, 6):
         for bound in (False, True):
             results = ways_out(standin, outside.addresses[version], bound=bound)

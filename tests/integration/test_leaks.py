@@ -174,7 +174,8 @@ def test_dns_goes_only_to_the_tunnel_servers(
     hook.up(standin, {"wg-pod.config": write_config(config_dir, text)})
     fetch_in(standin, peer.url_v4)
 
-    resolv = standin.resolv_conf.read_text()
+    resolv = standin.seen_resolv_conf()
+    assert resolv == standin.resolv_conf.read_text()
     assert [line for line in resolv.splitlines() if not line.startswith("#")] == [
         f"nameserver {tunnel[0]}",
         f"nameserver {tunnel[1]}",
@@ -209,7 +210,7 @@ def test_dns_off_leaves_dns_alone(
     before = standin.resolv_conf.read_text()
     text = peer.client_config(extra_interface_lines=[f"DNS = {tunnel[0]}"])
     hook.up(standin, {"wg-pod.config": write_config(config_dir, text), "wg-pod.dns": "off"})
-    assert standin.resolv_conf.read_text() == before
+    assert standin.resolv_conf.read_text() == standin.seen_resolv_conf() == before
     for server in other:
         assert dns(standin.run, server) == "198.18.0.53"
         assert dns(standin.run, server, tcp=True) == "198.18.0.53"

@@ -32,7 +32,9 @@ class ContainerStandIn:
     default routes via the host side (like podman's bridge), and ``bundle``
     holds a minimal ``config.json`` that bind-mounts ``resolv_conf`` to
     ``/etc/resolv.conf``, both where podman keeps them (its static and run
-    directories for the container).
+    directories for the container).  The process's mount namespace has that
+    mount at ``rootfs``'s /etc/resolv.conf, as a runtime leaves it for the
+    createRuntime hooks.
     """
 
     RESOLV_CONF_TEXT = "# written by the wg-pod test lab\nnameserver {ns}\nsearch lab.invalid\n"
@@ -44,28 +46,39 @@ class ContainerStandIn:
         self.host_ifname, self.underlay = lab.veth(self.ns, "eth0")
         self.run(["ip", "-4", "route", "add", "default", "via", str(self.underlay.host_v4.ip)])
         self.run(["ip", "-6", "route", "add", "default", "via", str(self.underlay.host_v6.ip)])
-        self.process = lab.popen(
-            ["sleep", "3600"], netns=self.ns.name, name=f"sleep-{self.ns.name}"
-        )
-        self.pid = self.process.pid
-        # ``ip netns exec`` execs sleep, so the pid is the process in the namespace.
-        wait_for(
-            lambda: (
-                os.path.exists(self.netns_path)
-                and os.stat(self.netns_path).st_ino == os.stat(self.ns.path).st_ino
-            ),
-            timeout=5,
-            what=f"sleep in {self.ns.name}",
-        )
         # podman's layout: the bundle in the container's static directory,
         # the files it mounts (resolv.conf, hostname) in its run directory.
         self.bundle = lab.tmp / "storage" / "overlay-containers" / self.id / "userdata"
         self.run_dir = lab.tmp / "run" / "overlay-containers" / self.id / "userdata"
-        for directory in (self.bundle / "rootfs", self.run_dir):
+        self.rootfs = (self.bundle / "rootfs").resolve()
+        for directory in (self.rootfs / "etc", self.run_dir):
             directory.mkdir(parents=True)
         self.resolv_conf = self.run_dir / "resolv.conf"
         self.resolv_conf.write_text(self.RESOLV_CONF_TEXT.format(ns=self.underlay.host_v4.ip))
         (self.run_dir / "hostname").write_text(self.ns.name + "\n")
+        # As the runtime leaves it at createRuntime: the process in a mount
+        # namespace of its own (``ip netns exec`` makes one), with podman's
+        # resolv.conf mounted over the rootfs's.
+        mount_point = self.rootfs / "etc" / "resolv.conf"
+        mount_point.touch()
+        mount_then_sleep = 'mount --bind "$0" "$1" && exec sleep 3600'
+        self.process = lab.popen(
+            ["sh", "-c", mount_then_sleep, str(self.resolv_conf), str(mount_point)],
+            netns=self.ns.name,
+            name=f"sleep-{self.ns.name}",
+        )
+        self.pid = self.process.pid
+        # ``ip netns exec`` and sh exec sleep, so the pid is the process in
+        # the namespace.
+        wait_for(
+            lambda: (
+                os.path.exists(self.netns_path)
+                and os.stat(self.netns_path).st_ino == os.stat(self.ns.path).st_ino
+                and self.seen_resolv_conf() == self.resolv_conf.read_text()
+            ),
+            timeout=5,
+            what=f"sleep in {self.ns.name}",
+        )
         # What config.json mounts over /etc/resolv.conf: a test may put a
         # file of its own there (as ``-v FILE:/etc/resolv.conf``), or None.
         self.resolv_conf_mount: Path | None = self.resolv_conf
@@ -81,6 +94,14 @@ class ContainerStandIn:
     @property
     def name(self) -> str:
         return self.ns.name
+
+    def seen_resolv_conf(self) -> str:
+        """/etc/resolv.conf as the container sees it: through its mount
+        namespace (/proc/PID/root)."""
+        try:
+            return Path(f"/proc/{self.pid}/root{self.rootfs}/etc/resolv.conf").read_text()
+        except OSError:
+            return ""
 
     def run(
         self, argv: Sequence[str | os.PathLike[str]], **kw: Any
@@ -112,7 +133,7 @@ class ContainerStandIn:
         return {
             "ociVersion": "1.0.2",
             "process": {"args": ["sleep", "3600"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]},
-            "root": {"path": str(self.bundle / "rootfs")},
+            "root": {"path": str(self.rootfs)},
             "hostname": self.ns.name,
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc"},

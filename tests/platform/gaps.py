@@ -32,25 +32,10 @@ class Gap:
     assertion: str
 
 
-PODMAN5_DNS = (
-    "podman 5 writes the container's resolv.conf after createRuntime, over what "
-    "the hook wrote there: the file keeps podman's servers (queries are redirected "
-    "to the tunnel's, search domains are lost; podman 4.3 keeps the hook's file)"
-)
-TUNNEL_IN_RESOLV_CONF = "resolv.conf names only the tunnel's resolvers"
-
-# Keyed by (runtime or "*", inner test id).
-KNOWN_GAPS: dict[tuple[str, str], Gap] = {
-    (
-        "*",
-        "tests/system/test_podman_leaks.py::test_dns_in_a_real_container[auto]",
-    ): Gap(PODMAN5_DNS, TUNNEL_IN_RESOLV_CONF),
-    (
-        "*",
-        "tests/system/test_podman_safety.py::"
-        "test_podman_dns_option_keeps_podmans_file_and_the_tunnel_dns_wins",
-    ): Gap(PODMAN5_DNS, TUNNEL_IN_RESOLV_CONF),
-}
+# Keyed by (runtime or "*", inner test id).  None today: the last ones
+# were podman 5's resolv.conf, written after createRuntime over what the
+# hook wrote there (wg-pod now mounts its own file over it, tunnel/dns.py).
+KNOWN_GAPS: dict[tuple[str, str], Gap] = {}
 
 
 class Verdict(enum.Enum):

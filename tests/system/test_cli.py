@@ -24,6 +24,7 @@ from tests.lab import (
     venv_command,
     wait_for,
 )
+from tests.system.test_podman_leaks import nameservers
 from tests.system.test_podman_safety import dns_config
 from wg_pod_hook.kernel.backends.userspace import accepts_connections
 from wg_pod_hook.podman import DEFAULT_SOCKET
@@ -106,6 +107,29 @@ def test_join_status_leave(
     gone = podman("exec", name, "sh", "-c", f"timeout 3 wget -qO- {peer.url_v4}", check=False)
     assert gone.returncode != 0
     assert host_leftovers() == ([], [], [])
+
+
+def test_leave_and_restart_of_a_container_the_hook_started_with_tunnel_dns(
+    peer: Peer, config_dir: ConfigDir, settings: Path, hooked_podman: Podman, api: str
+) -> None:
+    """The hook mounts wg-pod's resolv.conf over podman's (podman 5 writes
+    podman's after the hook): ``leave`` shows the running container
+    podman's text again, and a restart puts the tunnel's back."""
+    tunnel = str(peer.tunnel_v4.ip)
+    name, _ = hooked_podman.run(
+        "sleep",
+        "600",
+        detach=True,
+        annotations={"wg-pod.config": dns_config(peer, config_dir)},
+    )
+    resolv = ["exec", name, "cat", "/etc/resolv.conf"]
+    assert nameservers(hooked_podman(*resolv).stdout) == [tunnel]
+    wg_pod(api, settings, "leave", name)
+    podmans = hooked_podman(*resolv).stdout
+    assert "wg-pod" not in podmans and tunnel not in nameservers(podmans), podmans
+    assert nameservers(podmans), podmans
+    hooked_podman("restart", "-t", "0", name)
+    assert nameservers(hooked_podman(*resolv).stdout) == [tunnel]
 
 
 def test_join_without_the_api_socket_says_how_to_start_it(

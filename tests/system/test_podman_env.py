@@ -80,7 +80,7 @@ def test_create_runtime_hook_sees_the_configured_netns(lab: Lab, podman: Podman)
         assert "nameserver" in result["resolv_conf_text"]
     else:
         # podman 5 writes it only after createRuntime (and over whatever a
-        # hook wrote there): see tests/platform/test_platform.py KNOWN_GAPS.
+        # hook wrote there): wg-pod mounts its own over it (tunnel/dns.py).
         assert result["resolv_conf_text"] == ""
     # podman (CNI) configured the network before createRuntime hooks run.
     assert any(r["dst"] == "default" for r in result["routes"]), result["routes"]

@@ -69,8 +69,8 @@ def test_dns_in_a_real_container(
 ) -> None:
     """With DNS set, a query to any other server is answered by the tunnel's
     (``off`` is the control: the other server answers).  The resolv.conf
-    check comes last: on podman 5 it is a known gap of the platform tier
-    (tests/platform/gaps.py), which must not hide the no-leak checks."""
+    the container sees names only the tunnel's, on podman 5 too (which
+    writes its own after the hook)."""
     tunnel, other = dns_servers(lab, peer)
     text = peer.client_config(extra_interface_lines=[f"DNS = {tunnel}"])
     conf = config_dir.write("wg0.conf", text)

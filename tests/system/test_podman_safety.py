@@ -86,9 +86,8 @@ def test_podman_dns_option_keeps_podmans_file_and_the_tunnel_dns_wins(
 ) -> None:
     """``--dns`` only changes what podman writes into its own file: the
     container's resolver asks the tunnel's server, never the one given to
-    podman (seen answering from the host).  The resolv.conf check comes last:
-    on podman 5 it is a known gap of the platform tier (tests/platform/gaps.py),
-    which must not hide the no-leak checks."""
+    podman (seen answering from the host), and the resolv.conf the container
+    sees names only the tunnel's (podman 5 writes its file after the hook)."""
     tunnel, other = dns_servers(lab, peer)
     _, done = hooked_podman.run(
         "sh",

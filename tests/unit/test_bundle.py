@@ -1,5 +1,6 @@
 """Which resolv.conf wg-pod may write: podman's per-container files only
-(bundle.made_by_podman), opened without following links (dns)."""
+(bundle.made_by_podman), and its own file per container, opened without
+following links (dns)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 
 from wg_pod_hook.errors import SetupError
 from wg_pod_hook.model.bundle import Bundle, container_file_owner, made_by_podman, read_bundle
+from wg_pod_hook.runtime import Runtime
+from wg_pod_hook.state import records
+from wg_pod_hook.state.records import NetnsId, TunnelRecord
 from wg_pod_hook.tunnel import dns
 
 
@@ -178,3 +182,88 @@ def test_a_resolv_conf_that_is_not_plausible_text_reads_as_empty(
     assert dns.read(podmans) == ""
     dns.write_in_place(podmans, "nameserver 10.250.0.1\n")
     assert podmans.read_bytes() == b"nameserver 10.250.0.1\n"
+
+
+def test_the_root_filesystem_is_resolved_and_relative_to_the_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    (tmp_path / "merged").mkdir()
+    (bundle / "link").symlink_to(tmp_path / "merged")
+    for path, rootfs in [
+        ("rootfs", bundle / "rootfs"),
+        (str(bundle / "link"), tmp_path / "merged"),
+        ("", None),
+    ]:
+        (bundle / "config.json").write_text(json.dumps({"root": {"path": path}}))
+        assert spec_of(bundle).rootfs == rootfs
+    (bundle / "config.json").write_text(json.dumps({"root": "rootfs"}))
+    assert spec_of(bundle).rootfs is None
+
+
+def test_only_a_container_own_resolv_conf_gets_wg_pods_file_mounted_over_it(
+    storage: Storage,
+) -> None:
+    """Pod members and ``--network container:`` ones share the file of the
+    container they join, which podman does not write again."""
+    owner, _ = storage.container()
+    member, bundle = storage.container(storage.run / owner / "userdata" / "resolv.conf")
+    shared = spec_of(bundle).resolv_conf
+    assert shared is not None
+    assert dns.is_own(shared, owner)
+    assert not dns.is_own(shared, member)
+
+
+@pytest.fixture
+def podmans(storage: Storage) -> tuple[str, Path]:
+    """A container's id and the resolv.conf podman made for it."""
+    cid, _ = storage.container()
+    return cid, storage.run / cid / "userdata" / "resolv.conf"
+
+
+def test_wg_pods_own_file_is_written_whole_readable_and_never_through_a_link(
+    podmans: tuple[str, Path], tmp_path: Path
+) -> None:
+    runtime = Runtime(str(tmp_path / "state"), root=True)
+    cid, podmans_file = podmans
+    own = dns.write_own(runtime, cid, "nameserver 10.250.0.1\n" * 3, like=podmans_file)
+    assert own == dns.own_file(runtime, cid)
+    assert os.stat(own).st_mode & 0o777 == 0o644
+    inode = os.stat(own).st_ino
+    dns.write_own(runtime, cid, "nameserver 10.250.0.2\n", like=podmans_file)
+    assert own.read_text() == "nameserver 10.250.0.2\n"  # whole,
+    assert os.stat(own).st_ino == inode  # and in place: its mount shows it
+
+    host = tmp_path / "host-file"
+    host.write_text("host\n")
+    own.unlink()
+    own.symlink_to(host)
+    with pytest.raises(SetupError, match=f"write DNS {own}"):
+        dns.write_own(runtime, cid, "x\n", like=podmans_file)
+    assert host.read_text() == "host\n"
+
+
+def test_put_back_shows_podmans_text_and_sweep_keeps_only_files_with_a_record(
+    podmans: tuple[str, Path], tmp_path: Path
+) -> None:
+    runtime = Runtime(str(tmp_path / "state"), root=True)
+    cid, podmans_file = podmans
+    own = dns.write_own(runtime, cid, "nameserver 10.250.0.1\n", like=podmans_file)
+    record = TunnelRecord(
+        container_id=cid,
+        interface="wg0",
+        config="/etc/wg/wg0.conf",
+        netns=NetnsId("/run/netns/x", 1, 2),
+        created=0.0,
+        resolv_conf=str(podmans_file),
+        own_resolv_conf=True,
+    )
+    dns.put_back(runtime, record)
+    assert own.read_text() == "nameserver 10.88.0.1\n"
+    assert podmans_file.read_text() == "nameserver 10.88.0.1\n"  # never written
+
+    orphan = dns.write_own(runtime, "f" * 64, "x\n", like=podmans_file)
+    records.write(runtime, record)
+    assert dns.sweep(runtime) == [orphan]
+    assert own.exists()
+    dns.remove_own(runtime, cid)
+    assert not own.exists()

@@ -1,9 +1,10 @@
 """What the hook needs from the OCI bundle's config.json (read once), and
 which of the files mounted into the container podman made for it.
 
-podman names there the resolv.conf it bind-mounts into the container and
-the network namespace it made (``/run/netns/...``), which outlives the
-container's process across restart-policy restarts.
+podman names there the resolv.conf it bind-mounts into the container, the
+container's root filesystem, and the network namespace it made
+(``/run/netns/...``), which outlives the container's process across
+restart-policy restarts.
 
 podman (and CRI-O) keep each container's own files in per-container
 directories of its storage, ``<containers dir>/<64 hex id>/userdata/``:
@@ -35,6 +36,8 @@ class Bundle:
     # Source of the container's /etc/resolv.conf mount, whoever made it.
     resolv_conf: Path | None = None
     netns_path: str | None = None
+    # The container's root filesystem (config.json's root.path, resolved).
+    rootfs: Path | None = None
     # Resolved directories holding podman's per-container directories for
     # this container (static and run); empty when there is no bundle.
     storage_dirs: frozenset[Path] = frozenset()
@@ -84,6 +87,14 @@ def _network_namespace_path(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def _rootfs(bundle: Path, spec: dict[str, Any]) -> Path | None:
+    root = spec.get("root")
+    path = root.get("path") if isinstance(root, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    return Path(os.path.realpath(bundle / path))  # relative to the bundle, as OCI says
+
+
 def _mount_sources(spec: dict[str, Any]) -> dict[str, Path]:
     """destination -> absolute source of every mount that has one."""
     mounts = spec.get("mounts")
@@ -127,5 +138,6 @@ def read_bundle(bundle: PurePosixPath | None) -> Bundle:
         directory=str(bundle),
         resolv_conf=sources.get(RESOLV_CONF),
         netns_path=_network_namespace_path(spec),
+        rootfs=_rootfs(Path(bundle), spec),
         storage_dirs=_storage_dirs(Path(bundle), sources),
     )

@@ -35,7 +35,9 @@ same keys less ``complete``, ``moved`` and ``process``; all are still read):
   interface is in the container's namespace);
 - what was replaced, for teardown to put back: ``removed_routes`` (podman's
   default routes, as netlink route specs), ``resolv_conf`` (podman's file)
-  and ``resolv_conf_original`` (its text); and what was added:
+  and ``resolv_conf_original`` (its text, when wg-pod wrote into it) or
+  ``own_resolv_conf`` (wg-pod's own file is mounted over it, see dns.py);
+  and what was added:
   ``guarded`` (prefixes with an unreachable route, in ``route_table``, null
   for the main table), ``reply_path`` (IP versions with routing rules),
   ``nftables`` (the table);
@@ -180,6 +182,7 @@ class TunnelRecord:
     nftables: bool = False
     resolv_conf: str | None = None
     resolv_conf_original: str | None = field(default=None, repr=False)
+    own_resolv_conf: bool = False
     public_key: str | None = None
     peer_public_keys: tuple[str, ...] = ()
     followed: Mapping[str, tuple[str, int]] | None = None
@@ -301,6 +304,7 @@ def from_json(data: object) -> TunnelRecord:
         nftables=bool(_typed(data, "nftables", bool, False)),
         resolv_conf=_typed(data, "resolv_conf", str, None),
         resolv_conf_original=_typed(data, "resolv_conf_original", str, None),
+        own_resolv_conf=bool(_typed(data, "own_resolv_conf", bool, False)),
         public_key=_typed(data, "public_key", str, None),
         peer_public_keys=tuple(peers),
         followed=_followed(data),

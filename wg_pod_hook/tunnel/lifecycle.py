@@ -84,6 +84,9 @@ class Run:
     device: DeviceSetup
     resolv_conf: Path | None
     record: TunnelRecord
+    # At createRuntime, for a container's own resolv.conf: where the
+    # runtime mounted it, for wg-pod's own file to go over (dns.py).
+    dns_mount_point: str | None = None
     backend: Backend | None = None
     # The record of the run this one replaces (a repair, a pod member's
     # restart, a rerun in a kept namespace, ``join`` again): its interface
@@ -234,10 +237,12 @@ def _nftables(run: Run) -> None:
 def _dns(run: Run) -> None:
     plan, record = run.plan, run.record
     if plan.dns is None or run.resolv_conf is None:
-        if record.resolv_conf and record.resolv_conf_original is not None:  # carried over
-            dns.write_in_place(Path(record.resolv_conf), record.resolv_conf_original)
-            run.did(resolv_conf=None, resolv_conf_original=None)
+        if record.resolv_conf:  # carried over
+            dns.put_back(run.runtime, record)
+            dns.remove_own(run.runtime, plan.container_id)
+            run.did(resolv_conf=None, resolv_conf_original=None, own_resolv_conf=False)
         return
+    own = run.dns_mount_point is not None or record.own_resolv_conf
     if record.resolv_conf_original is not None and record.resolv_conf == str(run.resolv_conf):
         # A rerun: podman's text is what the first run read.  The file now
         # holds whatever the container (any pod member) wrote into it, and
@@ -245,8 +250,18 @@ def _dns(run: Run) -> None:
         original = record.resolv_conf_original
     else:
         original = dns.read(run.resolv_conf)
-    run.did(resolv_conf=str(run.resolv_conf), resolv_conf_original=original)
-    dns.write_in_place(run.resolv_conf, dns.render(plan.dns, original))
+    text = dns.render(plan.dns, original)
+    # podman's file, for whoever shares it (pod members, --network
+    # container:); podman 5 leaves the file of a container it creates empty
+    # until after this hook, then writes it whole: that one is podman's.
+    if original or not own:
+        run.did(resolv_conf=str(run.resolv_conf), resolv_conf_original=original)
+        dns.write_in_place(run.resolv_conf, text)
+    if own:
+        run.did(resolv_conf=str(run.resolv_conf), own_resolv_conf=True)
+        path = dns.write_own(run.runtime, plan.container_id, text, like=run.resolv_conf)
+        if run.dns_mount_point is not None:
+            dns.mount_own(plan.pid, path, run.dns_mount_point)
 
 
 def _finish(run: Run) -> None:
@@ -284,6 +299,7 @@ def up(
     *,
     replacing: TunnelRecord | None = None,
     wanted: Callable[[], bool] | None = None,
+    creating: bool = False,
 ) -> TunnelRecord:
     """Set up the tunnel of ``plan``; on any failure take down what was done
     and raise.  The container's namespace is opened once, and that fd is
@@ -294,7 +310,9 @@ def up(
     the namespace's lock, the record is another one (a hook set the tunnel
     up anew meanwhile) or gone, raise Superseded and do nothing.
     ``wanted`` (a daemon's worker): whether its hook still waits, asked
-    under the lock; if not, the hook does the work itself: Superseded."""
+    under the lock; if not, the hook does the work itself: Superseded.
+    ``creating``: the container is being created (createRuntime), its
+    process not yet started, its mount namespace the runtime's to finish."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     fault = settings.fault_injection_kill_after
@@ -336,6 +354,11 @@ def up(
                 device,
                 resolv_conf,
                 record,
+                dns_mount_point=(
+                    dns.mount_point(plan.pid, spec.rootfs)
+                    if creating and resolv_conf and dns.is_own(resolv_conf, plan.container_id)
+                    else None
+                ),
                 previous=previous,
             )
             execute(run, STEPS, kill_after=fault)
@@ -454,6 +477,7 @@ def _carried_over(previous: TunnelRecord) -> dict[str, Any]:
         "removed_routes": previous.removed_routes,
         "resolv_conf": previous.resolv_conf,
         "resolv_conf_original": previous.resolv_conf_original,
+        "own_resolv_conf": previous.own_resolv_conf,
         "nftables": previous.nftables,
         "reply_path": previous.reply_path,
         "route_table": previous.route_table,

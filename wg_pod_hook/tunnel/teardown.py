@@ -71,7 +71,7 @@ def teardown(
     if record.shared_with is None:
         if record.netns.alive() and (born_inside or _did_inside(record, replacing)):
             with _container_netlink(record, inside) as netlink:
-                _undo_inside(record, replacing, netlink, attempt)
+                _undo_inside(runtime, record, replacing, netlink, attempt)
                 if born_inside:
                     attempt("delete interface", netlink.delete_link, record.temp_name)
         for backend in _backends(runtime, record):
@@ -83,6 +83,7 @@ def teardown(
     else:
         records.remove(runtime, record.container_id)
         health.forget(runtime, record.container_id)
+        dns.remove_own(runtime, record.container_id)
         log.info("container %s: tunnel taken down", record.container_id[:12])
     if errors:
         raise SetupError("take down", record.interface, "; ".join(errors))
@@ -105,10 +106,12 @@ def _did_inside(record: TunnelRecord, replacing: bool) -> bool:
         or record.nftables
         or bool(record.reply_path or record.guarded or record.removed_routes)
         or record.resolv_conf_original is not None
+        or record.own_resolv_conf
     )
 
 
 def _undo_inside(
+    runtime: Runtime,
     record: TunnelRecord,
     replacing: bool,
     netlink: Netlink,
@@ -122,13 +125,8 @@ def _undo_inside(
         if record.moved:
             attempt("delete interface", netlink.delete_link, record.interface)
         return
-    if record.resolv_conf and record.resolv_conf_original is not None:
-        attempt(
-            "restore resolv.conf",
-            dns.write_in_place,
-            Path(record.resolv_conf),
-            record.resolv_conf_original,
-        )
+    if record.resolv_conf:
+        attempt("restore resolv.conf", dns.put_back, runtime, record)
     if record.nftables:
         attempt("remove nftables", nft_apply.apply, netlink.netns_fd, nft.removal(names.table))
     for version in record.reply_path:
@@ -183,6 +181,7 @@ def down(runtime: Runtime, container_id: str) -> None:
         if not runtime.rootless:
             delete_host_link(tunnel_names(container_id).temp_name)
         records.remove(runtime, container_id)
+        dns.remove_own(runtime, container_id)
         return
     if record.shared_with is None and record.netns.alive() and (record.complete or record.failed):
         # A failed rerun's record too: what keeps the namespace closed
@@ -236,8 +235,9 @@ def leave(runtime: Runtime, container_id: str) -> None:
 def gc(runtime: Runtime) -> list[str]:
     """Remove what hooks killed mid-way left behind: records of gone
     namespaces, unreadable records, host-side interfaces and wireguard-go
-    processes that no record accounts for, record files a writer died
-    before renaming, and namespace lock files nobody holds."""
+    processes that no record accounts for, wg-pod's resolv.conf files of
+    containers without a record, record files a writer died before
+    renaming, and namespace lock files nobody holds."""
     from ..kernel.netlink import Netlink
     from ..state.locks import sweep_locks
 
@@ -254,6 +254,7 @@ def gc(runtime: Runtime) -> list[str]:
                     removed.append(f"interface {name}")
     for backend in backends.every(runtime):
         removed += backend.sweep({name for name in known if name})
+    removed += [f"resolv.conf {path.name}" for path in dns.sweep(runtime)]
     for path in records.orphaned_temporaries(runtime):
         path.unlink(missing_ok=True)
         removed.append(f"unfinished record file {path.name}")

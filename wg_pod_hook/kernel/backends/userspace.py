@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import BackendUnavailable, SetupError
 from ...model.config import Endpoint, IPAddress, Key
 from ...model.names import is_temp_name
-from ...namespaces import libc, made_in
+from ...namespaces import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, libc, made_in
 from ...state.health import LivePeer
 from ...state.records import ProcessId, TunnelRecord, process_start_time
 from .. import cgroups
@@ -45,11 +45,6 @@ log = logging.getLogger(__name__)
 
 START_DEADLINE = 10.0
 UAPI_TIMEOUT = 5.0
-# mount(2) and unshare(2) flags, for a rootless wireguard-go's /var/run.
-CLONE_NEWNS = 0x00020000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
 
 
 def uapi_set(socket_file: Path, device: DeviceSetup) -> None:
