@@ -73,3 +73,28 @@ def test_replies_to_connections_from_outside_leave_through_eth0(
     assert (
         standin.run(["ip", f"-{version}", "route", "show", "table", str(REPLY_MARK)]).stdout == ""
     )
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_marked_packet_sent_out_of_eth0_by_name_goes_by_podmans_gateway(
+    version: int, peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
+) -> None:
+    """wireguard-go answers a peer out of the interface the peer's packet
+    came in on (IP_PKTINFO): marked, and bound to eth0.  In the main table
+    that skips the tunnel's default route and meets its unreachable guard,
+    and the kernel would send it as if the peer were on eth0's link
+    (slirp4netns answers ARP for its own addresses only): it must go by
+    podman's gateway."""
+    conf = write_config(config_dir, peer.client_config(allowed_ips=["0.0.0.0/0", "::/0"]))
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.delete-default": "true"})
+    far, gateway = (
+        ("192.0.2.1", standin.underlay.host_v4)
+        if version == 4
+        else (
+            "2001:db8::1",
+            standin.underlay.host_v6,
+        )
+    )
+    marked = route_get(standin, version, far, "mark", hex(REPLY_MARK), "oif", "eth0")
+    assert f"via {gateway.ip} dev eth0" in marked, marked
+    assert "dev wg0" in route_get(standin, version, far)

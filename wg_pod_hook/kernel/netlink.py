@@ -267,6 +267,14 @@ class Netlink:
             raise SetupError("read MTU", f"interface {index}", exc.strerror or str(exc)) from None
         return int(struct.unpack_from("i", reply, 16)[0])
 
+    def link_name(self, index: int) -> str:
+        """The name of interface ``index`` (one ioctl)."""
+        try:
+            named = fcntl.ioctl(self._ioctls, SIOCGIFNAME, struct.pack("16si", b"", index))
+        except OSError as exc:
+            raise SetupError("find interface", f"index {index}", exc.strerror or str(exc)) from None
+        return named[:16].split(b"\0", 1)[0].decode()
+
     def enable_ipv6(self, name: str) -> None:
         """Let ``name`` carry IPv6 even where the namespace disables it for new
         interfaces (``default.disable_ipv6``), as a tunnel with IPv6 needs."""

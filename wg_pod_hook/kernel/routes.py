@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 # Metric of the unreachable routes that guard a tunnel's prefixes: above any
 # route of the tunnel's, so they only answer while its interface is gone.
 GUARD_METRIC = 2**31 - 1
-REPLY_RULE_PRIORITY = 32700  # and the next one: before the main table's 32766
+# Metric of the tunnel's IPv6 default route: below the kernel's 1024, which
+# a default route learned from a router advertisement gets (slirp4netns
+# sends them): one that comes back after delete-default never wins.
+TUNNEL_DEFAULT_METRIC_V6 = 512
+REPLY_RULE_PRIORITY = 32700  # and the ones beside it: before the main table's 32766
 MAIN_TABLE = 254
 
 
@@ -37,6 +41,8 @@ def replace_route(
     table: int | None = None,
 ) -> None:
     spec: dict[str, Any] = {"dst": str(destination), "family": AF_BY_VERSION[destination.version]}
+    if device is not None and destination.version == 6 and destination.prefixlen == 0:
+        spec["priority"] = TUNNEL_DEFAULT_METRIC_V6
     if device is not None:
         spec["oif"] = nl.require(device)
     if gateway is not None:
@@ -154,10 +160,18 @@ def set_reply_path(nl: Netlink, version: int, mark: int, routes: Sequence[RouteS
     for route in routes:
         restore_route(nl, {**route, "table": mark})
     log.debug("%s: IPv%d reply path: fwmark %#x, table %d", nl.label, version, mark, mark)
-    rules = (
+    # A marked packet sent out of one of these interfaces by name (as
+    # wireguard-go answers a peer: IP_PKTINFO with the interface its
+    # packet came in on) goes by table ``mark`` alone: in the main table it
+    # would skip the tunnel's routes (another interface) and meet the
+    # unreachable guards, and the kernel would then send it as if its
+    # destination were on that link.
+    devices = sorted({nl.link_name(int(route["oif"])) for route in routes if "oif" in route})
+    rules: list[dict[str, Any]] = [
+        *({"table": mark, "priority": REPLY_RULE_PRIORITY - 1, "oifname": d} for d in devices),
         {"table": MAIN_TABLE, "priority": REPLY_RULE_PRIORITY, "suppress_prefixlen": 1},
         {"table": mark, "priority": REPLY_RULE_PRIORITY + 1},
-    )
+    ]
     for rule in rules:
         netlink_step(
             "add routing rule",
