@@ -32,7 +32,7 @@ EXAMPLES = {
     "leave": "example: wg-pod leave web",
     "status": "example: wg-pod status web --json",
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
-    "install": "example: wg-pod install --daemon",
+    "install": "example: wg-pod install --daemon   (a rootless user's: wg-pod install --user)",
     "uninstall": "example: wg-pod uninstall --daemon",
     "gc": "example: wg-pod gc",
     "daemon": "example: wg-pod daemon   (systemd: wg-pod.service; stop it with SIGTERM)",
@@ -230,6 +230,11 @@ def cmd_gc(args: argparse.Namespace, runtime: Runtime) -> int:
 def cmd_daemon(args: argparse.Namespace, runtime: Runtime) -> int:
     from . import daemon  # the loop, and with it netlink: only here
 
+    if runtime.rootless and not runtime.root:  # a user unit: first into podman's namespaces
+        from .userns import join_podmans
+
+        join_podmans(os.getuid())
+        runtime = Runtime.of_process()
     settings = load_settings(runtime)
     # Under systemd, stderr is the journal already: the syslog lines suffice.
     to_stderr = "JOURNAL_STREAM" not in os.environ
@@ -270,23 +275,46 @@ def cmd_health(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_install(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.user:
+        return _user_unit(args, runtime, install=True)
     hook = args.hook or hooksd.installed()
     state_dir = None if runtime.is_default else runtime.state_dir
     for path in hooksd.install(Path(args.hooks_dir), hook, args.settings, state_dir):
         print(f"wrote {path}")
     if args.daemon:
-        unit = units.install(Path(args.systemd_dir), hooksd.installed("wg-pod"))
+        unit = units.install(Path(args.systemd_dir or units.ADMIN_DIR), hooksd.installed("wg-pod"))
         print(f"wrote {unit}")
     return 0
 
 
 def cmd_uninstall(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.user:
+        return _user_unit(args, runtime, install=False)
     for path in hooksd.uninstall(Path(args.hooks_dir)):
         print(f"removed {path}")
     if args.daemon:
-        removed = units.uninstall(Path(args.systemd_dir))
+        removed = units.uninstall(Path(args.systemd_dir or units.ADMIN_DIR))
         if removed is not None:
             print(f"removed {removed}")
+    return 0
+
+
+def _user_unit(args: argparse.Namespace, runtime: Runtime, install: bool) -> int:
+    """A rootless user's daemon, as a unit of their systemd user manager;
+    the hook is the system's (rootless podman runs it from hooks.d)."""
+    if not runtime.rootless or runtime.root:
+        raise SystemExit(
+            "wg-pod: --user: the daemon of a rootless podman user, run as that user "
+            "(root's: wg-pod install --daemon)"
+        )
+    import pwd
+
+    own = units.user_dir(pwd.getpwuid(os.getuid()).pw_dir)
+    directory = Path(args.systemd_dir) if args.systemd_dir else own
+    if install:
+        print(f"wrote {units.install(directory, hooksd.installed('wg-pod'), user=own)}")
+    elif (removed := units.uninstall(directory, user=own)) is not None:
+        print(f"removed {removed}")
     return 0
 
 
@@ -406,7 +434,16 @@ def parser() -> argparse.ArgumentParser:
             else f"also stop, disable and remove the daemon's {units.NAME}",
         )
         cmd.add_argument(
-            "--systemd-dir", default=str(units.ADMIN_DIR), help=f"default: {units.ADMIN_DIR}"
+            "--user",
+            action="store_true",
+            help="the daemon of a rootless podman user, as a unit of their systemd user "
+            f"manager (in ~/{units.USER_DIR}); the hook is the system's"
+            if name == "install"
+            else "the rootless user's daemon unit that install --user wrote",
+        )
+        cmd.add_argument(
+            "--systemd-dir",
+            help=f"default: {units.ADMIN_DIR}, with --user ~/{units.USER_DIR}",
         )
         if name == "install":
             cmd.add_argument("--hook", help="absolute path of wg-pod-hook (default: this one)")

@@ -2,7 +2,10 @@
 
 The unit text is made here only: the Makefile (and with it the Debian and
 RPM packages) writes it with ``python3 -m wg_pod_hook.units BINDIR/wg-pod``,
-and ``wg-pod install`` writes the same for a virtualenv.
+and ``wg-pod install`` writes the same for a virtualenv.  A rootless
+user's (``wg-pod install --user``) is a systemd user unit in their
+``~/.config/systemd/user``, wanted by ``default.target``: their user
+manager starts it (at boot too, with ``loginctl enable-linger``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ log = logging.getLogger(__name__)
 
 NAME = "wg-pod.service"
 ADMIN_DIR = Path("/etc/systemd/system")  # where ``wg-pod install`` writes it
+USER_DIR = ".config/systemd/user"  # in a user's home: ``wg-pod install --user``
 
 
-def service(wg_pod: str) -> str:
+def user_dir(home: str) -> Path:
+    return Path(home) / USER_DIR
+
+
+def service(wg_pod: str, user: bool = False) -> str:
     """The unit that runs ``wg_pod daemon``.
 
     KillMode=process: the wireguard-go processes of the daemon's repairs
@@ -46,53 +54,58 @@ KillMode=process
 SyslogIdentifier=wg-pod
 
 [Install]
-WantedBy=multi-user.target
+WantedBy={"default.target" if user else "multi-user.target"}
 """
 
 
-def install(directory: Path, wg_pod: str) -> Path:
+def install(directory: Path, wg_pod: str, user: Path | None = None) -> Path:
     """Write the unit into ``directory``; with systemd running there,
-    enable and start it, as the packages do."""
+    enable and start it, as the packages do.  ``user``: the user's own
+    unit directory, for a user unit (its manager is then the one)."""
     if not Path(wg_pod).is_absolute():
         raise SetupError("install", wg_pod, "the wg-pod path must be absolute")
     target = directory / NAME
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        target.write_text(service(wg_pod))
+        target.write_text(service(wg_pod, user=user is not None))
     except OSError as exc:
         raise SetupError("install", str(target), exc.strerror or str(exc)) from None
-    if _managed(directory):
-        _systemctl("daemon-reload")
-        _systemctl("enable", "--now", NAME)
+    if _managed(directory, user):
+        _systemctl(user, "daemon-reload")
+        _systemctl(user, "enable", "--now", NAME)
     return target
 
 
-def uninstall(directory: Path) -> Path | None:
+def uninstall(directory: Path, user: Path | None = None) -> Path | None:
     """Stop, disable and remove the unit that install() wrote, if any."""
     target = directory / NAME
     if not target.exists():
         return None
-    managed = _managed(directory)
+    managed = _managed(directory, user)
     if managed:
-        _systemctl("disable", "--now", NAME)
+        _systemctl(user, "disable", "--now", NAME)
     target.unlink()
     if managed:
-        _systemctl("daemon-reload")
+        _systemctl(user, "daemon-reload")
     return target
 
 
-def _managed(directory: Path) -> bool:
-    """Whether systemd runs here and reads units from ``directory``."""
-    return (
-        directory == ADMIN_DIR
-        and Path("/run/systemd/system").is_dir()
-        and shutil.which("systemctl") is not None
-    )
+def _managed(directory: Path, user: Path | None) -> bool:
+    """Whether systemd (the system's, or with ``user`` the user's manager,
+    whose socket is in $XDG_RUNTIME_DIR) runs here and reads units from
+    ``directory``."""
+    if shutil.which("systemctl") is None:
+        return False
+    if user is not None:
+        manager = Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")) / "systemd" / "private"
+        return directory == user and manager.exists()
+    return directory == ADMIN_DIR and Path("/run/systemd/system").is_dir()
 
 
-def _systemctl(*args: str) -> None:
+def _systemctl(user: Path | None, *args: str) -> None:
+    scope = ["--user"] if user is not None else []
     done = subprocess.run(
-        ["systemctl", *args], capture_output=True, text=True, timeout=60, check=False
+        ["systemctl", *scope, *args], capture_output=True, text=True, timeout=60, check=False
     )
     if done.returncode != 0:
         detail = " ".join(done.stderr.split())[:300] or f"exit status {done.returncode}"

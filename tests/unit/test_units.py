@@ -30,6 +30,16 @@ def test_install_and_uninstall_in_a_directory(tmp_path: Path) -> None:
     assert units.uninstall(tmp_path / "units") is None
 
 
+def test_a_rootless_users_unit_is_wanted_by_their_default_target(tmp_path: Path) -> None:
+    """Written where asked; their user manager is asked to start it only
+    when it runs and the directory is theirs."""
+    written = units.install(tmp_path / "units", "/usr/bin/wg-pod", user=tmp_path / "theirs")
+    lines = written.read_text().splitlines()
+    assert "WantedBy=default.target" in lines and "ExecStart=/usr/bin/wg-pod daemon" in lines
+    assert units.uninstall(tmp_path / "units", user=tmp_path / "theirs") == written
+    assert units.user_dir("/home/alice") == Path("/home/alice/.config/systemd/user")
+
+
 def test_install_wants_an_absolute_path(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="must be absolute"):
         units.install(tmp_path, "wg-pod")

@@ -17,12 +17,12 @@ import pwd
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.lab import REPO, TEST_IMAGE, Lab, Peer, run, token, wait_for
+from tests.lab import REPO, RETRYING_WGET, TEST_IMAGE, Lab, Peer, run, token, wait_for
+from tests.lab.users import User
 
 pytestmark = pytest.mark.podman
 
@@ -31,79 +31,6 @@ UPLINK = ("198.18.200.2/24", "fd77:200::2/64")
 UPLINK_GATEWAYS = ("198.18.200.1", "fd77:200::1")
 SERVED = "served-by-a-rootless-quadlet-unit"
 CONTAINER = "systemd-wgpt-tunnel"  # quadlet's name for the unit's container
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    home: Path
-
-    @property
-    def runtime_dir(self) -> str:
-        return f"/run/user/{self.uid}"
-
-    @property
-    def configs(self) -> Path:
-        return self.home / ".config" / "wg-pod"
-
-    def env(self) -> list[str]:
-        return [
-            f"HOME={self.home}",
-            f"USER={self.name}",
-            f"XDG_RUNTIME_DIR={self.runtime_dir}",
-            f"DBUS_SESSION_BUS_ADDRESS=unix:path={self.runtime_dir}/bus",
-            f"PATH={PATH}",
-        ]
-
-    def run(self, *argv: str, check: bool = True, timeout: float = 120.0) -> Result:
-        """``argv`` as this user, in their home, with a login's environment only."""
-        done = run(
-            [
-                "runuser",
-                "-u",
-                self.name,
-                "--",
-                "env",
-                "-i",
-                *self.env(),
-                "sh",
-                "-c",
-                'cd "$HOME" && exec "$@"',
-                "sh",
-                *argv,
-            ],
-            check=check,
-            timeout=timeout,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def podman(self, *args: str, check: bool = True, timeout: float = 120.0) -> Result:
-        return self.run("podman", *args, check=check, timeout=timeout)
-
-    def wg_pod(self, *args: str, check: bool = True) -> Result:
-        return self.run("wg-pod", *args, check=check)
-
-    def write_config(self, name: str, text: str, mode: int = 0o600) -> Path:
-        """A config of this user's own: theirs, mode 0600, in their directory."""
-        for directory in (self.home / ".config", self.configs):
-            directory.mkdir(mode=0o700, exist_ok=True)
-            os.chown(directory, self.uid, self.uid)
-        path = self.configs / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(path, mode)
-        os.chown(path, self.uid, self.uid)
-        return path
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 def make_user(name: str) -> User:
@@ -200,7 +127,7 @@ def leftovers(user: User) -> list[str]:
     records, sockets."""
     found = run(["pgrep", "-u", str(user.uid), "-a", "wireguard-go"], check=False).stdout
     state = Path(user.runtime_dir) / "wg-pod"
-    for directory in ("records", "wireguard"):
+    for directory in ("records", "wireguard", "resolv"):
         if (state / directory).is_dir():
             found += "".join(
                 f"{state / directory / name}\n" for name in os.listdir(state / directory)
@@ -233,7 +160,7 @@ def test_the_kill_switch_holds_when_the_link_is_removed_and_status_shows_the_use
     name = f"wgpt-{token()}"
     alice.podman("run", "-d", "--name", name, *annotations(config), TEST_IMAGE, "sleep", "600")
     try:
-        fetch = f"wget -qO- -T 5 {peer.url_v4}"
+        fetch = RETRYING_WGET.format(url=peer.url_v4)
         assert peer.page in alice.podman("exec", name, "sh", "-c", fetch).stdout
         status = json.loads(alice.wg_pod("status", "--json").stdout)
         (tunnel,) = status["tunnels"]
@@ -253,6 +180,78 @@ def test_the_kill_switch_holds_when_the_link_is_removed_and_status_shows_the_use
         assert "missing" in (status["tunnels"][0]["problem"] or ""), status
     finally:
         alice.podman("rm", "--force", "--time", "0", name, check=False)
+    wait_for(lambda: leftovers(alice) == [], timeout=20, what="the tunnel gone with the container")
+
+
+@pytest.mark.parametrize("userns", [[], ["--userns=keep-id"]], ids=["default", "keep-id"])
+def test_a_rootless_container_sees_the_tunnels_resolv_conf_after_a_restart_too(
+    alice: User, lab: Lab, peer: Peer, userns: list[str]
+) -> None:
+    """podman 5 writes the container's resolv.conf after the hook: the
+    hook's own, mounted over it from the user's namespace, is what the
+    container reads, and again after ``podman restart``; with keep-id too
+    (the container's mount namespace is then a nested user namespace's)."""
+    tunnel = str(peer.tunnel_v4.ip)
+    client = peer.add_client(
+        allowed_ips=["0.0.0.0/0", "::/0"], extra_interface_lines=[f"DNS = {tunnel}"]
+    )
+    config = alice.write_config("wg0.conf", client.config)
+    name = f"wgpt-{token()}"
+    alice.podman(
+        "run", "-d", "--name", name, *userns, *annotations(config), TEST_IMAGE, "sleep", "600"
+    )
+    try:
+        fetch = RETRYING_WGET.format(url=peer.url_v4)
+        assert peer.page in alice.podman("exec", name, "sh", "-c", fetch).stdout
+        for after in ("run", "restart"):
+            if after == "restart":
+                alice.podman("restart", "--time", "0", name)
+            resolv = alice.podman("exec", name, "cat", "/etc/resolv.conf").stdout
+            lines = resolv.splitlines()
+            servers = [x.split()[1] for x in lines if x.startswith("nameserver")]
+            assert servers == [tunnel], f"after {after}: {resolv}"
+    finally:
+        alice.podman("rm", "--force", "--time", "0", name, check=False)
+    wait_for(lambda: leftovers(alice) == [], timeout=20, what="the tunnel gone with the container")
+
+
+def wireguard_go(user: User) -> list[str]:
+    return run(["pgrep", "-u", str(user.uid), "wireguard-go"], check=False).stdout.split()
+
+
+def test_the_users_daemon_repairs_a_killed_wireguard_go(alice: User, lab: Lab, peer: Peer) -> None:
+    """``wg-pod install --user`` starts the user's daemon, a unit of their
+    systemd user manager, in their podman's namespaces: it repairs the
+    tunnel of a container whose wireguard-go was killed, and ``wg-pod
+    health`` shows it healthy again."""
+    assert "wg-pod.service" in alice.wg_pod("install", "--user").stdout
+    unit = alice.home / ".config" / "systemd" / "user" / "wg-pod.service"
+    name = f"wgpt-{token()}"
+    try:
+        active = alice.run("systemctl", "--user", "is-active", "wg-pod.service", check=False)
+        assert active.stdout.strip() == "active", active.stdout + active.stderr
+        config = alice.write_config("wg0.conf", full_tunnel(peer))
+        alice.podman("run", "-d", "--name", name, *annotations(config), TEST_IMAGE, "sleep", "600")
+        fetch = RETRYING_WGET.format(url=peer.url_v4)
+        assert peer.page in alice.podman("exec", name, "sh", "-c", fetch).stdout
+        (killed,) = wireguard_go(alice)
+        run(["kill", "-KILL", killed])
+        wait_for(
+            lambda: wireguard_go(alice) not in ([], [killed]),
+            timeout=30,
+            what="the daemon's repair: a new wireguard-go",
+        )
+        done = alice.podman("exec", name, "sh", "-c", fetch, check=False)
+        assert peer.page in done.stdout, done.stderr
+        wait_for(
+            lambda: alice.wg_pod("health", check=False).returncode == 0,
+            timeout=30,
+            what="wg-pod health: healthy",
+        )
+    finally:
+        alice.podman("rm", "--force", "--time", "0", name, check=False)
+        alice.wg_pod("uninstall", "--user", check=False)
+    assert not unit.exists()
     wait_for(lambda: leftovers(alice) == [], timeout=20, what="the tunnel gone with the container")
 
 
