@@ -5,7 +5,8 @@ the state directory (runtime.py; SOCK_SEQPACKET: one message each way).  The
 request is the stage, the hook's settings file (``WG_POD_SETTINGS``), when
 the hook started and the OCI state exactly as the runtime gave it on
 stdin; the answer is the hook's exit status and the line it says on
-stderr.  The daemon checks who asks (SO_PEERCRED: root) and then does
+stderr.  The daemon checks who asks (SO_PEERCRED: uid 0 as the daemon sees
+it: root, or in a rootless user's daemon their hooks) and then does
 exactly what the hook would do itself (stages.py).
 
 The hook never depends on it: no socket, a refused connection, a daemon

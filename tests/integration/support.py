@@ -4,14 +4,16 @@ tunnel, serve from a stand-in, and check that nothing is left behind."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tests.lab import (
     ConfigDir,
@@ -42,7 +44,15 @@ def kernel_has_wireguard() -> bool:
     return made.returncode == 0
 
 
-def fetch_in(standin: ContainerStandIn, url: str, timeout: float = PAGE_TIMEOUT) -> str:
+class InNamespace(Protocol):
+    """A stand-in, or any lab namespace: runs commands in it."""
+
+    def run(
+        self, argv: Sequence[str | os.PathLike[str]], **kw: Any
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def fetch_in(standin: InNamespace, url: str, timeout: float = PAGE_TIMEOUT) -> str:
     """GET ``url`` from inside the stand-in; retries while the tunnel comes up."""
     script = (
         "import sys, time, urllib.request\n"

@@ -135,10 +135,15 @@ class Lab:
         ns.run(["ip", "link", "set", "lo", "up"])
         return ns
 
-    def veth(self, ns: Netns, inner_name: str = "eth0") -> tuple[str, Underlay]:
-        """A veth from the host namespace into ``ns``, addressed on both sides (v4 + v6)."""
+    def underlay(self) -> Underlay:
+        """Addresses for one link of this lab's (see allocate_underlay)."""
         underlay = allocate_underlay()
         self.defer("release underlay", lambda: _allocated_underlays.discard(underlay.index))
+        return underlay
+
+    def veth(self, ns: Netns, inner_name: str = "eth0") -> tuple[str, Underlay]:
+        """A veth from the host namespace into ``ns``, addressed on both sides (v4 + v6)."""
+        underlay = self.underlay()
         host = f"{PREFIX}{token()}v"
         run(
             [

@@ -40,6 +40,8 @@ KERNEL_SCENARIOS = {
         "test_a_peer_whose_host_name_moves_to_another_address_is_followed",
     ),
     "test_mtu_endpoints.py": ("test_mtu_follows_the_underlay_and_large_transfers_complete",),
+    # The kernel's link made from a rootless user's namespace.
+    "test_rootless_hook.py": ("test_a_rootless_users_hook_sets_up_the_tunnel_in_their_namespace",),
     "test_robustness.py": (
         "test_keys_appear_nowhere",
         "test_keys_appear_nowhere_through_the_daemon",

@@ -2,10 +2,12 @@
 its container's whole life.
 
 One process for the host (a lock on its state directory; under systemd it
-is wg-pod.service, units.py).  It adopts every tunnel from the records when
-it starts, learns of new ones when the hook tells it (notify.py; a scan of
-the records every tick as fallback) and forgets them when their
-container's process ends.  Its parts, each readable alone:
+is wg-pod.service, units.py), and one for each rootless user who wants it
+(their systemd user unit: it first joins their podman's user and mount
+namespaces, userns.py, where it is uid 0 as their hooks are).  It adopts
+every tunnel from the records when it starts, learns of new ones when the
+hook tells it (notify.py; a scan of the records every tick as fallback)
+and forgets them when their container's process ends.  Its parts, each readable alone:
 
 - loop.py: the one thread; every handle the daemon holds, its timers and
   its tick, and the forks of its workers (which close all those handles);

@@ -127,7 +127,8 @@ def _work(channel: socket.socket, runtime: Runtime) -> NoReturn:
 def serve(conn: socket.socket, runtime: Runtime) -> handoff.Answer:
     """One hook's request, in a worker: who asks, what, and the answer the
     hook would give itself.  Refused, with the hook's own message, unless
-    root asks; a malformed request is refused too."""
+    uid 0 asks (root; for a rootless user's daemon, uid 0 of their
+    namespace, their hooks); a malformed request is refused too."""
     pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     conn.settimeout(REQUEST_TIMEOUT)
     try:

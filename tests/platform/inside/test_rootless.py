@@ -89,22 +89,22 @@ def uplink() -> Iterator[None]:
         run(["ip", "netns", "delete", UPLINK_NS], check=False)
 
 
-@pytest.fixture(scope="module")
-def alice(uplink: None) -> Iterator[User]:
-    user = make_user("wgpt-alice")
+def a_user(name: str) -> Iterator[User]:
+    user = make_user(name)
     try:
         yield user
     finally:
         remove_user(user)
+
+
+@pytest.fixture(scope="module")
+def alice(uplink: None) -> Iterator[User]:
+    yield from a_user("wgpt-alice")
 
 
 @pytest.fixture(scope="module")
 def bob(uplink: None) -> Iterator[User]:
-    user = make_user("wgpt-bob")
-    try:
-        yield user
-    finally:
-        remove_user(user)
+    yield from a_user("wgpt-bob")
 
 
 def full_tunnel(peer: Peer) -> str:
