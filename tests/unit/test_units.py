@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from wg_pod_hook import units
+from wg_pod_hook import cli, units
 from wg_pod_hook.errors import SetupError
+from wg_pod_hook.runtime import Runtime
 
 
 def test_the_unit_runs_the_given_wg_pod_and_keeps_its_children() -> None:
@@ -110,3 +111,11 @@ def test_the_module_prints_the_unit_for_the_makefile(capsys: pytest.CaptureFixtu
     assert units.main(["/usr/bin/wg-pod"]) == 0
     assert capsys.readouterr().out == units.service("/usr/bin/wg-pod")
     assert units.main(["wg-pod"]) == 2
+
+
+def test_install_user_is_for_a_rootless_user_only(tmp_path: Path) -> None:
+    """Root's daemon is ``install --daemon``; ``--user`` names it."""
+    args = cli.parser().parse_args(["install", "--user", "--daemon"])
+    with pytest.raises(SystemExit, match=r"--user: .* \(root's: wg-pod install --daemon\)"):
+        args.func(args, Runtime(str(tmp_path), root=True))
+    assert list(tmp_path.iterdir()) == []

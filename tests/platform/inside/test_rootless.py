@@ -220,11 +220,11 @@ def wireguard_go(user: User) -> list[str]:
 
 
 def test_the_users_daemon_repairs_a_killed_wireguard_go(alice: User, lab: Lab, peer: Peer) -> None:
-    """``wg-pod install --user`` starts the user's daemon, a unit of their
+    """``wg-pod install --user --daemon`` starts the user's daemon, a unit of their
     systemd user manager, in their podman's namespaces: it repairs the
     tunnel of a container whose wireguard-go was killed, and ``wg-pod
     health`` shows it healthy again."""
-    assert "wg-pod.service" in alice.wg_pod("install", "--user").stdout
+    assert "wg-pod.service" in alice.wg_pod("install", "--user", "--daemon").stdout
     unit = alice.home / ".config" / "systemd" / "user" / "wg-pod.service"
     name = f"wgpt-{token()}"
     try:
@@ -250,7 +250,7 @@ def test_the_users_daemon_repairs_a_killed_wireguard_go(alice: User, lab: Lab, p
         )
     finally:
         alice.podman("rm", "--force", "--time", "0", name, check=False)
-        alice.wg_pod("uninstall", "--user", check=False)
+        alice.wg_pod("uninstall", "--user", "--daemon", check=False)
     assert not unit.exists()
     wait_for(lambda: leftovers(alice) == [], timeout=20, what="the tunnel gone with the container")
 
