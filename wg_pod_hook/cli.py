@@ -32,7 +32,7 @@ EXAMPLES = {
     "leave": "example: wg-pod leave web",
     "status": "example: wg-pod status web --json",
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
-    "install": "example: wg-pod install --daemon   (a rootless user's: wg-pod install --user)",
+    "install": "example: wg-pod install --daemon   (rootless: wg-pod install --user --daemon)",
     "uninstall": "example: wg-pod uninstall --daemon",
     "gc": "example: wg-pod gc",
     "daemon": "example: wg-pod daemon   (systemd: wg-pod.service; stop it with SIGTERM)",
