@@ -56,6 +56,7 @@ def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()
     resolved = {setup.peer.line: setup for setup in peers}
     lines = [
         f"config:      {cfg.source}",
+        f"private key: from {cfg.interface.private_key_source or 'the config'}",
         f"interface:   {plan.interface} (created as {plan.names.temp_name} in the host namespace)",
         f"backend:     {plan.backend}",
         f"mtu:         {plan.mtu or 'automatic (route MTU towards the endpoints - 80, else 1420)'}",
@@ -141,6 +142,7 @@ def _join_annotations(args: argparse.Namespace) -> dict[str, str]:
         (oci.INTERFACE, args.interface),
         (oci.DNS, args.dns),
         (oci.KILL_SWITCH, args.kill_switch),
+        (oci.PRIVATE_KEY, args.private_key and str(Path(args.private_key).absolute())),
     ):
         if value is not None:
             annotations[key] = value
@@ -353,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
     join.add_argument("--interface", help="interface name in the container")
     join.add_argument("--dns", help="auto, off, or a list of servers and search domains")
     join.add_argument("--kill-switch", choices=["auto", "on", "off"])
+    join.add_argument(
+        "--private-key", metavar="FILE", help="the private key from FILE, not from the config"
+    )
     join.set_defaults(func=cmd_join)
 
     leave_cmd = sub.add_parser(

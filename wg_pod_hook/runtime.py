@@ -46,6 +46,10 @@ USER_STATE_DIR = "/run/user/{uid}/wg-pod"
 # where a rootless user's go: wireguard-go sees that directory at its
 # default place (kernel/backends/userspace.py).
 WIREGUARD_SOCKETS = "/var/run/wireguard"
+# systemd's credentials of units (LoadCredential=, LoadCredentialEncrypted=):
+# the system manager's, and a user manager's in the user's runtime directory.
+CREDENTIALS_DIR = "/run/credentials"
+USER_CREDENTIALS_DIR = "/run/user/{uid}/credentials"
 
 
 class Runtime:
@@ -151,6 +155,13 @@ class Runtime:
     @property
     def rootless(self) -> bool:
         return self.user is not None
+
+    @property
+    def credentials(self) -> str:
+        """Where systemd keeps the credentials of this runtime's units."""
+        if self.user is None:
+            return CREDENTIALS_DIR
+        return USER_CREDENTIALS_DIR.format(uid=self.user)
 
     @property
     def wireguard_sockets(self) -> str:

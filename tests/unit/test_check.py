@@ -168,3 +168,31 @@ def test_check_command_warns_about_what_wg_pod_does_not_do(
     assert warnings[1].endswith(
         f"{path}: SaveConfig is ignored by wg-pod (it never writes the config back)"
     )
+
+
+@needs_root
+def test_check_command_says_where_the_key_comes_from_never_the_key(
+    allowed_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config's own line; the annotation's file, which wins; a key file
+    by the configs' rules (here readable by others: refused, named)."""
+    path = write(allowed_dir, config_text("198.51.100.7:4500"))
+    key = allowed_dir / "office.key"
+    key.write_text(KEY_D + "\n")
+    key.chmod(0o600)
+
+    assert cli.main(["check", str(path)]) == 0
+    assert f"private key: from {path}, line 2\n" in capsys.readouterr().out
+    given = f"wg-pod.private-key={key}"
+    assert cli.main(["check", str(path), "--annotation", given]) == 0
+    out = capsys.readouterr().out
+    assert f"private key: from {key} (wg-pod.private-key)\n" in out
+    assert KEY_A not in out and KEY_D not in out
+
+    key.chmod(0o640)
+    assert cli.main(["check", str(path), "--annotation", given]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"wg-pod: annotation wg-pod.private-key: key file {key} "
+        "is readable by group or others (chmod 600)\n"
+    )

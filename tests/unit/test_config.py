@@ -177,7 +177,8 @@ def test_line_numbers_follow_newlines_only() -> None:
 def test_every_good_fixture_parses(path: Path) -> None:
     text = path.read_text()
 
-    config = parse_config(text, str(path))
+    # Key hooks' files: one key for any (configfile.py reads the real ones).
+    config = parse_config(text, str(path), read_key=lambda _path, _line: Key.from_base64(PRIVATE))
 
     assert config.source == str(path)
     header_lines = [
@@ -186,8 +187,10 @@ def test_every_good_fixture_parses(path: Path) -> None:
         if line.strip().lower().startswith(("[peer]", "[ peer ]"))
     ]
     assert [peer.line for peer in config.peers] == header_lines
+    # Every key of the text is parsed (a key hook's comes from its file).
     tokens = key_tokens(text)
-    parsed = [config.interface.private_key.base64] + [
+    hooked = "private-key /" in text
+    parsed = ([] if hooked else [config.interface.private_key.base64]) + [
         key.base64
         for peer in config.peers
         for key in (peer.public_key, peer.preshared_key)
@@ -612,13 +615,106 @@ def test_wg_quick_key_names_may_not(line: str) -> None:
     assert (error.line, error.problem) == (4, "unknown key (not shown) in [Interface]")
 
 
-def test_no_private_key_says_why_it_must_be_in_the_file() -> None:
-    error = parse_error("[Interface]\nAddress = 10.0.0.2/24\nPostUp = wg set %i private-key k\n")
+def test_no_private_key_names_the_three_ways_to_give_it() -> None:
+    error = parse_error("[Interface]\nAddress = 10.0.0.2/24\nPostUp = wg set wg0 private-key k\n")
     assert error.line == 1
     assert error.problem == (
-        "[Interface] has no PrivateKey; wg-pod needs it in the file (wg-quick configs may"
-        " set it in PreUp/PostUp, which wg-pod does not run)"
+        "[Interface] has no private key: give it as PrivateKey, as "
+        "`PostUp = wg set %i private-key FILE`, or in the annotation wg-pod.private-key=FILE"
     )
+
+
+OTHER = base64.b64encode(bytes(range(64, 96))).decode()
+
+
+class KeyFiles:
+    """A key reader for the parser: the keys of some paths, and the reads."""
+
+    def __init__(self, **keys: str) -> None:
+        self.keys = {f"/etc/wireguard/{name}.key": value for name, value in keys.items()}
+        self.read: list[tuple[str, int]] = []
+
+    def __call__(self, path: str, line: int) -> Key:
+        self.read.append((path, line))
+        if path not in self.keys:
+            raise ValueError(f"key file {path}: does not exist")
+        return Key.from_base64(self.keys[path])
+
+
+def test_wg_quicks_key_hooks_read_their_files_and_are_not_warned_about() -> None:
+    """wg-quick(8)'s form, %i the interface's name (the config's, less
+    .conf); the preshared key of a peer named by its public key."""
+    files = KeyFiles(wg0=PRIVATE, psk=OTHER)
+    text = (
+        "[Interface]\nAddress = 10.0.0.2/24\nPostUp = wg set %i private-key /etc/wireguard/%i.key\n"
+        f"PostUp = wg set %i peer {PUBLIC} preshared-key /etc/wireguard/psk.key\n"
+        f"[Peer]\nPublicKey = {PUBLIC}\nAllowedIPs = 10.0.0.0/24\n"
+    )
+    config = parse_config(text, "/etc/wireguard/wg0.conf", read_key=files)
+    assert config.interface.private_key == Key.from_base64(PRIVATE)
+    assert config.interface.private_key_source == "/etc/wireguard/wg0.key (PostUp on line 3)"
+    assert config.peers[0].preshared_key == Key.from_base64(OTHER)
+    assert config.warnings == ()
+    assert files.read == [("/etc/wireguard/wg0.key", 3), ("/etc/wireguard/psk.key", 4)]
+    other = parse_config(
+        interface(PostUp="wg set %i up"), "/etc/wireguard/wg0.conf", read_key=files
+    )
+    assert other.warnings == (
+        "/etc/wireguard/wg0.conf: PostUp is not run by wg-pod (its commands are ignored)",
+    )
+    assert other.interface.private_key_source == "/etc/wireguard/wg0.conf, line 2"
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "problem"),
+    [
+        (
+            "PostUp = wg set %i private-key /etc/wireguard/wg0.key\n",
+            4,
+            "PrivateKey (line 2) and a PostUp private-key: keep one",
+        ),
+        (
+            "PostUp = wg set %i private-key /etc/wireguard/nothing.key\n"
+            "PostUp = wg set %i private-key /etc/wireguard/wg0.key\n",
+            5,
+            "a second PostUp private-key, first on line 4",
+        ),
+        (
+            f"PostUp = wg set %i peer {OTHER} preshared-key /etc/wireguard/psk.key\n",
+            4,
+            "PostUp names a peer this config does not have",
+        ),
+    ],
+    ids=["private-key-twice", "hook-twice", "unknown-peer"],
+)
+def test_a_key_given_two_ways_or_for_no_peer_is_refused(
+    extra: str, line: int, problem: str
+) -> None:
+    files = KeyFiles(wg0=PRIVATE, psk=OTHER)
+    text = interface() + extra + f"[Peer]\nPublicKey = {PUBLIC}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/wireguard/wg0.conf", read_key=files)
+    assert (info.value.line, info.value.problem) == (line, problem)
+
+
+def test_a_key_file_that_cannot_be_read_fails_at_its_line() -> None:
+    text = (
+        "[Interface]\nAddress = 10.0.0.2/24\nPostUp = wg set %i private-key /etc/wireguard/x.key\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/wireguard/wg0.conf", read_key=KeyFiles())
+    assert str(info.value) == (
+        "/etc/wireguard/wg0.conf:3: key file /etc/wireguard/x.key: does not exist"
+    )
+
+
+def test_a_key_given_instead_wins_and_no_key_file_is_read() -> None:
+    files = KeyFiles()
+    text = interface(PostUp="wg set %i private-key /etc/wireguard/wg0.key")
+    given = (Key.from_base64(OTHER), "/run/credentials/web.service/wg0.key (wg-pod.private-key)")
+    config = parse_config(text, "/etc/wireguard/wg0.conf", read_key=files, private_key=given)
+    assert (config.interface.private_key, config.interface.private_key_source) == given
+    assert files.read == []
 
 
 def test_an_address_is_required() -> None:

@@ -285,3 +285,12 @@ def test_odd_but_valid_annotation_addresses_are_canonical_values() -> None:
         ("fd00:1::/64", "::ffff:a00:1"),
         ("::/0", "fd77::1"),
     ]
+
+
+def test_the_private_key_annotation_names_an_absolute_path() -> None:
+    config = {"wg-pod.config": "/etc/wg/wg0.conf"}
+    assert parse_annotations(config).private_key_path is None
+    given = parse_annotations({**config, "wg-pod.private-key": " /run/credentials/web/wg0.key "})
+    assert given.private_key_path == PurePosixPath("/run/credentials/web/wg0.key")
+    with pytest.raises(AnnotationError, match=r"wg-pod\.private-key: must be an absolute path"):
+        parse_annotations({**config, "wg-pod.private-key": "wg0.key"})

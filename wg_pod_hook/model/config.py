@@ -8,10 +8,13 @@ Anything `wg-quick up` accepts parses here, except a few things wg-quick
 and wg let through silently (a single-valued key given twice, two
 [Interface] sections, the same peer twice, empty list items, ports above
 65535, search domains no resolver would use), and what only works on a
-host (no Address, no PrivateKey: wg-quick lets PreUp/PostUp supply them,
+host (no Address, no private key: wg-quick lets PreUp/PostUp supply them,
 and wg-pod runs neither), because a container that starts on a config that
 does not mean what its author thought is worse than one that does not start.
-The README lists these differences.
+The README lists these differences.  The one PostUp wg-pod understands
+is wg-quick(8)'s own way to keep keys out of the config, ``wg set %i
+private-key FILE`` (and a peer's ``preshared-key FILE``): it reads the file
+through the caller's ``read_key``, and runs nothing.
 
 Key material never leaves this module in text form except through
 `Key.base64` / `Key.hex`, which callers use only to hand keys to WireGuard.
@@ -33,6 +36,7 @@ from ipaddress import (
     IPv6Interface,
     IPv6Network,
 )
+from pathlib import PurePosixPath
 from typing import TypeVar
 
 from ..errors import ConfigError
@@ -44,11 +48,13 @@ __all__ = [
     "IPNetwork",
     "InterfaceConfig",
     "Key",
+    "KeyReader",
     "Peer",
     "WgConfig",
     "dns_entry",
     "is_host_name",
     "parse_config",
+    "parse_key",
     "search_domain_problem",
     "search_list_problem",
     "zone_index_problem",
@@ -159,6 +165,8 @@ class InterfaceConfig:
     table: str  # "auto", "off", a table number or a table name
     ignored_keys: tuple[str, ...]  # keys we do not act on (see WgConfig.warnings)
     line: int  # line of the [Interface] header
+    # Where the private key came from, for `wg-pod check` (never the key).
+    private_key_source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,31 @@ def _key(value: str, name: str) -> Key:
         return Key.from_base64(_no_whitespace(value))
     except ValueError as exc:
         raise _Invalid(f"{name} is not a valid key: {exc}") from None
+
+
+def parse_key(text: str, name: str) -> Key:
+    """A key as wg reads it from a file or a line (surrounding blanks and
+    newline allowed); ValueError with the problem (never the text)."""
+    try:
+        return _key(text.strip(), name)
+    except _Invalid as invalid:
+        raise ValueError(invalid.problem) from None
+
+
+# wg-quick(8)'s way to keep a key out of the config, as its page writes it:
+# `PostUp = wg set %i private-key /path/to/key`, and the same for a peer's
+# preshared key.  These, with an absolute path, are the only PostUp lines
+# wg-pod acts on: it reads the file itself (configfile.py), runs nothing.
+_PRIVATE_KEY_HOOK = re.compile(r"wg\s+set\s+%i\s+private-key\s+(/\S+)")
+_PRESHARED_KEY_HOOK = re.compile(r"wg\s+set\s+%i\s+peer\s+(\S+)\s+preshared-key\s+(/\S+)")
+# Reads the key file a key hook names (path, config line), by the caller's
+# rules for where key files may be and who owns them; ValueError with the
+# problem (one line, naming the file) when it cannot.
+KeyReader = Callable[[str, int], Key]
+
+
+def _no_key_files(path: str, line: int) -> Key:
+    raise _Invalid(f"no key files are read here ({path})")
 
 
 def _items(value: str, name: str, *, blank_separates: bool) -> list[str]:
@@ -561,6 +594,8 @@ class _InterfaceDraft(_Section):
     dns_search: list[str] = field(default_factory=list)
     table: str = "auto"
     ignored_keys: list[str] = field(default_factory=list)
+    # The file of wg-quick's private-key hook (PostUp), and its line.
+    private_key_file: tuple[str, int] | None = None
 
 
 @dataclass
@@ -716,14 +751,26 @@ def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
 # --------------------------------------------------------------------------
 
 
-def parse_config(text: str, source: str) -> WgConfig:
-    """Parse wg-quick config `text`; `source` names it in errors (its path)."""
-    return _Parser(source).parse(text)
+def parse_config(
+    text: str,
+    source: str,
+    read_key: KeyReader = _no_key_files,
+    private_key: tuple[Key, str] | None = None,
+) -> WgConfig:
+    """Parse wg-quick config `text`; `source` names it in errors (its path).
+    `read_key` reads the files its key hooks name; `private_key` (the key
+    and where it came from) is used instead of the config's own."""
+    return _Parser(source, read_key, private_key).parse(text)
 
 
 class _Parser:
-    def __init__(self, source: str) -> None:
+    def __init__(
+        self, source: str, read_key: KeyReader, private_key: tuple[Key, str] | None
+    ) -> None:
         self.source = source
+        self.read_key = read_key
+        self.private_key = private_key
+        self.preshared_key_files: list[tuple[Key, str, int]] = []
         self.interface: InterfaceConfig | None = None
         self.interface_line: int | None = None
         self.peers: list[Peer] = []
@@ -761,7 +808,45 @@ class _Parser:
         self.close(section)
         if self.interface is None:
             raise self.error(None, "no [Interface] section")
-        return WgConfig(self.source, self.interface, tuple(self.peers))
+        return WgConfig(self.source, self.interface, self.with_preshared_key_files())
+
+    def with_preshared_key_files(self) -> tuple[Peer, ...]:
+        """The peers, with the preshared keys the key hooks name read in."""
+        peers = {peer.public_key.raw: peer for peer in self.peers}
+        for public_key, path, number in self.preshared_key_files:
+            peer = peers.get(public_key.raw)
+            if peer is None:
+                raise self.error(number, "PostUp names a peer this config does not have")
+            if peer.preshared_key is not None:
+                raise self.error(
+                    number,
+                    f"the peer on line {peer.line} has a PresharedKey and a PostUp "
+                    "preshared-key: keep one",
+                )
+            key = self.keyed(path, number)
+            peers[public_key.raw] = Peer(
+                public_key=peer.public_key,
+                preshared_key=key,
+                allowed_ips=peer.allowed_ips,
+                endpoint=peer.endpoint,
+                persistent_keepalive=peer.persistent_keepalive,
+                line=peer.line,
+            )
+        return tuple(peers.values())
+
+    def named(self, path: str) -> str:
+        """A key hook's path with ``%i`` the interface's name, as wg-quick
+        has it: the config file's, less ``.conf``."""
+        return path.replace("%i", PurePosixPath(self.source).stem)
+
+    def keyed(self, path: str, number: int) -> Key:
+        """The key in the file a key hook names."""
+        try:
+            return self.read_key(self.named(path), number)
+        except _Invalid as invalid:
+            raise self.error(number, invalid.problem) from None
+        except ValueError as exc:
+            raise self.error(number, str(exc)) from None
 
     def open(self, header: str, number: int) -> _InterfaceDraft | _PeerDraft:
         if not header.endswith("]"):
@@ -803,7 +888,8 @@ class _Parser:
                     raise _Invalid(f"{canonical} belongs in a [Peer] section, not [Interface]")
                 handler, single = _INTERFACE_KEYS[canonical]
                 self.check_once(section, canonical, single, number)
-                handler(section, value)
+                if canonical != "PostUp" or not self.key_hook(section, value, number):
+                    handler(section, value)
             else:
                 if canonical not in _PEER_KEYS:
                     raise _Invalid(f"{canonical} belongs in the [Interface] section, not [Peer]")
@@ -814,6 +900,24 @@ class _Parser:
                     self.check_new_peer(section)
         except _Invalid as invalid:
             raise self.error(number, invalid.problem) from None
+
+    def key_hook(self, section: _InterfaceDraft, value: str, number: int) -> bool:
+        """Note a PostUp that is wg-quick's key hook; False for any other."""
+        private = _PRIVATE_KEY_HOOK.fullmatch(value)
+        if private is not None:
+            if section.private_key_file is not None:
+                raise _Invalid(
+                    f"a second PostUp private-key, first on line {section.private_key_file[1]}"
+                )
+            section.private_key_file = (private[1], number)
+            return True
+        preshared = _PRESHARED_KEY_HOOK.fullmatch(value)
+        if preshared is not None:
+            self.preshared_key_files.append(
+                (_key(preshared[1], "PostUp's peer"), preshared[2], number)
+            )
+            return True
+        return False
 
     def check_once(self, section: _Section, canonical: str, single: bool, number: int) -> None:
         first = section.first_seen.setdefault(canonical, number)
@@ -827,14 +931,33 @@ class _Parser:
             # wg would silently merge the two into one peer.
             raise _Invalid(f"PublicKey repeats the peer on line {earlier}; list each peer once")
 
+    def interface_key(self, section: _InterfaceDraft) -> tuple[Key, str]:
+        """The private key and where it comes from: the one given instead
+        (wg-pod.private-key), the config's PrivateKey, or the file of its
+        PostUp key hook; never two of the config's own."""
+        hook = section.private_key_file
+        if self.private_key is not None:
+            return self.private_key
+        if section.private_key is not None and hook is not None:
+            raise self.error(
+                hook[1],
+                f"PrivateKey (line {section.first_seen['PrivateKey']}) and a PostUp "
+                "private-key: keep one",
+            )
+        if section.private_key is not None:
+            return section.private_key, f"{self.source}, line {section.first_seen['PrivateKey']}"
+        if hook is not None:
+            path, number = hook
+            return self.keyed(path, number), f"{self.named(path)} (PostUp on line {number})"
+        raise self.error(
+            section.line,
+            "[Interface] has no private key: give it as PrivateKey, as "
+            "`PostUp = wg set %i private-key FILE`, or in the annotation wg-pod.private-key=FILE",
+        )
+
     def close(self, section: _InterfaceDraft | _PeerDraft | None) -> None:
         if isinstance(section, _InterfaceDraft):
-            if section.private_key is None:
-                raise self.error(
-                    section.line,
-                    "[Interface] has no PrivateKey; wg-pod needs it in the file"
-                    " (wg-quick configs may set it in PreUp/PostUp, which wg-pod does not run)",
-                )
+            private_key, key_source = self.interface_key(section)
             if not section.addresses:
                 # A container cannot add an address to its tunnel itself, and
                 # wg-pod runs no PostUp that could.
@@ -851,7 +974,7 @@ class _Parser:
                 section.dns_search.clear()
                 section.ignored_keys.append("DNS")
             self.interface = InterfaceConfig(
-                private_key=section.private_key,
+                private_key=private_key,
                 addresses=_unique(section.addresses),
                 listen_port=section.listen_port,
                 fwmark=section.fwmark,
@@ -861,6 +984,7 @@ class _Parser:
                 table=section.table,
                 ignored_keys=tuple(section.ignored_keys),
                 line=section.line,
+                private_key_source=key_source,
             )
         elif isinstance(section, _PeerDraft):
             if section.public_key is None:

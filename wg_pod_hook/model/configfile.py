@@ -1,9 +1,14 @@
-"""The one place that opens a user's WireGuard config.
+"""The one place that opens a user's WireGuard config, and the key files
+it or the annotation wg-pod.private-key names.
 
 The hook runs as root for containers that less trusted users may create, so
 the annotation may only name a root-owned regular file inside an allowed
 directory, and the file is checked through the descriptor it is read from,
 by the rule of ownership and mode the settings file follows too (trust.py).
+A key file follows the same rule, never readable by others, and may also
+be in systemd's credentials directories (``/run/credentials``: a unit's
+credentials, decrypted there when it starts; a rootless user's in
+``/run/user/UID/credentials``).
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from .config import WgConfig, parse_config
+from ..errors import AnnotationError, ConfigError
+from .config import Key, WgConfig, parse_config, parse_key
+from .oci import PRIVATE_KEY
 from .trust import MAX_SIZE, read_capped, trust_problem
 
 if TYPE_CHECKING:  # settings.py uses trust_problem: no import cycle at run time
     from .settings import Settings
+
+# A key file holds 44 characters of base64 and a newline; wg reads no more.
+MAX_KEY_FILE = 1024
 
 
 def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
@@ -32,39 +41,94 @@ def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
     return False
 
 
-def read_config(path: PurePosixPath, settings: Settings) -> WgConfig:
+def read_config(
+    path: PurePosixPath, settings: Settings, private_key: PurePosixPath | None = None
+) -> WgConfig:
+    """The config at ``path``, with its keys: the config's own, those of
+    the files its key hooks name, or the one in ``private_key`` (the
+    annotation wg-pod.private-key) instead of the config's."""
     source = str(path)
     if not path.is_absolute():
         raise ConfigError(source, None, "config path must be absolute")
     try:
-        real = Path(path).resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):  # RuntimeError: a symlink loop
-        raise ConfigError(source, None, "config file does not exist") from None
-    except OSError as exc:  # another user's home, to a rootless user
-        raise ConfigError(source, None, f"cannot reach config file: {exc.strerror}") from None
-    if not _inside(real, settings.config_dirs):
-        dirs = ", ".join(str(d) for d in settings.config_dirs)
-        raise ConfigError(source, None, f"config file is not inside an allowed directory ({dirs})")
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(source, None, f"cannot open config file: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        problem = trust_problem(info, "config file", "chmod 600", settings.owner)
-        if problem:
-            raise ConfigError(source, None, problem)
-        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH) and not settings.allow_readable_configs:
-            raise ConfigError(
-                source, None, "config file is readable by group or others (chmod 600)"
-            )
-        if info.st_size > MAX_SIZE:
-            raise ConfigError(source, None, "config file is larger than 1 MiB")
-        data = read_capped(fd)
-    finally:
-        os.close(fd)
+        data = _read_trusted(path, "config file", settings.config_dirs, settings)
+    except _Untrusted as exc:
+        raise ConfigError(source, None, exc.problem) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(source, None, "config file is not UTF-8 text") from None
-    return parse_config(text, source)
+    given = None
+    if private_key is not None:
+        try:
+            given = (read_key_file(str(private_key), settings), f"{private_key} ({PRIVATE_KEY})")
+        except ValueError as exc:
+            raise AnnotationError(PRIVATE_KEY, str(exc)) from None
+    return parse_config(
+        text, source, read_key=lambda file, _line: read_key_file(file, settings), private_key=given
+    )
+
+
+def read_key_file(path: str, settings: Settings) -> Key:
+    """The key in ``path``, as wg reads a key file: by the configs' rules
+    (root's, or the rootless user's, readable by no one else, in an
+    allowed directory: a config's, or systemd's credentials); ValueError
+    naming the file.  The key is never in the message."""
+    what = f"key file {_shown(path)}"
+    if not path.startswith("/"):
+        raise ValueError(f"{what}: not an absolute path")
+    try:
+        data = _read_trusted(
+            PurePosixPath(path), what, (*settings.config_dirs, *settings.key_dirs), settings
+        )
+    except _Untrusted as exc:
+        raise ValueError(exc.problem) from None
+    if len(data) > MAX_KEY_FILE:
+        raise ValueError(f"{what} is not a key (larger than {MAX_KEY_FILE} bytes)")
+    try:
+        return parse_key(data.decode("ascii"), "the key in it")
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{what} is not a base64 key from `wg genkey`") from None
+
+
+class _Untrusted(Exception):
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _read_trusted(
+    path: PurePosixPath, what: str, dirs: tuple[Path, ...], settings: Settings
+) -> bytes:
+    """What the file at ``path`` holds, when it is a regular file inside
+    one of ``dirs``, its owner's alone (trust.py), read through the
+    descriptor it was checked on; _Untrusted with the problem."""
+    try:
+        real = Path(path).resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):  # RuntimeError: a symlink loop
+        raise _Untrusted(f"{what} does not exist") from None
+    except OSError as exc:  # another user's home, to a rootless user
+        raise _Untrusted(f"cannot reach {what}: {exc.strerror}") from None
+    if not _inside(real, dirs):
+        shown = ", ".join(str(d) for d in dirs)
+        raise _Untrusted(f"{what} is not inside an allowed directory ({shown})")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _Untrusted(f"cannot open {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        problem = trust_problem(info, what, "chmod 600", settings.owner)
+        if problem:
+            raise _Untrusted(problem)
+        readable = info.st_mode & (stat.S_IRGRP | stat.S_IROTH)
+        if readable and not (what == "config file" and settings.allow_readable_configs):
+            raise _Untrusted(f"{what} is readable by group or others (chmod 600)")
+        if info.st_size > MAX_SIZE:
+            raise _Untrusted(f"{what} is larger than 1 MiB")
+        return read_capped(fd)
+    finally:
+        os.close(fd)
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= 200 else path[:200] + "..."

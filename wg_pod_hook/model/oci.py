@@ -27,7 +27,17 @@ DELETE_DEFAULT = "wg-pod.delete-default"
 ADD_ROUTE = "wg-pod.add-route"
 DNS = "wg-pod.dns"
 KILL_SWITCH = "wg-pod.kill-switch"
-KNOWN = (CONFIG, INTERFACE, PORT_REMAPPING, DELETE_DEFAULT, ADD_ROUTE, DNS, KILL_SWITCH)
+PRIVATE_KEY = "wg-pod.private-key"
+KNOWN = (
+    CONFIG,
+    INTERFACE,
+    PORT_REMAPPING,
+    DELETE_DEFAULT,
+    ADD_ROUTE,
+    DNS,
+    KILL_SWITCH,
+    PRIVATE_KEY,
+)
 # The keys podman sends the hook for (hooks.d/*.json, hooksd.py): "wg-pod."
 # in any case, so that a misspelt key or an empty value is refused here
 # rather than starting a container without its tunnel.  A Go regexp, which
@@ -91,6 +101,8 @@ class Request:
     add_routes: tuple[ExtraRoute, ...] = ()
     dns: DnsChoice = DnsChoice()
     kill_switch: Toggle | None = None  # None: the settings' default
+    # A file with the private key, used instead of the config's.
+    private_key_path: PurePosixPath | None = None
     # The wg-pod.* annotations as given, sorted: what a repair asks for again.
     annotations: tuple[tuple[str, str], ...] = ()
 
@@ -151,6 +163,9 @@ def parse_annotations(annotations: Mapping[str, str]) -> Request:
     kill_switch = None
     if KILL_SWITCH in ours:
         kill_switch = parse_toggle(KILL_SWITCH, ours[KILL_SWITCH])
+    private_key = ours[PRIVATE_KEY].strip() if PRIVATE_KEY in ours else None
+    if private_key is not None and not private_key.startswith("/"):
+        raise AnnotationError(PRIVATE_KEY, "must be an absolute path")
     return Request(
         config_path=PurePosixPath(path),
         interface=parse_interface_name(INTERFACE, ours[INTERFACE]) if INTERFACE in ours else None,
@@ -159,6 +174,7 @@ def parse_annotations(annotations: Mapping[str, str]) -> Request:
         add_routes=parse_add_routes(ADD_ROUTE, ours.get(ADD_ROUTE, "")),
         dns=parse_dns(DNS, ours.get(DNS, "auto")),
         kill_switch=kill_switch,
+        private_key_path=PurePosixPath(private_key) if private_key else None,
         annotations=tuple(sorted(ours.items())),
     )
 

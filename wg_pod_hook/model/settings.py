@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from ..runtime import DEFAULT_CONFIG_DIRS, Runtime
+from ..runtime import CREDENTIALS_DIR, DEFAULT_CONFIG_DIRS, Runtime
 from .oci import Toggle
 from .trust import MAX_SIZE, directory_problem, read_capped, trust_problem
 
@@ -28,6 +28,8 @@ DAEMON_ONLY = "daemon:"
 @dataclass(frozen=True)
 class Settings:
     config_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_CONFIG_DIRS)
+    # Where key files may also be (besides config_dirs): systemd's credentials.
+    key_dirs: tuple[Path, ...] = (Path(CREDENTIALS_DIR),)
     backend: str = "auto"
     userspace_command: tuple[str, ...] = ("wireguard-go",)
     log_level: str = "info"
@@ -152,7 +154,9 @@ def load_settings(runtime: Runtime) -> Settings:
     directories above it, as sshd's StrictModes has it.
     """
     defaults = Settings(
-        config_dirs=tuple(Path(d) for d in runtime.config_dirs), owner=runtime.owner
+        config_dirs=tuple(Path(d) for d in runtime.config_dirs),
+        key_dirs=(Path(runtime.credentials),),
+        owner=runtime.owner,
     )
     target = Path(runtime.settings)
     source = str(target)

@@ -63,7 +63,7 @@ def prepare(state: ContainerState, settings: Settings, runtime: Runtime) -> Plan
     """Validate everything the container's creator handed us; touch nothing.
     A rootless runtime's link is born in the container's namespace."""
     request = parse_annotations(state.annotations)
-    config = read_config(request.config_path, settings)
+    config = read_config(request.config_path, settings, request.private_key_path)
     for warning in config.warnings:
         log.warning("%s", warning)
     return build_plan(
