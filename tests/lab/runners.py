@@ -153,7 +153,13 @@ class Podman:
         return name, self(*argv, image, *args, check=check, timeout=timeout)
 
     def remove(self, name: str) -> None:
-        self("rm", "-f", "--time", "0", name, check=False, timeout=60)
+        """``podman rm -f``, again while the container is still there: a
+        removal that races a restart policy's restart can fail (podman 4.3)."""
+        for _ in range(5):
+            self("rm", "-f", "--time", "0", name, check=False, timeout=60)
+            if self("container", "exists", name, check=False).returncode == 1:
+                return
+            time.sleep(1)
 
     def image_exists(self, image: str = TEST_IMAGE) -> bool:
         return self("image", "exists", image, check=False).returncode == 0

@@ -27,7 +27,7 @@ import binascii
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -823,15 +823,7 @@ class _Parser:
                     f"the peer on line {peer.line} has a PresharedKey and a PostUp "
                     "preshared-key: keep one",
                 )
-            key = self.keyed(path, number)
-            peers[public_key.raw] = Peer(
-                public_key=peer.public_key,
-                preshared_key=key,
-                allowed_ips=peer.allowed_ips,
-                endpoint=peer.endpoint,
-                persistent_keepalive=peer.persistent_keepalive,
-                line=peer.line,
-            )
+            peers[public_key.raw] = replace(peer, preshared_key=self.keyed(path, number))
         return tuple(peers.values())
 
     def named(self, path: str) -> str:
