@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, hooksd, logs, notify, podman, units
-from .errors import AnnotationError, WgPodError, describe
+from .errors import AnnotationError, StateError, WgPodError, describe
 from .kernel.backends import PeerSetup
 from .model import nft, oci
 from .model.bundle import read_bundle
@@ -23,7 +23,7 @@ from .model.settings import load_settings
 from .runtime import Runtime
 from .state import failures, records
 from .tunnel import status
-from .tunnel.lifecycle import check_key_unused, prepare, up
+from .tunnel.lifecycle import check_key_unused, prepare, reload, up
 from .tunnel.resolve import device_setup
 from .tunnel.teardown import gc, leave
 
@@ -31,6 +31,7 @@ EXAMPLES = {
     "join": "example: wg-pod join web /etc/wg/wg0.conf --port-remapping 80:8080 --delete-default",
     "leave": "example: wg-pod leave web",
     "status": "example: wg-pod status web --json",
+    "reload": "example: wg-pod reload web",
     "check": "example: wg-pod check /etc/wg/wg0.conf --annotation wg-pod.delete-default=true",
     "install": "example: wg-pod install --daemon   (rootless: wg-pod install --user --daemon)",
     "uninstall": "example: wg-pod uninstall --daemon",
@@ -188,6 +189,38 @@ def cmd_leave(args: argparse.Namespace, runtime: Runtime) -> int:
     notify.tell(runtime, "down", container_id)
     print(f"{args.container}: left")
     return 0
+
+
+def cmd_reload(args: argparse.Namespace, runtime: Runtime) -> int:
+    """Each named container's tunnel (else every tunnel) takes its config
+    as it is now, in place (lifecycle.reload); 1 when one did not."""
+    settings = load_settings(runtime)
+    if args.container:
+        named = [(name, _container_id(runtime, name, args.url)) for name in args.container]
+    else:
+        named = [
+            (r.container_id[:12], r.container_id)
+            for r in records.read_all(runtime)
+            if r.complete and not r.shared_with
+        ]
+        if not named:
+            print("no tunnels")
+    worst = 0
+    for name, container_id in named:
+        try:
+            record = records.load(runtime, container_id)
+            if record is not None and record.shared_with:  # a pod member: the owner's
+                record = records.load(runtime, record.shared_with)
+            if record is None:
+                raise StateError("it has no wg-pod tunnel")
+            reloaded = reload(runtime, record, settings)
+        except WgPodError as exc:
+            print(f"wg-pod: {name}: {describe(exc)}", file=sys.stderr)
+            worst = 1
+            continue
+        notify.tell(runtime, "up", record.container_id)
+        print(f"{name}: {record.interface} reloaded: {reloaded}")
+    return worst
 
 
 def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
@@ -373,7 +406,21 @@ def parser() -> argparse.ArgumentParser:
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.set_defaults(func=cmd_status)
 
-    for command in (join, leave_cmd, status_cmd):
+    reload_cmd = sub.add_parser(
+        "reload",
+        help="apply changed configs to running tunnels in place, as wg syncconf",
+        description="Each tunnel takes its config (and key files) as they are now: peers "
+        "added and removed, keys, endpoints, keepalives, AllowedIPs with their routes, "
+        "ListenPort and FwMark, without rebuilding the interface or dropping a session with "
+        "a peer that stays. A change of Address, interface name, MTU, Table, DNS, the kill "
+        "switch or which families the tunnel is the default route of needs a restart of the "
+        "container: it is refused, and nothing changes; so does a config that is now invalid.",
+        epilog=EXAMPLES["reload"],
+    )
+    reload_cmd.add_argument("container", nargs="*", help="names or ids (default: every tunnel)")
+    reload_cmd.set_defaults(func=cmd_reload)
+
+    for command in (join, leave_cmd, status_cmd, reload_cmd):
         command.add_argument(
             "--url",
             help=f"podman API (default: $CONTAINER_HOST, else unix://{podman.DEFAULT_SOCKET})",
@@ -462,7 +509,7 @@ def parser() -> argparse.ArgumentParser:
 
 # The commands that work in containers' namespaces: a rootless user's are
 # theirs only from within their user namespace, podman's.
-IN_USER_NAMESPACE = (cmd_join, cmd_leave, cmd_status, cmd_gc, cmd_health)
+IN_USER_NAMESPACE = (cmd_join, cmd_leave, cmd_reload, cmd_status, cmd_gc, cmd_health)
 
 
 def main(argv: list[str] | None = None) -> int:

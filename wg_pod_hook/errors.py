@@ -69,6 +69,12 @@ class Superseded(WgPodError):
     a daemon's worker found that its hook no longer waits for it."""
 
 
+class ReloadRefused(WgPodError):
+    """A config change that a running tunnel cannot take in place (its
+    addresses, its name, its MTU, its DNS, the kill switch): nothing was
+    changed, and a restart of the container applies it."""
+
+
 _FAMILY = {
     ConfigError: "config",
     SettingsError: "settings",

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import assert_nothing_left, fails_cleanly, fetch_in, write_config
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Peer, run, venv_command
+from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Peer, run, the_runtime, venv_command
+from wg_pod_hook.state import records
 
 pytestmark = pytest.mark.root
 
@@ -58,6 +59,9 @@ def test_the_annotation_gives_the_key_of_a_config_without_one(
     config = write_config(config_dir, without_keys(client.config))
     hook.up(standin, {"wg-pod.config": config, "wg-pod.private-key": str(key)})
     assert peer.page in fetch_in(standin, peer.url_v4)
+    # Both files, for the daemon to notice a change (reload_on_change).
+    record = records.load(the_runtime(), standin.id)
+    assert record is not None and set(record.sources) == {config, str(key)}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from wg_pod_hook.model import nft
 from wg_pod_hook.model.config import Key, parse_config
 from wg_pod_hook.model.names import temp_name
 from wg_pod_hook.model.oci import Toggle, parse_annotations
-from wg_pod_hook.model.plan import automatic_mtu, build_plan, interface_name
+from wg_pod_hook.model.plan import automatic_mtu, build_plan, fixed, interface_name
 from wg_pod_hook.model.settings import Settings
 
 KEY_A = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
@@ -302,3 +302,47 @@ def test_only_host_name_endpoints_are_followed() -> None:
         f"[Peer]\nPublicKey = {literal}\nAllowedIPs = 10.8.0.0/24\n"
     )
     assert plan_for({}, text).host_name_endpoints == {named: ("vpn.example", 51821)}
+
+
+# -- What a reload may not change (lifecycle.reload) -------------------------
+
+
+def test_what_is_fixed_names_each_setting_as_text() -> None:
+    assert fixed(plan_for({})) == {
+        "interface name": "office",
+        "Address": "10.250.0.2/24, fd77::2/64",
+        "MTU": "automatic",
+        "Table": "main",
+        "DNS": "off",
+        "kill switch": "off",
+        "full tunnel": "none",
+    }
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    ["10.250.0.0/24", "10.250.0.0/24, 10.99.0.0/16, fd77::/64", "10.250.0.0/25"],
+)
+def test_allowed_ips_that_leave_the_families_as_they_were_change_nothing_fixed(
+    allowed: str,
+) -> None:
+    assert fixed(plan_for({}, config(allowed))) == fixed(plan_for({}))
+
+
+@pytest.mark.parametrize(
+    ("allowed", "extra", "changed"),
+    [
+        ("0.0.0.0/0", "", {"kill switch": "on", "full tunnel": "IPv4"}),
+        ("0.0.0.0/1, 128.0.0.0/1, ::/0", "", {"kill switch": "on", "full tunnel": "IPv4, IPv6"}),
+        ("10.250.0.0/24", "MTU = 1280", {"MTU": "1280"}),
+        ("10.250.0.0/24", "DNS = 10.250.0.1, lab", {"DNS": "10.250.0.1, lab"}),
+        ("10.250.0.0/24", "Table = 1234", {"Table": "1234"}),
+        ("10.250.0.0/24", "Table = off", {"Table": "off"}),
+    ],
+)
+def test_a_change_a_restart_needs_shows_in_what_is_fixed(
+    allowed: str, extra: str, changed: dict[str, str]
+) -> None:
+    before = fixed(plan_for({}))
+    after = fixed(plan_for({}, config(allowed, extra)))
+    assert {k: v for k, v in after.items() if before[k] != v} == changed

@@ -160,7 +160,7 @@ def test_round_trip_with_the_namespace_cookie_and_the_container_start() -> None:
     record = version_3_record()
     records.write(the_runtime(), record)
     data = json.loads(records.path_for(the_runtime(), CID).read_text())
-    assert data["version"] == records.VERSION == 3
+    assert data["version"] == 4
     assert data["netns"] == {"path": "/run/netns/x", "dev": 4, "ino": 4026532000, "cookie": 4711}
     assert data["container_start"] == 123456
     assert records.load(the_runtime(), CID) == record
@@ -181,10 +181,36 @@ def test_version_2_records_still_read() -> None:
     assert record.container() is None
 
 
+# -- Version 4: what a reload may not change, and the files read ------------
+
+
+def test_round_trip_with_what_is_fixed_and_the_files_read() -> None:
+    record = replace(
+        version_3_record(),
+        fixed={"Address": "10.0.0.2/32", "MTU": "automatic"},
+        sources={"/etc/wg/wg0.conf": "1:2:3:4", "/etc/wg/wg0.key": "1:5:45:6"},
+    )
+    records.write(the_runtime(), record)
+    data = json.loads(records.path_for(the_runtime(), CID).read_text())
+    assert data["fixed"] == {"Address": "10.0.0.2/32", "MTU": "automatic"}
+    assert records.load(the_runtime(), CID) == record
+
+
+def test_version_3_records_still_read_without_what_a_reload_needs() -> None:
+    data = version_3_record().to_json()
+    data["version"] = 3
+    del data["sources"]
+    records.path_for(the_runtime(), CID).write_text(json.dumps(data))
+    record = records.load(the_runtime(), CID)
+    assert record == version_3_record()
+    assert record is not None and record.fixed is None and record.sources == {}
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"netns": {"path": "/x", "dev": 1, "ino": 2, "cookie": "7"}}, "cookie is a number"),
+        ({"fixed": {"MTU": 1420}}, "fixed: not a map of strings"),
+        ({"sources": ["/etc/wg/wg0.conf"]}, "sources: wrong type list"),
         ({"netns": {"path": "/x", "dev": 1, "ino": 2, "cookie": True}}, "cookie is a number"),
         ({"container_start": 1.5}, "container_start: wrong type float"),
     ],

@@ -20,7 +20,7 @@ def test_all_keys() -> None:
     settings = parse_settings(
         "config_dirs: [/srv/wg]\nbackend: userspace\nuserspace_command: [boringtun]\n"
         "log_level: debug\nkill_switch: 'on'\nallow_readable_configs: true\n"
-        "endpoint_refresh_after: 30\n",
+        "endpoint_refresh_after: 30\nreload_on_change: true\n",
         "s.yaml",
     )
     assert settings.config_dirs == (Path("/srv/wg"),)
@@ -30,6 +30,7 @@ def test_all_keys() -> None:
     assert settings.kill_switch is Toggle.ON
     assert settings.allow_readable_configs is True
     assert settings.endpoint_refresh_after == 30
+    assert settings.reload_on_change is True
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_all_keys() -> None:
         ("backend: wireguard", "backend: must be one of"),
         ("kill_switch: no", "kill_switch: must be one of"),  # YAML reads `no` as false
         ("allow_readable_configs: 'yes'", "must be true or false"),
+        ("reload_on_change: 1", "reload_on_change: must be true or false"),
         ("config_dirs: [relative]", "absolute"),
         ("config_dirs: 22:22", "non-empty list"),
         ("config_dirs: []", "non-empty list"),

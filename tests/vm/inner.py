@@ -40,6 +40,10 @@ KERNEL_SCENARIOS = {
         "test_a_peer_whose_host_name_moves_to_another_address_is_followed",
     ),
     "test_mtu_endpoints.py": ("test_mtu_follows_the_underlay_and_large_transfers_complete",),
+    # The kernel backend's sync: peers removed and set in place over netlink.
+    "test_reload.py": (
+        "test_a_reload_adds_and_removes_a_peer_and_keeps_the_connection_through_one_that_stays",
+    ),
     # The kernel's link made from a rootless user's namespace.
     "test_rootless_hook.py": ("test_a_rootless_users_hook_sets_up_the_tunnel_in_their_namespace",),
     "test_robustness.py": (
@@ -96,6 +100,12 @@ _KEYED = (
     "covered by the [userspace] run: the key is read from its file before the backend is "
     "called and handed to it as any config's key, which tests/vm's test_hook.py variants "
     "hand to the kernel"
+)
+_RELOADED = (
+    "covered by the [userspace] run: the routes and guards follow AllowedIPs through code "
+    "that does not know the backend, and a refused reload stops before any backend call; "
+    "tests/vm runs the kernel backend's sync as "
+    "test_a_reload_adds_and_removes_a_peer_and_keeps_the_connection_through_one_that_stays"
 )
 LEFT_OUT: dict[str, dict[str, str]] = {
     "test_daemon.py": {
@@ -176,6 +186,11 @@ LEFT_OUT: dict[str, dict[str, str]] = {
         "test_a_private_key_annotation_that_is_not_a_path_is_refused": _BEFORE,
         "test_the_annotation_gives_the_key_of_a_config_without_one": _KEYED,
         "test_wg_quicks_key_hooks_give_the_private_and_the_preshared_key": _KEYED,
+    },
+    "test_reload.py": {
+        "test_a_reload_that_cannot_be_applied_changes_nothing": _RELOADED,
+        "test_routes_and_guards_follow_allowed_ips": _RELOADED,
+        "test_the_daemon_reloads_a_changed_config_with_reload_on_change": _RELOADED,
     },
     "test_robustness.py": {
         "test_concurrent_hooks_on_one_namespace_are_serialised": _AFTER,

@@ -3,9 +3,11 @@ once (status.tunnel_status: its interface and its peers, from its backend)
 and handed to each per-tunnel task in turn.
 
 The tasks today: its health (health.py: up, idle, stale, down, repairing;
-a tunnel found down is repaired) and following its peers' host-name
-endpoints (endpoints.py).  A new periodic task for a tunnel (renewing a
-port mapping, say) is one more entry in the daemon's list of tasks.
+a tunnel found down is repaired), following its peers' host-name
+endpoints (endpoints.py) and, with ``reload_on_change``, reloading it when
+its config or key files change (lifecycle.reload).  A new periodic task
+for a tunnel (renewing a port mapping, say) is one more entry in the
+daemon's list of tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ..errors import WgPodError
+from ..model.configfile import stamps_now
 from ..model.settings import Settings
 from ..runtime import Runtime
 from ..state import health
@@ -70,6 +73,23 @@ def endpoints_task(runtime: Runtime, settings: Settings) -> TunnelTask:
             return
         for change in moved:
             log.info("container %s: endpoint of %s", watch.record.container_id[:12], change)
+
+    return task
+
+
+def sources_task(changed: Callable[[Watch], None]) -> TunnelTask:
+    """A tunnel whose config or key files changed since it was set up or
+    last reloaded, and that is up (else its repair reads them anew):
+    ``changed``, once for each new version of them (reload_on_change)."""
+
+    def task(watch: Watch, tunnel: TunnelStatus) -> None:
+        record = watch.record
+        if not record.sources or record.failed or tunnel.problem is not None:
+            return
+        now = stamps_now(record.sources)
+        if now != record.sources and now != watch.reload_tried:
+            watch.reload_tried = now
+            changed(watch)
 
     return task
 

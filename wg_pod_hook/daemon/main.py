@@ -42,6 +42,8 @@ class Daemon:
             looks.health_task(runtime, self.repairs.busy, self.broken),
             looks.endpoints_task(runtime, self.settings),
         ]
+        if self.settings.reload_on_change:
+            self.tasks.append(looks.sources_task(self.repairs.reload))
         self.loop.every_tick(self.watches.scan)
         self.loop.every_tick(self.look_all)
 

@@ -1,13 +1,16 @@
 """Repairs: a watched tunnel set up again in place, from its record and its
-config (lifecycle.repair), without restarting the container.
+config (lifecycle.repair), without restarting the container; and reloads,
+its changed config applied to it in place (lifecycle.reload).
 
-Each repair runs in a worker of its own (a fork, like the hooks'
-requests), so a slow one (a DNS lookup, a lock, a backend taking its time)
-never holds up the loop or a container's start; its end comes back to the
-loop through the worker's pidfd, and how it ended through a pipe.  A
-failed one keeps the namespace closed and the record, marked failed
-(lifecycle), and is tried again after 1, 2, 4, ... MAX_BACKOFF seconds
-until it succeeds.
+Each runs in a worker of its own (a fork, like the hooks' requests), one
+at a time for a tunnel, so a slow one (a DNS lookup, a lock, a backend
+taking its time) never holds up the loop or a container's start; its end
+comes back to the loop through the worker's pidfd, and how it ended
+through a pipe.  A failed repair keeps the namespace closed and the
+record, marked failed (lifecycle), and is tried again after 1, 2, 4, ...
+MAX_BACKOFF seconds until it succeeds; so is a reload that failed while
+it changed things.  A reload refused (a change only a restart applies, a
+config now invalid) changed nothing, and is said in the log.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ MAX_BACKOFF = 60.0
 
 @dataclass
 class Repair:
-    """A repair at work in a worker: its pidfd, and the pipe on which it
-    says how it ended."""
+    """A repair (or reload) at work in a worker: its pidfd, and the pipe on
+    which it says how it ended."""
 
     pid: int
     pidfd: int
     result: int
+    reloading: bool = False
 
 
 class Repairs:
@@ -57,25 +61,34 @@ class Repairs:
     def schedule(self, container_id: str, delay: float) -> None:
         self.loop.at(delay, _key(container_id), lambda: self._due(container_id))
 
+    def reload(self, watch: Watch) -> None:
+        """Apply the tunnel's changed config in place, unless a repair is
+        at work on it (which reads the config anew)."""
+        if watch.record.container_id not in self.at_work:
+            log.info("container %s: its config changed: reloading", watch.record.container_id[:12])
+            self._start(watch, reloading=True)
+
     def _due(self, container_id: str) -> None:
         watch = self.watches.get(container_id)
         if watch is not None and container_id not in self.at_work:
             self._start(watch)
 
-    def _start(self, watch: Watch) -> None:
+    def _start(self, watch: Watch, reloading: bool = False) -> None:
         container_id = watch.record.container_id
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         pid = self.loop.fork()
         if pid == 0:
             os.close(read_end)
-            _repair_in_worker(self.runtime, watch.record, self.settings, write_end)  # never returns
+            _work_in_worker(self.runtime, watch.record, self.settings, write_end, reloading)
         os.close(write_end)
         pidfd = os.pidfd_open(pid)
-        self.at_work[container_id] = Repair(pid, pidfd, read_end)
+        self.at_work[container_id] = Repair(pid, pidfd, read_end, reloading)
         self.loop.hold(read_end)
         self.loop.watch(pidfd, lambda: self._ended(container_id))
-        self.loop.kill_after(pidfd, f"repair of container {container_id[:12]}")
-        looks.repairing(self.runtime, container_id)
+        what = "reload" if reloading else "repair"
+        self.loop.kill_after(pidfd, f"{what} of container {container_id[:12]}")
+        if not reloading:
+            looks.repairing(self.runtime, container_id)
 
     def _ended(self, container_id: str) -> None:
         """A repair's worker ended: how, from its pipe (nothing: it was
@@ -94,10 +107,16 @@ class Repairs:
             return
         if kind == "superseded":
             self.watches.adopt(container_id)  # a hook set it up anew, or it is gone
+        elif kind == "refused":  # a reload that changed nothing
+            log.error("container %s: not reloaded: %s", container_id[:12], reason)
+        elif kind == "ok" and repair.reloading:
+            log.info("container %s: reloaded: %s", container_id[:12], reason)
+            self.watches.adopt(container_id)
         elif kind == "ok":
             self._succeeded(watch)
         else:
-            self._failed(watch, reason or "its worker was killed")
+            what = "reload" if repair.reloading else "repair"
+            self._failed(watch, f"{what}: {reason or 'its worker was killed'}")
 
     def _succeeded(self, watch: Watch) -> None:
         container_id = watch.record.container_id
@@ -115,9 +134,9 @@ class Repairs:
         container_id = watch.record.container_id
         watch.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (watch.failures - 1))
-        log.error("container %s: repair failed: %s", container_id[:12], reason)
+        log.error("container %s: %s failed", container_id[:12], reason)
         failures.remember(self.runtime, container_id, "repair", reason)
-        looks.note(self.runtime, container_id, last_failure=f"repair: {reason}")
+        looks.note(self.runtime, container_id, last_failure=reason)
         current = records.read(self.runtime, container_id)
         if current is None or current.shared_with:  # taken down meanwhile (leave)
             self.watches.drop(container_id)
@@ -131,21 +150,29 @@ def _key(container_id: str) -> str:
     return f"repair {container_id}"
 
 
-def _repair_in_worker(
-    runtime: Runtime, record: TunnelRecord, settings: Settings, result: int
+def _work_in_worker(
+    runtime: Runtime, record: TunnelRecord, settings: Settings, result: int, reloading: bool
 ) -> NoReturn:
-    """In the worker: the repair, and one line on ``result``: ``ok``,
-    ``superseded``, or ``failed`` and the reason."""
+    """In the worker: the repair (or the reload), and one line on
+    ``result``: ``ok`` (a reload's: and what it changed), ``superseded``,
+    ``refused`` and why (a reload that changed nothing), or ``failed`` and
+    the reason."""
     outcome = b"failed\0internal error"
     try:
-        lifecycle.repair(runtime, record, settings)
-        outcome = b"ok"
+        if reloading:
+            outcome = b"ok\0" + str(lifecycle.reload(runtime, record, settings)).encode()
+        else:
+            lifecycle.repair(runtime, record, settings)
+            outcome = b"ok"
     except Superseded:
         outcome = b"superseded"
     except WgPodError as exc:
-        outcome = b"failed\0" + describe(exc).encode()
+        # A reload marks the record failed only once it changed something.
+        now = records.read(runtime, record.container_id)
+        changed = not reloading or (now is not None and now.failed is not None)
+        outcome = (b"failed\0" if changed else b"refused\0") + describe(exc).encode()
     except BaseException as exc:
-        log.exception("container %s: repair failed", record.container_id[:12])
+        log.exception("container %s: worker failed", record.container_id[:12])
         outcome = b"failed\0internal error " + type(exc).__name__.encode()
     finally:
         try:

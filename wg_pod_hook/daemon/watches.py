@@ -60,6 +60,8 @@ class Watch:
     ifindex: int | None
     followed: dict[str, endpoints.Followed]  # peers with host-name endpoints
     failures: int = 0  # repairs failed in a row
+    # The stamps of its files a reload was last tried for (reload_on_change).
+    reload_tried: dict[str, str] | None = None
 
 
 class Events(Protocol):

@@ -40,18 +40,41 @@ def replace_route(
     gateway: str | None = None,
     table: int | None = None,
 ) -> None:
+    spec = _route_spec(nl, destination, device, table)
+    if gateway is not None:
+        spec["gateway"] = gateway
+    log.debug("%s: route %s", nl.label, spec)
+    via = f" via {gateway}" if gateway else f" dev {device}"
+    netlink_step("add route", f"{destination}{via}", lambda: _replace(nl, spec))
+
+
+def delete_tunnel_route(
+    nl: Netlink, destination: IPNetwork, device: str, table: int | None
+) -> None:
+    """The route of ``destination`` through ``device`` (replace_route's)
+    goes; one already gone is no error."""
+    spec = _route_spec(nl, destination, device, table)
+    log.debug("%s: delete route %s", nl.label, spec)
+    try:
+        _delete(nl, spec)
+    except NetlinkError as exc:
+        if exc.code not in GONE:
+            raise SetupError(
+                "delete route", f"{destination} dev {device}", os.strerror(exc.code)
+            ) from None
+
+
+def _route_spec(
+    nl: Netlink, destination: IPNetwork, device: str | None, table: int | None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"dst": str(destination), "family": AF_BY_VERSION[destination.version]}
     if device is not None and destination.version == 6 and destination.prefixlen == 0:
         spec["priority"] = TUNNEL_DEFAULT_METRIC_V6
     if device is not None:
         spec["oif"] = nl.require(device)
-    if gateway is not None:
-        spec["gateway"] = gateway
     if table is not None:
         spec["table"] = table
-    log.debug("%s: route %s", nl.label, spec)
-    via = f" via {gateway}" if gateway else f" dev {device}"
-    netlink_step("add route", f"{destination}{via}", lambda: _replace(nl, spec))
+    return spec
 
 
 def guard(nl: Netlink, destination: IPNetwork, table: int | None) -> None:

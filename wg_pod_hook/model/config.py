@@ -26,7 +26,7 @@ import base64
 import binascii
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import (
     IPv4Address,
@@ -117,6 +117,10 @@ class Key:
     __str__ = __repr__
 
 
+# The preshared key of a peer without one: WireGuard's all-zero key.
+NO_KEY = Key(bytes(KEY_LEN))
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a peer is reached: an IP literal or a host name, and a UDP port."""
@@ -174,6 +178,9 @@ class WgConfig:
     source: str
     interface: InterfaceConfig
     peers: tuple[Peer, ...]
+    # Every file it was read from (the config, its key files), each with a
+    # stamp of the file as read (configfile.py): what tells a change.
+    files: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def warnings(self) -> tuple[str, ...]:

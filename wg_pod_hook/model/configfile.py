@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -50,8 +52,9 @@ def read_config(
     source = str(path)
     if not path.is_absolute():
         raise ConfigError(source, None, "config path must be absolute")
+    files: dict[str, str] = {}
     try:
-        data = _read_trusted(path, "config file", settings.config_dirs, settings)
+        data = _read_trusted(path, "config file", settings.config_dirs, settings, files)
     except _Untrusted as exc:
         raise ConfigError(source, None, exc.problem) from None
     try:
@@ -61,25 +64,31 @@ def read_config(
     given = None
     if private_key is not None:
         try:
-            given = (read_key_file(str(private_key), settings), f"{private_key} ({PRIVATE_KEY})")
+            key = read_key_file(str(private_key), settings, files)
         except ValueError as exc:
             raise AnnotationError(PRIVATE_KEY, str(exc)) from None
-    return parse_config(
-        text, source, read_key=lambda file, _line: read_key_file(file, settings), private_key=given
+        given = (key, f"{private_key} ({PRIVATE_KEY})")
+    config = parse_config(
+        text,
+        source,
+        read_key=lambda file, _line: read_key_file(file, settings, files),
+        private_key=given,
     )
+    return replace(config, files=files)
 
 
-def read_key_file(path: str, settings: Settings) -> Key:
+def read_key_file(path: str, settings: Settings, files: dict[str, str] | None = None) -> Key:
     """The key in ``path``, as wg reads a key file: by the configs' rules
     (root's, or the rootless user's, readable by no one else, in an
     allowed directory: a config's, or systemd's credentials); ValueError
-    naming the file.  The key is never in the message."""
+    naming the file.  The key is never in the message.  ``files``: where
+    the file's stamp goes."""
     what = f"key file {_shown(path)}"
     if not path.startswith("/"):
         raise ValueError(f"{what}: not an absolute path")
     try:
         data = _read_trusted(
-            PurePosixPath(path), what, (*settings.config_dirs, *settings.key_dirs), settings
+            PurePosixPath(path), what, (*settings.config_dirs, *settings.key_dirs), settings, files
         )
     except _Untrusted as exc:
         raise ValueError(exc.problem) from None
@@ -97,11 +106,16 @@ class _Untrusted(Exception):
 
 
 def _read_trusted(
-    path: PurePosixPath, what: str, dirs: tuple[Path, ...], settings: Settings
+    path: PurePosixPath,
+    what: str,
+    dirs: tuple[Path, ...],
+    settings: Settings,
+    files: dict[str, str] | None = None,
 ) -> bytes:
     """What the file at ``path`` holds, when it is a regular file inside
     one of ``dirs``, its owner's alone (trust.py), read through the
-    descriptor it was checked on; _Untrusted with the problem."""
+    descriptor it was checked on; _Untrusted with the problem.  Its stamp
+    goes into ``files`` under ``path``."""
     try:
         real = Path(path).resolve(strict=True)
     except (FileNotFoundError, RuntimeError):  # RuntimeError: a symlink loop
@@ -125,9 +139,30 @@ def _read_trusted(
             raise _Untrusted(f"{what} is readable by group or others (chmod 600)")
         if info.st_size > MAX_SIZE:
             raise _Untrusted(f"{what} is larger than 1 MiB")
+        if files is not None:
+            files[str(path)] = stamp(info)
         return read_capped(fd)
     finally:
         os.close(fd)
+
+
+def stamp(info: os.stat_result) -> str:
+    """What tells one version of a file from the next: which file (an
+    editor's save is often a new one, renamed over the old), its size and
+    when it was last written."""
+    return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def stamps_now(paths: Iterable[str]) -> dict[str, str]:
+    """The stamps of the files at ``paths`` as they are now (``gone``: no
+    file there, or none this process may see)."""
+    now = {}
+    for path in paths:
+        try:
+            now[path] = stamp(os.stat(path))
+        except OSError:
+            now[path] = "gone"
+    return now
 
 
 def _shown(path: str) -> str:

@@ -107,6 +107,26 @@ class Plan:
         return {key: (e.host, e.port) for key, e in self.config.host_name_endpoints.items()}
 
 
+def fixed(plan: Plan) -> dict[str, str]:
+    """What a running tunnel cannot take from a changed config in place
+    (lifecycle.reload), by the name a refusal gives it, as text: its
+    interface and addresses, its MTU and routing table, its DNS, the kill
+    switch and the families it is the default route of.  Its peers, their
+    keys, endpoints, keepalives and AllowedIPs (the routes), its own key,
+    ListenPort and FwMark are not here: those change in place."""
+    table = plan.config.interface.table.lower()
+    dns = plan.dns
+    return {
+        "interface name": plan.interface,
+        "Address": ", ".join(map(str, plan.addresses)),
+        "MTU": str(plan.mtu or "automatic"),
+        "Table": "main" if table == "auto" else table,
+        "DNS": "off" if dns is None else ", ".join([*map(str, dns.servers), *dns.search]) or "none",
+        "kill switch": "on" if plan.kill_switch else "off",
+        "full tunnel": ", ".join(f"IPv{v}" for v in sorted(plan.reply_path)) or "none",
+    }
+
+
 def _route_table(config: WgConfig) -> tuple[bool, int | None]:
     """(add routes?, table) from wg-quick's ``Table=``."""
     table = config.interface.table.lower()

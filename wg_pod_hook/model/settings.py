@@ -38,6 +38,9 @@ class Settings:
     # The daemon resolves a host-name endpoint again when its peer has had
     # no handshake for this long (wireguard-tools' reresolve-dns: 135 s).
     endpoint_refresh_after: int = 135
+    # The daemon reloads a tunnel (lifecycle.reload) whose config or key
+    # files changed.
+    reload_on_change: bool = False
     # Where the daemon serves Prometheus metrics (address, port); None: not at all.
     metrics_listen: tuple[str, int] | None = None
     fault_injection_kill_after: str | None = None
@@ -120,7 +123,7 @@ def parse_settings(text: str, source: str, defaults: Settings | None = None) -> 
             values[key] = _choice(source, key, value, LOG_LEVELS)
         elif key == "kill_switch":
             values[key] = Toggle(_choice(source, key, value, tuple(t.value for t in Toggle)))
-        elif key == "allow_readable_configs":
+        elif key in ("allow_readable_configs", "reload_on_change"):
             if not isinstance(value, bool):
                 raise SettingsError(source, key, "must be true or false")
             values[key] = value

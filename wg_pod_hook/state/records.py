@@ -9,9 +9,10 @@ after a killed hook — tears down exactly what it says was done
 (teardown.py).  It holds names, pids, paths and public keys, never a
 private or preshared key.
 
-The file (JSON, ``"version": 3``; version 2 had no ``container_start``
-and no ``netns.cookie``, version 1 no ``version`` field either, and the
-same keys less ``complete``, ``moved`` and ``process``; all are still read):
+The file (JSON, ``"version": 4``; version 3 had no ``fixed`` and no
+``sources``, version 2 no ``container_start`` and no ``netns.cookie``
+either, version 1 no ``version`` field either, and the same keys less
+``complete``, ``moved`` and ``process``; all are still read):
 
 - ``container_id``, ``interface`` (name in the container), ``config``
   (path), ``created`` (Unix time); ``annotations`` (the container's
@@ -45,6 +46,10 @@ same keys less ``complete``, ``moved`` and ``process``; all are still read):
   towards which peers; ``followed``: the peers whose endpoint is a host
   name (public key: ``[HOST, PORT]``), for the daemon to follow (absent
   in an older wg-pod's records: the daemon reads the config then);
+- ``fixed``: what a reload cannot change in place (plan.fixed: setting
+  name to its value as text), as the tunnel was set up; ``sources``: the
+  files its config and keys were read from, each with the stamp of the
+  version read (configfile.stamp), which tells the daemon of a change;
 - ``failed`` and ``failed_at``: a run that replaced a running tunnel (a
   repair, a pod member's restart, ``join`` again) failed, why and when; what
   keeps the namespace closed stays, and the daemon tries again.
@@ -65,7 +70,7 @@ from ..runtime import Runtime, write_file, writer_pid
 
 log = logging.getLogger(__name__)
 
-VERSION = 3
+VERSION = 4
 
 # A netlink route spec, as Netlink.default_routes gives and restore_route takes.
 RouteSpec = Mapping[str, int | str]
@@ -186,6 +191,8 @@ class TunnelRecord:
     public_key: str | None = None
     peer_public_keys: tuple[str, ...] = ()
     followed: Mapping[str, tuple[str, int]] | None = None
+    fixed: Mapping[str, str] | None = None  # None: an older wg-pod's record
+    sources: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     bundle: str | None = None
     # A run that replaced a running tunnel failed: why (one line, no
@@ -209,6 +216,9 @@ class TunnelRecord:
             data[name] = None if value is None else vars(value).copy()
         data["removed_routes"] = [dict(route) for route in self.removed_routes]
         data["annotations"] = dict(self.annotations)
+        data["sources"] = dict(self.sources)
+        if self.fixed is not None:
+            data["fixed"] = dict(self.fixed)
         if self.followed is not None:
             data["followed"] = {key: list(endpoint) for key, endpoint in self.followed.items()}
         return {"version": VERSION, **data}
@@ -257,7 +267,7 @@ def from_json(data: object) -> TunnelRecord:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     version = data.get("version", 1)
-    if version not in (1, 2, VERSION):
+    if version not in (1, 2, 3, VERSION):
         raise ValueError(f"unknown version {version!r}")
     netns = data.get("netns")
     if not (
@@ -308,7 +318,9 @@ def from_json(data: object) -> TunnelRecord:
         public_key=_typed(data, "public_key", str, None),
         peer_public_keys=tuple(peers),
         followed=_followed(data),
-        annotations=_annotations(data),
+        fixed=_strings(data, "fixed", None),
+        sources=_strings(data, "sources", {}) or {},
+        annotations=_strings(data, "annotations", {}) or {},
         bundle=_typed(data, "bundle", str, None),
         failed=_typed(data, "failed", str, None),
         failed_at=_typed(data, "failed_at", (int, float), None),
@@ -333,11 +345,15 @@ def _followed(data: Mapping[str, Any]) -> dict[str, tuple[str, int]] | None:
     return endpoints
 
 
-def _annotations(data: Mapping[str, Any]) -> dict[str, str]:
-    annotations = _typed(data, "annotations", dict, {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
-        raise ValueError("annotations: not a map of strings")
-    return dict(annotations)
+def _strings(
+    data: Mapping[str, Any], key: str, default: dict[str, str] | None
+) -> dict[str, str] | None:
+    strings = _typed(data, key, dict, default)
+    if strings is None:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in strings.items()):
+        raise ValueError(f"{key}: not a map of strings")
+    return dict(strings)
 
 
 # ---------------------------------------------------------------------------

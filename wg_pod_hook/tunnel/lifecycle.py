@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import (
     BackendUnavailable,
+    ReloadRefused,
     SettingsError,
     SetupError,
     StateError,
@@ -45,7 +46,7 @@ from ..model import nft
 from ..model.bundle import Bundle, read_bundle
 from ..model.configfile import read_config
 from ..model.oci import ContainerState, parse_annotations
-from ..model.plan import Plan, automatic_mtu, build_plan
+from ..model.plan import Plan, automatic_mtu, build_plan, fixed
 from ..model.settings import Settings
 from ..namespaces import is_host_netns
 from ..runtime import Runtime
@@ -394,13 +395,7 @@ def repair(runtime: Runtime, record: TunnelRecord, settings: Settings) -> Tunnel
         raise Superseded(f"container {name}: its process {container.pid} is gone")
     if not record.netns.alive():
         raise Superseded(f"container {name}: its network namespace is gone")
-    state = ContainerState(
-        id=record.container_id,
-        status="running",
-        pid=record.container_pid or 0,
-        bundle=PurePosixPath(record.bundle) if record.bundle else None,
-        annotations=dict(record.annotations),
-    )
+    state = _state_of(record)
     try:
         plan = prepare(state, settings, runtime)
         spec = read_bundle(state.bundle)
@@ -412,6 +407,149 @@ def repair(runtime: Runtime, record: TunnelRecord, settings: Settings) -> Tunnel
         spec = replace(spec, netns_path=record.netns.path)
     log.info("container %s: repairing %s", record.container_id[:12], record.interface)
     return up(runtime, plan, spec, settings, replacing=record)
+
+
+def _state_of(record: TunnelRecord) -> ContainerState:
+    """The container as its hook was handed it, from its record."""
+    return ContainerState(
+        id=record.container_id,
+        status="running",
+        pid=record.container_pid or 0,
+        bundle=PurePosixPath(record.bundle) if record.bundle else None,
+        annotations=dict(record.annotations),
+    )
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload changed: peers and routes (prefixes) added and
+    removed; the peers that stayed were set again as the config has them."""
+
+    peers_added: tuple[str, ...]
+    peers_removed: tuple[str, ...]
+    routes_added: tuple[str, ...]
+    routes_removed: tuple[str, ...]
+
+    def __str__(self) -> str:
+        parts = [
+            f"{label} {', '.join(items)}"
+            for label, items in (
+                ("peer added", self.peers_added),
+                ("peer removed", self.peers_removed),
+                ("route added", self.routes_added),
+                ("route removed", self.routes_removed),
+            )
+            if items
+        ]
+        return "; ".join(parts) or "peers set again, nothing added or removed"
+
+
+def reload(runtime: Runtime, record: TunnelRecord, settings: Settings) -> Reloaded:
+    """Apply the config of a running tunnel, as it is now, in place, as
+    ``wg syncconf`` does: its peers (added, removed, their keys, endpoints,
+    keepalives and AllowedIPs), its own key, ListenPort and FwMark, and the
+    routes and guards that follow AllowedIPs; no interface rebuilt, no
+    session with a peer that stays dropped.
+
+    Nothing changes when the config is now invalid (its error is raised),
+    when it changes what only a restart can (plan.fixed: ReloadRefused), or
+    when the tunnel is not the record's any more (Superseded).  A failure
+    while it changes things marks the record failed, with what keeps the
+    namespace closed in place, as a failed repair does: the daemon's repair
+    then sets the tunnel up anew from the config."""
+    name = record.container_id[:12]
+    if record.shared_with:
+        raise StateError(f"container {name} shares the tunnel of {record.shared_with[:12]}")
+    if not record.complete or record.failed:
+        raise StateError(
+            f"container {name}: its tunnel is not up ({record.failed or 'setup incomplete'}); "
+            "its repair reads the config anew"
+        )
+    if record.fixed is None:
+        raise StateError(
+            f"container {name}: its record (of an older wg-pod) does not say what a reload "
+            "may change: restart the container"
+        )
+    container = record.container()
+    if container is None or not container.alive() or not record.netns.alive():
+        raise Superseded(f"container {name}: its process or its network namespace is gone")
+    plan = prepare(_state_of(record), settings, runtime)
+    wanted = fixed(plan)
+    changed = [
+        f"{what} ({record.fixed.get(what, '?')} -> {value})"
+        for what, value in wanted.items()
+        if record.fixed.get(what) != value
+    ]
+    if changed:
+        raise ReloadRefused(
+            f"container {name}: {plan.config.source} changes {'; '.join(changed)}: "
+            "a running tunnel cannot take that in place; restart the container "
+            "(nothing was changed)"
+        )
+    device = device_setup(plan)  # the endpoints resolved before anything changes
+    with open_netns(record.netns.path, record.netns) as netns_fd, namespace_lock(runtime, netns_fd):
+        netns = NetnsId.of(record.netns.path, netns_fd)
+        start = process_start_in(container.pid, netns)
+        _prove_same(record, ProcessId(container.pid, start or 0), netns)
+        if records.read(runtime, record.container_id) != record:
+            raise Superseded(f"container {name}: its record changed")
+        with keys_lock(runtime), Netlink(netns_fd, "container") as inside:
+            check_key_unused(plan, [r for r in records.read_all(runtime) if r.complete], netns)
+            return _sync(runtime, record, plan, device, inside, netns_fd)
+
+
+def _sync(
+    runtime: Runtime,
+    record: TunnelRecord,
+    plan: Plan,
+    device: DeviceSetup,
+    inside: Netlink,
+    netns_fd: int,
+) -> Reloaded:
+    """reload's changes, guards first and last: a prefix the tunnel now
+    routes is guarded before its peer may carry it; one it no longer
+    routes loses its guard after its route."""
+    old = set(record.guarded)
+    new = [str(n) for n in plan.guarded]
+    added = [n for n in plan.guarded if str(n) not in old]
+    gone = [ip_network(g) for g in record.guarded if g not in set(new)]
+    # Noted before they are added, as the setup does.
+    noted = replace(record, guarded=(*record.guarded, *map(str, added)))
+    records.write(runtime, noted)
+    try:
+        for network in added:
+            routes.guard(inside, network, plan.route_table)
+        if plan.uses_ipv6:
+            inside.enable_ipv6(plan.interface)
+        backends.of(record, runtime).sync(record, device, netns_fd)
+        for network in plan.routes:
+            routes.replace_route(inside, network, device=plan.interface, table=plan.route_table)
+        for network in gone:
+            routes.delete_tunnel_route(inside, network, plan.interface, plan.route_table)
+            routes.unguard(inside, network, plan.route_table)
+    except BaseException as cause:
+        reason = describe(cause) if isinstance(cause, WgPodError) else _internal(cause)
+        _mark_failed(runtime, noted, f"reload: {reason}")
+        raise
+    peers = plan.peer_public_keys
+    records.write(
+        runtime,
+        replace(
+            noted,
+            guarded=tuple(new),
+            public_key=plan.public_key,
+            peer_public_keys=tuple(sorted(peers)),
+            followed=plan.host_name_endpoints,
+            sources=dict(plan.config.files),
+        ),
+    )
+    log.info("container %s: %s reloaded", record.container_id[:12], plan.interface)
+    return Reloaded(
+        peers_added=tuple(sorted(peers - set(record.peer_public_keys))),
+        peers_removed=tuple(sorted(set(record.peer_public_keys) - peers)),
+        routes_added=tuple(map(str, added)),
+        routes_removed=tuple(map(str, gone)),
+    )
 
 
 def _prove_same(record: TunnelRecord, container: ProcessId, netns: NetnsId) -> None:
@@ -465,6 +603,8 @@ def _new_record(
         public_key=plan.public_key,
         peer_public_keys=tuple(sorted(plan.peer_public_keys)),
         followed=plan.host_name_endpoints,
+        fixed=fixed(plan),
+        sources=dict(plan.config.files),
     )
 
 

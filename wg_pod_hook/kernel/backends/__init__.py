@@ -67,6 +67,13 @@ class Backend(Protocol):
     def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         """Configure ``ifname``, in the namespace it was created in."""
 
+    def sync(self, record: TunnelRecord, device: DeviceSetup, netns_fd: int) -> None:
+        """Bring the record's running interface to ``device`` in place, as
+        ``wg syncconf`` does: its own key, port and mark, every peer of
+        ``device`` set whole (keys, endpoint, keepalive, AllowedIPs), the
+        peers it does not have removed.  The session of a peer that stays
+        is kept (``netns_fd``: the container's namespace)."""
+
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
         """The peers of the record's interface, as it reports them now
         (``netns_fd``: the container's namespace, where it lives)."""

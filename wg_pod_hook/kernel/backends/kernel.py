@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import SetupError
+from ...model.config import NO_KEY
 from ...state.health import LivePeer
 from . import DeviceSetup
 
@@ -103,7 +104,9 @@ def read_peers(netns_fd: int, interface: str) -> tuple[LivePeer, ...]:
     return tuple(peers)
 
 
-def _configure(wg: Any, ifname: str, device: DeviceSetup) -> None:
+def _configure(wg: Any, ifname: str, device: DeviceSetup, removed: Collection[str] = ()) -> None:
+    """``device`` onto ``ifname``, peer by peer, after taking away the
+    peers ``removed`` (public keys, base64)."""
     wg.set(
         ifname,
         private_key=device.private_key.base64,
@@ -111,15 +114,19 @@ def _configure(wg: Any, ifname: str, device: DeviceSetup) -> None:
         fwmark=device.fwmark,
     )
     # One peer per request, as the netlink API expects.
+    for public_key in removed:
+        wg.set(ifname, peer={"public_key": public_key, "remove": True})
     for setup in device.peers:
+        preshared = setup.peer.preshared_key
         peer: dict[str, Any] = {
             "public_key": setup.peer.public_key.base64,
             "allowed_ips": [str(n) for n in setup.peer.allowed_ips],
             "replace_allowed_ips": True,
             "persistent_keepalive": setup.peer.persistent_keepalive or 0,
+            # None: no preshared key, which the kernel's all-zero one means
+            # (a peer that had one loses it, as with wg syncconf).
+            "preshared_key": (preshared or NO_KEY).base64,
         }
-        if setup.peer.preshared_key is not None:
-            peer["preshared_key"] = setup.peer.preshared_key.base64
         if setup.endpoint is not None:
             peer["endpoint_addr"] = str(setup.endpoint[0])
             peer["endpoint_port"] = setup.endpoint[1]
@@ -151,6 +158,19 @@ class KernelBackend:
             _with_wireguard(netns_fd, lambda wg: _configure(wg, ifname, device))
         except NetlinkError as exc:
             raise SetupError("configure WireGuard", ifname, os.strerror(exc.code)) from None
+
+    def sync(self, record: TunnelRecord, device: DeviceSetup, netns_fd: int) -> None:
+        from .._pyroute2 import NetlinkError
+
+        wanted = {setup.peer.public_key.base64 for setup in device.peers}
+        removed = [p.public_key for p in read_peers(netns_fd, record.interface)]
+        removed = [key for key in removed if key not in wanted]
+        try:
+            _with_wireguard(netns_fd, lambda wg: _configure(wg, record.interface, device, removed))
+        except NetlinkError as exc:
+            raise SetupError(
+                "reconfigure WireGuard", record.interface, os.strerror(exc.code)
+            ) from None
 
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
         return read_peers(netns_fd, record.interface)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendUnavailable, SetupError
-from ...model.config import Endpoint, IPAddress, Key
+from ...model.config import NO_KEY, Endpoint, IPAddress, Key
 from ...model.names import is_temp_name
 from ...namespaces import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, libc, made_in
 from ...state.health import LivePeer
@@ -47,17 +47,26 @@ START_DEADLINE = 10.0
 UAPI_TIMEOUT = 5.0
 
 
-def uapi_set(socket_file: Path, device: DeviceSetup) -> None:
-    lines = ["set=1", f"private_key={device.private_key.hex}", "replace_peers=true"]
+def uapi_set(
+    socket_file: Path, device: DeviceSetup, removed: Collection[str] | None = None
+) -> None:
+    """``device`` onto the interface of ``socket_file``: in place of all its
+    peers, or (``removed``: the public keys, base64, of the peers to take
+    away) as ``wg syncconf`` does, the peers that stay kept as they are."""
+    lines = ["set=1", f"private_key={device.private_key.hex}"]
+    if removed is None:
+        lines.append("replace_peers=true")
     if device.listen_port is not None:
         lines.append(f"listen_port={device.listen_port}")
     if device.fwmark is not None:
         lines.append(f"fwmark={device.fwmark}")
+    for public_key in removed or ():
+        lines.extend([f"public_key={Key.from_base64(public_key).hex}", "remove=true"])
     for setup in device.peers:
         peer = setup.peer
         lines.append(f"public_key={peer.public_key.hex}")
-        if peer.preshared_key is not None:
-            lines.append(f"preshared_key={peer.preshared_key.hex}")
+        # All zero: none (a peer that had one loses it).
+        lines.append(f"preshared_key={(peer.preshared_key or NO_KEY).hex}")
         if setup.endpoint is not None:
             lines.append(f"endpoint={Endpoint.of(*setup.endpoint)}")
         lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
@@ -208,6 +217,12 @@ class UserspaceBackend:
 
     def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         uapi_set(self.socket_file(ifname), device)
+
+    def sync(self, record: TunnelRecord, device: DeviceSetup, netns_fd: int) -> None:
+        socket_file = self.socket_file(str(record.temp_name))  # it keeps the birth name
+        wanted = {setup.peer.public_key.base64 for setup in device.peers}
+        live = [peer.public_key for peer in read_peers(socket_file)]
+        uapi_set(socket_file, device, removed=[key for key in live if key not in wanted])
 
     def peers(self, record: TunnelRecord, netns_fd: int) -> tuple[LivePeer, ...]:
         return read_peers(self.socket_file(str(record.temp_name)))  # it keeps the birth name
