@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, hooksd, logs, notify, podman, units
-from .errors import AnnotationError, StateError, WgPodError, describe
+from . import __version__, cdi, hooksd, logs, notify, podman, units
+from .errors import AnnotationError, SetupError, StateError, WgPodError, describe
 from .kernel.backends import PeerSetup
 from .model import nft, oci
 from .model.bundle import read_bundle
@@ -36,6 +36,7 @@ EXAMPLES = {
     "install": "example: wg-pod install --daemon   (rootless: wg-pod install --user --daemon)",
     "uninstall": "example: wg-pod uninstall --daemon",
     "gc": "example: wg-pod gc",
+    "cdi": "example: wg-pod cdi generate && podman run --device wg-pod.dev/tunnel=wg0 IMAGE",
     "daemon": "example: wg-pod daemon   (systemd: wg-pod.service; stop it with SIGTERM)",
     "health": "example: wg-pod health web && echo healthy",
 }
@@ -322,6 +323,31 @@ def cmd_install(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
+def cmd_cdi(args: argparse.Namespace, runtime: Runtime) -> int:
+    """``cdi generate``: the CDI spec of every allowed config, written (or
+    printed with ``--output -``); ``cdi list``: its devices."""
+    configs = cdi.devices(load_settings(runtime).config_dirs)
+    if args.action == "list":
+        for name, config in configs.items():
+            print(f"{cdi.KIND}={name}\t{config}")
+        if not configs:
+            print("no configs in the allowed directories: no devices")
+        return 0
+    if args.settings and not Path(args.settings).is_absolute():
+        raise SetupError("generate CDI spec", args.settings, "the settings path must be absolute")
+    hook = args.hook or hooksd.installed()
+    if not Path(hook).is_absolute():
+        raise SetupError("generate CDI spec", hook, "the hook path must be absolute")
+    state_dir = None if runtime.is_default else runtime.state_dir
+    text = cdi.render(cdi.spec(configs, hook, args.settings, state_dir))
+    if args.output == "-":
+        print(text, end="")
+        return 0
+    cdi.write(Path(args.output), text)
+    print(f"wrote {args.output}: {len(configs)} device(s) {', '.join(configs) or '(none)'}")
+    return 0
+
+
 def cmd_uninstall(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.user:
         return _user_unit(args, runtime, install=False)
@@ -438,6 +464,23 @@ def parser() -> argparse.ArgumentParser:
         help="a wg-pod.* annotation, as on podman run (repeatable)",
     )
     check.set_defaults(func=cmd_check)
+
+    cdi_cmd = sub.add_parser(
+        "cdi",
+        help="a CDI device for each allowed config (podman --device, Docker, containerd, CRI-O)",
+        description=f"generate writes a CDI spec with one device, {cdi.KIND}=NAME, for "
+        "each NAME.conf in the allowed config directories; a container that asks for it "
+        "(podman run --device, quadlet AddDevice=, docker run --device) gets that tunnel, "
+        "its wg-pod.* annotations adding options. list prints the devices.",
+        epilog=EXAMPLES["cdi"],
+    )
+    cdi_cmd.add_argument("action", choices=["generate", "list"])
+    cdi_cmd.add_argument(
+        "--output", default=str(cdi.DEFAULT_SPEC), help=f"default: {cdi.DEFAULT_SPEC}; - prints it"
+    )
+    cdi_cmd.add_argument("--hook", help="absolute path of wg-pod-hook (default: this one)")
+    cdi_cmd.add_argument("--settings", help="settings file the hook should use (WG_POD_SETTINGS)")
+    cdi_cmd.set_defaults(func=cmd_cdi)
 
     gcmd = sub.add_parser(
         "gc", help="remove leftovers of hooks that were killed mid-way", epilog=EXAMPLES["gc"]

@@ -3,11 +3,12 @@
 One request and one answer on the root-only Unix socket ``hook.sock`` in
 the state directory (runtime.py; SOCK_SEQPACKET: one message each way).  The
 request is the stage, the hook's settings file (``WG_POD_SETTINGS``), when
-the hook started and the OCI state exactly as the runtime gave it on
-stdin; the answer is the hook's exit status and the line it says on
-stderr.  The daemon checks who asks (SO_PEERCRED: uid 0 as the daemon sees
-it: root, or in a rootless user's daemon their hooks) and then does
-exactly what the hook would do itself (stages.py).
+the hook started, the config a wg-pod device's hook names (cdi.py) and the
+OCI state exactly as the runtime gave it on stdin; the answer is the
+hook's exit status and the line it says on stderr.  The daemon checks
+who asks (SO_PEERCRED: uid 0 as the daemon sees it: root, or in a
+rootless user's daemon their hooks) and then does exactly what the hook
+would do itself (stages.py).
 
 The hook never depends on it: no socket, a refused connection, a daemon
 that dies before it answers or does not answer within DEADLINE, and the
@@ -31,25 +32,28 @@ from .runtime import Runtime
 DEADLINE = 30.0
 MAX_MESSAGE = 65536
 NOT_ROOT = "wg-pod needs root or rootless podman (the hook runs as a non-root user)"
-VERSION = b"wg-pod-hook/1"
+VERSION = b"wg-pod-hook/2"
 
-Request = tuple[str, str | None, float | None, str]  # stage, settings, started, state
+# stage, settings, started, the device's config, state
+Request = tuple[str, str | None, float | None, str | None, str]
 Answer = tuple[int, str | None]  # exit status, stderr line
 
 
-def encode_request(stage: str, settings: str | None, started: float | None, state: str) -> bytes:
+def encode_request(
+    stage: str, settings: str | None, started: float | None, device: str | None, state: str
+) -> bytes:
     fields = [VERSION, stage.encode(), (settings or "").encode(), repr(started or 0.0).encode()]
-    return b"\0".join([*fields, state.encode()])
+    return b"\0".join([*fields, (device or "").encode(), state.encode()])
 
 
 def decode_request(data: bytes) -> Request:
     """ValueError for anything but a request of this version."""
-    parts = data.split(b"\0", 4)
-    if len(parts) != 5 or parts[0] != VERSION:
+    parts = data.split(b"\0", 5)
+    if len(parts) != 6 or parts[0] != VERSION:
         raise ValueError(f"not a {VERSION.decode()} request")
-    stage, settings, started, state = (p.decode() for p in parts[1:])
+    stage, settings, started, device, state = (p.decode() for p in parts[1:])
     seconds = float(started)
-    return stage, settings or None, seconds or None, state
+    return stage, settings or None, seconds or None, device or None, state
 
 
 def encode_answer(code: int, line: str | None) -> bytes:
@@ -61,10 +65,16 @@ def decode_answer(data: bytes) -> Answer:
     return int(code), line.decode(errors="replace") or None
 
 
-def ask(stage: str, state: str, runtime: Runtime, deadline: float = DEADLINE) -> Answer | None:
+def ask(
+    stage: str,
+    state: str,
+    runtime: Runtime,
+    device: str | None = None,
+    deadline: float = DEADLINE,
+) -> Answer | None:
     """The answer of the runtime's daemon, or None when the hook must do
     the work itself."""
-    data = encode_request(stage, runtime.named_settings, started(), state)
+    data = encode_request(stage, runtime.named_settings, started(), device, state)
     if len(data) > MAX_MESSAGE:
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)

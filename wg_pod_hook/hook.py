@@ -1,7 +1,9 @@
-"""The OCI hook entry point: ``wg-pod-hook createRuntime|poststop``.
+"""The OCI hook entry point: ``wg-pod-hook createRuntime|poststop
+[--config PATH]``.
 
 The stage comes from argv and the container state from stdin, as the OCI
-runtime spec and podman's hooks.d define them.  When the wg-pod daemon
+runtime spec and podman's hooks.d define them; a wg-pod CDI device's hook
+(cdi.py) names its config in argv too.  When the wg-pod daemon
 runs, the hook hands both to it and says what it answers (handoff.py):
 that path imports next to nothing, which is most of a warm start's gain.
 Otherwise, or when the daemon cannot answer, the hook does the work itself
@@ -41,8 +43,12 @@ def refusal(context: Runtime) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in STAGES:
-        print(f"usage: wg-pod-hook {{{'|'.join(STAGES)}}} < OCI-state", file=sys.stderr)
+    device = args[2] if len(args) == 3 and args[1] == "--config" else None
+    if len(args) not in (1, 3) or args[0] not in STAGES or (len(args) == 3 and device is None):
+        print(
+            f"usage: wg-pod-hook {{{'|'.join(STAGES)}}} [--config PATH] < OCI-state",
+            file=sys.stderr,
+        )
         return 2
     stage = args[0]
     text = sys.stdin.read()
@@ -52,16 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
     reason = refusal(context)
-    answer = handoff.ask(stage, text, context) if reason is None else None
+    answer = handoff.ask(stage, text, context, device) if reason is None else None
     if answer is None:
-        answer = here(stage, text, context, reason)
+        answer = here(stage, text, context, reason, device)
     code, line = answer
     if line:
         print(line, file=sys.stderr)
     return code
 
 
-def here(stage: str, text: str, context: Runtime, refused: str | None) -> handoff.Answer:
+def here(
+    stage: str, text: str, context: Runtime, refused: str | None, device: str | None = None
+) -> handoff.Answer:
     """The work in this process.  The installed hook starts without the
     site module (python3 -IS, see packaging/launcher.in); the work needs
     the site directories (PyYAML, the libnftables binding)."""
@@ -72,7 +80,9 @@ def here(stage: str, text: str, context: Runtime, refused: str | None) -> handof
     from . import logs, stages
 
     logs.setup()
-    return stages.run_stage(stage, text, context, started=handoff.started(), refusal=refused)
+    return stages.run_stage(
+        stage, text, context, started=handoff.started(), refusal=refused, device=device
+    )
 
 
 def run() -> NoReturn:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from . import notify
 from .errors import PrivilegeError, Superseded, WgPodError, describe
 from .handoff import Answer
-from .model.bundle import read_bundle
-from .model.oci import ContainerState, parse_state
+from .model.bundle import Bundle, read_bundle
+from .model.oci import ContainerState, parse_state, with_device
 from .model.settings import Settings, load_settings
 from .runtime import Runtime
 from .state import failures
@@ -36,20 +36,29 @@ def run_stage(
     started: float | None = None,
     refusal: str | None = None,
     wanted: Callable[[], bool] | None = None,
+    device: str | None = None,
 ) -> Answer:
     """Do ``stage`` for the OCI state ``text``.  ``started``: when the hook
     started (CLOCK_BOOTTIME seconds), for the duration the daemon's metrics
-    report; ``wanted``: whether the hook still waits (lifecycle.up).  The
+    report; ``wanted``: whether the hook still waits (lifecycle.up);
+    ``device``: the config a wg-pod device's hook names (cdi.py).  The
     answer is the hook's exit status and its line for stderr."""
     container_id = ""
     try:
         state = parse_state(text)
         container_id = state.id
+        if device is not None:
+            state = with_device(state, device)
         if stage == "createRuntime":
             if refusal:
                 raise PrivilegeError(refusal)
             settings = load_settings(runtime).in_daemon(in_daemon)
-            create_runtime(state, runtime, settings, wanted)
+            bundle = read_bundle(state.bundle)
+            if device is None and bundle.device_hook:
+                # Its annotations woke hooks.d's hook too: the device's does the work.
+                log.debug("container %s: left to its wg-pod device's hook", state.id[:12])
+                return 0, None
+            create_runtime(state, runtime, settings, bundle, wanted)
             failures.forget(runtime, state.id)
             seconds = None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
             notify.tell(runtime, "up", state.id, seconds=seconds)
@@ -73,13 +82,14 @@ def create_runtime(
     state: ContainerState,
     runtime: Runtime,
     settings: Settings,
+    bundle: Bundle,
     wanted: Callable[[], bool] | None = None,
 ) -> None:
     logging.getLogger().setLevel(settings.log_level.upper())
     from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
     plan = lifecycle.prepare(state, settings, runtime)
-    lifecycle.up(runtime, plan, read_bundle(state.bundle), settings, wanted=wanted, creating=True)
+    lifecycle.up(runtime, plan, bundle, settings, wanted=wanted, creating=True)
 
 
 def _failed(runtime: Runtime, container_id: str, stage: str, message: str) -> Answer:

@@ -254,7 +254,7 @@ def test_a_malformed_request_is_refused(daemon: Daemon) -> None:
             "wg-pod: the daemon got a malformed request",
         )
     code, line = handoff.decode_answer(
-        ask_raw(handoff.encode_request("prestart", None, None, "{}"))
+        ask_raw(handoff.encode_request("prestart", None, None, None, "{}"))
     )
     assert code == 1 and line is not None and "unknown stage" in line
     assert daemon.process.poll() is None

@@ -15,10 +15,16 @@ STATE = json.dumps({"ociVersion": "1.0.2", "id": "a" * 64, "pid": 42, "annotatio
 
 
 def test_a_request_round_trips() -> None:
-    data = handoff.encode_request("createRuntime", "/etc/wg-pod/x.yaml", 12.5, STATE)
-    assert handoff.decode_request(data) == ("createRuntime", "/etc/wg-pod/x.yaml", 12.5, STATE)
-    bare = handoff.encode_request("poststop", None, None, STATE)
-    assert handoff.decode_request(bare) == ("poststop", None, None, STATE)
+    data = handoff.encode_request("createRuntime", "/etc/wg-pod/x.yaml", 12.5, None, STATE)
+    assert handoff.decode_request(data) == (
+        "createRuntime",
+        "/etc/wg-pod/x.yaml",
+        12.5,
+        None,
+        STATE,
+    )
+    device = handoff.encode_request("poststop", None, None, "/etc/wg/wg0.conf", STATE)
+    assert handoff.decode_request(device) == ("poststop", None, None, "/etc/wg/wg0.conf", STATE)
 
 
 @pytest.mark.parametrize(
@@ -26,10 +32,11 @@ def test_a_request_round_trips() -> None:
     [
         b"",
         b"hello",
+        # The version before the device's config: the hook then does the work itself.
+        b"wg-pod-hook/1\0createRuntime\0\0" + b"0.0\0{}",
+        b"wg-pod-hook/2\0createRuntime\0\0not-a-number\0\0{}",
         b"wg-pod-hook/2\0createRuntime\0\0" + b"0.0\0{}",
-        b"wg-pod-hook/1\0createRuntime\0\0not-a-number\0{}",
-        b"wg-pod-hook/1\0createRuntime\0\0" + b"0.0",
-        b"wg-pod-hook/1\0\xff\xfe\0\0" + b"0.0\0{}",
+        b"wg-pod-hook/2\0\xff\xfe\0\0" + b"0.0\0\0{}",
     ],
 )
 def test_anything_else_is_not_a_request(data: bytes) -> None:

@@ -132,10 +132,11 @@ def serve(conn: socket.socket, runtime: Runtime) -> handoff.Answer:
     pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     conn.settimeout(REQUEST_TIMEOUT)
     try:
-        stage, settings, started, state = handoff.decode_request(conn.recv(handoff.MAX_MESSAGE))
+        request = handoff.decode_request(conn.recv(handoff.MAX_MESSAGE))
     except (OSError, ValueError) as exc:
         log.warning("daemon: refused a malformed request (pid %d): %s", pid, exc)
         return 1, "wg-pod: the daemon got a malformed request"
+    stage, settings, started, device, state = request
     if stage not in stages.STAGES:
         return 1, f"wg-pod: unknown stage {stage[:40]!r}"
     if uid != 0:  # nothing done for it: what the hook could not do, it may not ask
@@ -151,6 +152,7 @@ def serve(conn: socket.socket, runtime: Runtime) -> handoff.Answer:
         in_daemon=True,
         started=started,
         wanted=lambda: _waiting(conn),
+        device=device,
     )
 
 

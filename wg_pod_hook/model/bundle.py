@@ -26,6 +26,9 @@ from typing import Any
 from ..errors import StateError
 
 USERDATA = "userdata"
+# A wg-pod device's hook, as cdi.py writes it: ``HOOK STAGE --config PATH``.
+HOOK = "wg-pod-hook"
+DEVICE_CONFIG = "--config"
 RESOLV_CONF = "/etc/resolv.conf"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -41,6 +44,9 @@ class Bundle:
     # Resolved directories holding podman's per-container directories for
     # this container (static and run); empty when there is no bundle.
     storage_dirs: frozenset[Path] = frozenset()
+    # The container asked for a wg-pod CDI device (cdi.py): that device's
+    # hook, which names the config, sets its tunnel up.
+    device_hook: bool = False
 
 
 def _real(path: Path) -> Path:
@@ -123,6 +129,18 @@ def _storage_dirs(bundle: Path, sources: dict[str, Path]) -> frozenset[Path]:
     return frozenset(dirs)
 
 
+def _has_device_hook(spec: dict[str, Any]) -> bool:
+    """Whether the spec's createRuntime hooks hold a wg-pod device's (one
+    that names its config: cdi.hook_args)."""
+    hooks = spec.get("hooks")
+    stage = hooks.get("createRuntime") if isinstance(hooks, dict) else None
+    for hook in stage if isinstance(stage, list) else []:
+        args = hook.get("args") if isinstance(hook, dict) else None
+        if isinstance(args, list) and args[:1] == [HOOK] and DEVICE_CONFIG in args:
+            return True
+    return False
+
+
 def read_bundle(bundle: PurePosixPath | None) -> Bundle:
     if bundle is None:
         return Bundle()
@@ -140,4 +158,5 @@ def read_bundle(bundle: PurePosixPath | None) -> Bundle:
         netns_path=_network_namespace_path(spec),
         rootfs=_rootfs(Path(bundle), spec),
         storage_dirs=_storage_dirs(Path(bundle), sources),
+        device_hook=_has_device_hook(spec),
     )

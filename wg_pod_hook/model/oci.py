@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from ipaddress import ip_address, ip_network
 from pathlib import PurePosixPath
@@ -338,3 +338,17 @@ def parse_dns(key: str, value: str) -> DnsChoice:
         # leave it with none.
         raise AnnotationError(key, "search domains need at least one nameserver in the list")
     return DnsChoice(mode="list", servers=tuple(servers), search=tuple(search))
+
+
+def with_device(state: ContainerState, config: str) -> ContainerState:
+    """The state of a container that asked for a wg-pod CDI device: the
+    device's config is its ``wg-pod.config``, and its annotations may add
+    the other options; one that names another config is refused."""
+    asked = state.annotations.get(CONFIG)
+    if asked is not None and asked.strip() != config:
+        raise AnnotationError(
+            CONFIG,
+            f"{asked.strip()!r}, but the container's wg-pod device gives {config}: "
+            "ask for one tunnel, by the device or by the annotation",
+        )
+    return replace(state, annotations={**state.annotations, CONFIG: config})
