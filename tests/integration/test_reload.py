@@ -126,7 +126,8 @@ def test_a_reload_adds_and_removes_a_peer_and_keeps_the_connection_through_one_t
     code, out, err = reload(hook, standin.id)
     assert code == 0, err
     assert f"peer added {other.public_key}" in out, out
-    assert f"route added {other.tunnel_v4.network}" in out, out
+    # Longest prefix first, as the plan orders them.
+    assert f"route added {other.tunnel_v6.network}, {other.tunnel_v4.network}" in out, out
     assert other.page in fetch_in(standin, other.url_v4)
     assert other.page in fetch_in(standin, other.url_v6)
     flags[0].touch()
