@@ -31,7 +31,8 @@ HOOK        := $(LIBEXECDIR)/wg-pod/wg-pod-hook
 STAGES      := createRuntime poststop
 MANPAGES    := build/man/wg-pod.8 build/man/wg-pod.yaml.5
 VENDOR_DIR  := packaging/vendor
-EXAMPLES    := packaging/quadlet/wg-pod-example.container packaging/quadlet/wg-pod-example.service
+EXAMPLES    := packaging/quadlet/wg-pod-example.container packaging/quadlet/wg-pod-example.service \
+               packaging/kube/wg-pod-example.yaml
 
 .PHONY: all man vendor install install-lib install-vendor install-data uninstall \
         deb rpmspec-check clean

@@ -116,7 +116,7 @@ class Repairs:
             self._succeeded(watch)
         else:
             what = "reload" if repair.reloading else "repair"
-            self._failed(watch, f"{what}: {reason or 'its worker was killed'}")
+            self._failed(watch, reason or "its worker was killed", what)
 
     def _succeeded(self, watch: Watch) -> None:
         container_id = watch.record.container_id
@@ -127,16 +127,18 @@ class Repairs:
         log.info("container %s: %s repaired", container_id[:12], watch.record.interface)
         self.watches.adopt(container_id)  # its new record: watched anew, and looked at
 
-    def _failed(self, watch: Watch, reason: str) -> None:
+    def _failed(self, watch: Watch, reason: str, what: str = "repair") -> None:
         """The namespace stays closed (lifecycle kept what closes it, and
-        the record, marked failed); tried again after a backoff, with the
-        record as it now is, so the next try replaces it."""
+        the record, marked failed); repaired after a backoff, with the
+        record as it now is, so the next try replaces it.  ``what``
+        failed: a repair, or a reload that changed things."""
         container_id = watch.record.container_id
         watch.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (watch.failures - 1))
-        log.error("container %s: %s failed", container_id[:12], reason)
-        failures.remember(self.runtime, container_id, "repair", reason)
-        looks.note(self.runtime, container_id, last_failure=reason)
+        log.error("container %s: %s failed: %s", container_id[:12], what, reason)
+        remembered = reason if what == "repair" else f"{what}: {reason}"
+        failures.remember(self.runtime, container_id, "repair", remembered)
+        looks.note(self.runtime, container_id, last_failure=f"{what}: {reason}")
         current = records.read(self.runtime, container_id)
         if current is None or current.shared_with:  # taken down meanwhile (leave)
             self.watches.drop(container_id)
