@@ -335,7 +335,7 @@ def cmd_cdi(args: argparse.Namespace, runtime: Runtime) -> int:
         return 0
     if args.settings and not Path(args.settings).is_absolute():
         raise SetupError("generate CDI spec", args.settings, "the settings path must be absolute")
-    hook = args.hook or hooksd.installed()
+    hook = args.hook or hooksd.installed_hook()
     if not Path(hook).is_absolute():
         raise SetupError("generate CDI spec", hook, "the hook path must be absolute")
     state_dir = None if runtime.is_default else runtime.state_dir

@@ -69,6 +69,25 @@ def installed(command: str = "wg-pod-hook") -> str:
     raise SetupError("install", command, "executable not found beside python or on PATH")
 
 
+def installed_hook() -> str:
+    """This installation's wg-pod-hook: beside this Python or on PATH, else
+    the one the installed createRuntime definition runs (a package keeps
+    the hook in libexec, off PATH)."""
+    try:
+        return installed()
+    except SetupError:
+        pass
+    try:
+        path = json.loads((DEFAULT_DIR / file_name("createRuntime")).read_text())["hook"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        path = None
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        raise SetupError(
+            "find", "wg-pod-hook", "not beside python, on PATH or in an installed definition"
+        )
+    return path
+
+
 def install(
     directory: Path, hook: str, settings: str | None = None, state_dir: str | None = None
 ) -> list[Path]:
