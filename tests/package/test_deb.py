@@ -128,6 +128,7 @@ def test_installed_hook_does_the_work_itself_without_the_site_module(
     assert not Path(suite.hook_socket).exists(), "a daemon runs: the hook would hand its work over"
     settings = tmp_path / "wg-pod.yaml"
     settings.write_text(f"config_dirs: [{tmp_path}]\n")
+    (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "hooks": {}}))
     container_id = "c0ffee" * 10 + "abcd"
     state = {
         "ociVersion": "1.0.2",
