@@ -348,7 +348,7 @@ def test_fails_cleanly_without_a_resolv_conf_from_podman(
     conf = write_config(config_dir, text)
     standin.resolv_conf_mount = None
     message = fails_cleanly(hook, standin, {"wg-pod.config": conf})
-    assert "write DNS /etc/resolv.conf: the container has no resolv.conf from podman" in message
+    assert "write DNS /etc/resolv.conf: the container has no resolv.conf from its engine" in message
     assert "wg-pod.dns=off" in message
 
 

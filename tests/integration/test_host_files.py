@@ -34,7 +34,7 @@ def test_a_mounted_host_file_is_refused_and_untouched(
     standin.resolv_conf_mount = host_file
     message = fails_cleanly(hook, standin, {"wg-pod.config": dns_config(peer, config_dir)})
     assert f"write DNS {host_file}: mounted over the container's /etc/resolv.conf" in message
-    assert "podman did not make it" in message and "wg-pod.dns=off" in message
+    assert "its engine did not make it" in message and "wg-pod.dns=off" in message
     hostfile.assert_untouched(host_file)
 
 

@@ -57,7 +57,7 @@ SOURCES = (
 )
 COMPONENT = "main"
 # Bump when the build steps below change: the cached root is rebuilt.
-RECIPE = 3
+RECIPE = 5
 PACKAGES = (
     # podman 5 with its default runtime (crun), runc as the second runtime,
     # netavark + aardvark-dns networking, quadlet (in podman), conmon
@@ -70,6 +70,11 @@ PACKAGES = (
     "conmon",
     "catatonit",
     "iptables",
+    # Docker (CDI devices: daemon.json's features.cdi) on its containerd,
+    # and Compose
+    "docker.io",
+    "docker-cli",
+    "docker-compose",
     # rootless podman: newuidmap/newgidmap for the users the rootless
     # scenarios add (useradd writes their subordinate ranges), their
     # systemd user managers (pam_systemd) and user buses
@@ -279,6 +284,11 @@ def _customize(target: Path, work: Path) -> None:
     # A container loads no kernel modules: the unit would only fail and
     # leave the machine "degraded".
     (target / "etc/systemd/system/systemd-modules-load.service").symlink_to("/dev/null")
+    # Docker starts only for its own tests (inside/test_docker.py), which
+    # turn CDI on: at boot its iptables rules (FORWARD dropped) would meet
+    # every other test's podman network.
+    for wants in ("multi-user.target.wants/docker.service", "sockets.target.wants/docker.socket"):
+        (target / "etc/systemd/system" / wants).unlink()
     conf = target / PLATFORM_CONF.lstrip("/")
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(

@@ -77,7 +77,9 @@ def test_network_none_makes_the_tunnel_the_only_network(
         check=False,
     )
     assert refused.returncode != 0
-    assert "the container has no resolv.conf from podman" in hooked_podman.hook_error(name, refused)
+    assert "the container has no resolv.conf from its engine" in hooked_podman.hook_error(
+        name, refused
+    )
     assert host_leftovers() == ([], [], [])
 
 

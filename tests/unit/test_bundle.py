@@ -1,6 +1,6 @@
-"""Which resolv.conf wg-pod may write: podman's per-container files only
-(bundle.made_by_podman), and its own file per container, opened without
-following links (dns)."""
+"""Which resolv.conf wg-pod may write: the engine's (podman's, Docker's)
+per-container files only (bundle.made_by_engine), and its own file per
+container, opened without following links (dns)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from wg_pod_hook.errors import SetupError
-from wg_pod_hook.model.bundle import Bundle, container_file_owner, made_by_podman, read_bundle
+from wg_pod_hook.model.bundle import Bundle, container_file_owner, made_by_engine, read_bundle
 from wg_pod_hook.runtime import Runtime
 from wg_pod_hook.state import records
 from wg_pod_hook.state.records import NetnsId, TunnelRecord
@@ -59,7 +59,7 @@ def test_the_container_own_resolv_conf_is_podmans(storage: Storage) -> None:
     spec = spec_of(bundle)
     assert spec.resolv_conf == storage.run / cid / "userdata" / "resolv.conf"
     assert spec.storage_dirs == {storage.static.resolve(), storage.run.resolve()}
-    assert made_by_podman(spec, spec.resolv_conf, cid)
+    assert made_by_engine(spec, spec.resolv_conf, cid)
     assert dns.check_resolv_conf(spec, cid) == spec.resolv_conf
 
 
@@ -69,14 +69,16 @@ def test_a_host_file_is_not(storage: Storage, tmp_path: Path) -> None:
     host.write_text("nameserver 192.0.2.53\n")
     cid, bundle = storage.container(resolv_source=host)
     spec = spec_of(bundle)
-    assert not made_by_podman(spec, host, cid)
+    assert not made_by_engine(spec, host, cid)
     with pytest.raises(SetupError, match=f"write DNS {host}: mounted over .*wg-pod.dns=off"):
         dns.check_resolv_conf(spec, cid)
 
 
 def test_no_mount_says_what_to_do(storage: Storage) -> None:
     cid, _ = storage.container()
-    with pytest.raises(SetupError, match=r"no resolv.conf from podman \(as with --network none\)"):
+    with pytest.raises(
+        SetupError, match=r"no resolv.conf from its engine \(as with --network none\)"
+    ):
         dns.check_resolv_conf(Bundle(), cid)
 
 
@@ -85,7 +87,7 @@ def test_another_container_of_the_same_storage_is_podmans(storage: Storage) -> N
     infra, _ = storage.container()
     shared = storage.run / infra / "userdata" / "resolv.conf"
     cid, bundle = storage.container(resolv_source=shared)
-    assert made_by_podman(spec_of(bundle), shared, cid)
+    assert made_by_engine(spec_of(bundle), shared, cid)
 
 
 def test_an_id_without_a_bundle_is_not(storage: Storage) -> None:
@@ -93,14 +95,14 @@ def test_an_id_without_a_bundle_is_not(storage: Storage) -> None:
     stranger.parent.mkdir(parents=True)
     stranger.write_text("")
     cid, bundle = storage.container(resolv_source=stranger)
-    assert not made_by_podman(spec_of(bundle), stranger, cid)
+    assert not made_by_engine(spec_of(bundle), stranger, cid)
 
 
 def test_another_storage_is_not(storage: Storage, tmp_path: Path) -> None:
     other, _ = Storage(tmp_path / "elsewhere").container()
     foreign = tmp_path / "elsewhere" / "run" / "overlay-containers" / other / "userdata"
     cid, bundle = storage.container(resolv_source=foreign / "resolv.conf")
-    assert not made_by_podman(spec_of(bundle), foreign / "resolv.conf", cid)
+    assert not made_by_engine(spec_of(bundle), foreign / "resolv.conf", cid)
 
 
 def test_symlinked_storage_directories_are_resolved(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_symlinked_storage_directories_are_resolved(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(real)
     cid, bundle = Storage(tmp_path / "link").container()
     spec = spec_of(bundle)
-    assert spec.resolv_conf is not None and made_by_podman(spec, spec.resolv_conf, cid)
+    assert spec.resolv_conf is not None and made_by_engine(spec, spec.resolv_conf, cid)
 
 
 def test_without_a_podman_bundle_nothing_is_podmans(tmp_path: Path) -> None:
@@ -123,7 +125,64 @@ def test_without_a_podman_bundle_nothing_is_podmans(tmp_path: Path) -> None:
     )
     spec = spec_of(bundle)
     assert spec.storage_dirs == frozenset()
-    assert not made_by_podman(spec, resolv, "0" * 64)
+    assert not made_by_engine(spec, resolv, "0" * 64)
+
+
+class DockerStorage:
+    """Docker's layout under ``root``: a directory per container beside its
+    config.v2.json, and containerd's bundle named by the same id."""
+
+    def __init__(self, root: Path) -> None:
+        self.containers = root / "var" / "lib" / "docker" / "containers"
+        self.tasks = root / "run" / "containerd" / "io.containerd.runtime.v2.task" / "moby"
+
+    def container(self, resolv_source: Path | None = None) -> tuple[str, Path]:
+        cid = secrets.token_hex(32)
+        own = self.containers / cid
+        own.mkdir(parents=True)
+        (own / "config.v2.json").write_text("{}")
+        for name, text in (("resolv.conf", "nameserver 192.0.2.53\n"), ("hostname", "x\n")):
+            (own / name).write_text(text)
+        bundle = self.tasks / cid
+        bundle.mkdir(parents=True)
+        mounts = [
+            {
+                "destination": "/etc/resolv.conf",
+                "source": str(resolv_source or own / "resolv.conf"),
+            },
+            {"destination": "/etc/hostname", "source": str(own / "hostname")},
+        ]
+        (bundle / "config.json").write_text(
+            json.dumps({"mounts": mounts, "root": {"path": "rootfs"}})
+        )
+        return cid, bundle
+
+
+def test_dockers_own_resolv_conf_is_its_engines(tmp_path: Path) -> None:
+    docker = DockerStorage(tmp_path)
+    cid, bundle = docker.container()
+    spec = spec_of(bundle)
+    assert spec.storage_dirs == {docker.containers.resolve()}
+    assert spec.resolv_conf == docker.containers / cid / "resolv.conf"
+    assert dns.check_resolv_conf(spec, cid) == spec.resolv_conf
+    assert dns.is_own(spec.resolv_conf, cid)
+    dns.write_in_place(spec.resolv_conf, "nameserver 10.250.0.1\n")
+    assert spec.resolv_conf.read_text() == "nameserver 10.250.0.1\n"
+
+
+def test_docker_shares_another_containers_file_but_not_a_strangers(tmp_path: Path) -> None:
+    """``--network container:X`` mounts X's resolv.conf; an id Docker keeps
+    no config for is no container of its."""
+    docker = DockerStorage(tmp_path)
+    other, _ = docker.container()
+    shared = docker.containers / other / "resolv.conf"
+    cid, bundle = docker.container(resolv_source=shared)
+    assert made_by_engine(spec_of(bundle), shared, cid)
+    stranger = docker.containers / secrets.token_hex(32) / "resolv.conf"
+    stranger.parent.mkdir()
+    stranger.write_text("")
+    cid, bundle = docker.container(resolv_source=stranger)
+    assert not made_by_engine(spec_of(bundle), stranger, cid)
 
 
 RUN = "/run/containers/storage/overlay-containers/"
@@ -137,9 +196,12 @@ RUN = "/run/containers/storage/overlay-containers/"
         (RUN + "A" * 64 + "/userdata/resolv.conf", None),
         (RUN + "a" * 64 + "/other/resolv.conf", None),
         ("/etc/resolv.conf", None),
+        ("/var/lib/docker/containers/" + "a" * 64 + "/resolv.conf", "a" * 64),
+        ("/var/lib/docker/other/" + "a" * 64 + "/resolv.conf", None),
+        ("/run/containerd/io.containerd.runtime.v2.task/moby/" + "a" * 64 + "/config.json", None),
     ],
 )
-def test_the_shape_of_podmans_per_container_files(path: str, owner: str | None) -> None:
+def test_the_shape_of_an_engines_per_container_files(path: str, owner: str | None) -> None:
     found = container_file_owner(Path(path))
     assert (found[1] if found else None) == owner
 
@@ -152,7 +214,7 @@ def test_writes_follow_no_link_and_stay_in_podmans_files(storage: Storage, tmp_p
 
     host = tmp_path / "host-resolv.conf"
     host.write_text("host\n")
-    with pytest.raises(SetupError, match="not a file of podman's container storage"):
+    with pytest.raises(SetupError, match="not a file of a container engine's storage"):
         dns.write_in_place(host, "x\n")  # e.g. a record from before this rule
 
     for make_link in (os.symlink, os.link):

@@ -1,5 +1,5 @@
 """What the hook needs from the OCI bundle's config.json (read once), and
-which of the files mounted into the container podman made for it.
+which of the files mounted into the container its engine made for it.
 
 podman names there the resolv.conf it bind-mounts into the container, the
 container's root filesystem, and the network namespace it made
@@ -9,9 +9,11 @@ restart-policy restarts.
 podman (and CRI-O) keep each container's own files in per-container
 directories of its storage, ``<containers dir>/<64 hex id>/userdata/``:
 the bundle (config.json) in the static one, resolv.conf, hosts and hostname
-in the run one.  A mount whose source lies anywhere else is the user's
-(``-v /etc/resolv.conf:/etc/resolv.conf``): wg-pod never writes such a file,
-since writing the source would change it on the host.
+in the run one.  Docker keeps them in ``<data root>/containers/<64 hex
+id>/`` beside the container's ``config.v2.json``, and hands containerd a
+bundle named by the same id.  A mount whose source lies anywhere else is
+the user's (``-v /etc/resolv.conf:/etc/resolv.conf``): wg-pod never writes
+such a file, since writing the source would change it on the host.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 from ..errors import StateError
 
 USERDATA = "userdata"
+DOCKER_CONTAINERS = "containers"
+DOCKER_CONFIG = "config.v2.json"
 # A wg-pod device's hook, as cdi.py writes it: ``HOOK STAGE --config PATH``.
 HOOK = "wg-pod-hook"
 DEVICE_CONFIG = "--config"
@@ -41,8 +45,9 @@ class Bundle:
     netns_path: str | None = None
     # The container's root filesystem (config.json's root.path, resolved).
     rootfs: Path | None = None
-    # Resolved directories holding podman's per-container directories for
-    # this container (static and run); empty when there is no bundle.
+    # Resolved directories holding the engine's per-container directories
+    # for this container (podman's static and run ones, Docker's
+    # containers one); empty when there is no bundle.
     storage_dirs: frozenset[Path] = frozenset()
     # The container asked for a wg-pod CDI device (cdi.py): that device's
     # hook, which names the config, sets its tunnel up.
@@ -57,29 +62,41 @@ def _real(path: Path) -> Path:
 
 def container_file_owner(path: Path) -> tuple[Path, str] | None:
     """(containers dir, container id) when ``path`` has the shape of a file
-    podman keeps for one container, ``<dir>/<64 hex id>/userdata/<name>``."""
-    userdata = path.parent
-    owner = userdata.parent.name
-    if userdata.name != USERDATA or not _CONTAINER_ID.fullmatch(owner):
-        return None
-    return userdata.parent.parent, owner
+    an engine keeps for one container: podman's (and CRI-O's)
+    ``<dir>/<64 hex id>/userdata/<name>``, Docker's
+    ``<dir named containers>/<64 hex id>/<name>``."""
+    parent = path.parent
+    if parent.name == USERDATA and _CONTAINER_ID.fullmatch(parent.parent.name):
+        return parent.parent.parent, parent.parent.name
+    if _CONTAINER_ID.fullmatch(parent.name) and parent.parent.name == DOCKER_CONTAINERS:
+        return parent.parent, parent.name
+    return None
 
 
-def made_by_podman(spec: Bundle, path: Path, container_id: str) -> bool:
-    """Whether ``path`` is a file podman made for this container, or for the
-    container whose network namespace it joins (a pod's infra container,
-    ``--network container:NAME``), whose resolv.conf podman mounts instead.
+def _is_container(directory: Path, owner: str) -> bool:
+    """Whether the engine keeps a container ``owner`` in ``directory``: its
+    bundle (podman) or its config (Docker) is there."""
+    return (directory / owner / USERDATA / "config.json").is_file() or (
+        directory / owner / DOCKER_CONFIG
+    ).is_file()
+
+
+def made_by_engine(spec: Bundle, path: Path, container_id: str) -> bool:
+    """Whether ``path`` is a file the engine made for this container, or for
+    the container whose network namespace it joins (a pod's infra
+    container, ``--network container:NAME``), whose resolv.conf the engine
+    mounts instead.
 
     It must lie in this container's own storage, in one of the directories
     holding its per-container directories, under its own id or under the id
-    of another container of that storage (one with a bundle there).
+    of another container of that storage.
     """
     found = container_file_owner(_real(path))
     if found is None or found[0] not in spec.storage_dirs:
         return False
     owner = found[1]
     return owner == container_id or any(
-        (directory / owner / USERDATA / "config.json").is_file() for directory in spec.storage_dirs
+        _is_container(directory, owner) for directory in spec.storage_dirs
     )
 
 
@@ -116,12 +133,18 @@ def _mount_sources(spec: dict[str, Any]) -> dict[str, Path]:
 
 def _storage_dirs(bundle: Path, sources: dict[str, Path]) -> frozenset[Path]:
     """The containers directories of this container's storage: the bundle's
-    (static) and that of every mounted file kept under the same id (run)."""
+    (podman's static one) and that of every mounted file kept under the
+    same id (podman's run one; Docker's, whose bundle is containerd's
+    ``<namespace dir>/<id>``)."""
     found = container_file_owner(_real(bundle / "config.json"))
-    if found is None:
+    dirs = set()
+    if found is not None:
+        static_dir, own = found
+        dirs.add(static_dir)
+    elif _CONTAINER_ID.fullmatch(bundle.name):
+        own = bundle.name
+    else:
         return frozenset()
-    static_dir, own = found
-    dirs = {static_dir}
     for source in sources.values():
         owner = container_file_owner(_real(source))
         if owner is not None and owner[1] == own:

@@ -20,7 +20,7 @@ yet entered (pivot_root comes later).  Putting podman's back copies
 podman's text into that file; the file goes with the record.
 
 Only podman's files and wg-pod's own are ever written: a resolv.conf the
-user mounted is a file of the host (bundle.made_by_podman), and every open
+user mounted is a file of the host (bundle.made_by_engine), and every open
 refuses symlinks and hard links.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SetupError
-from ..model.bundle import RESOLV_CONF, Bundle, container_file_owner, made_by_podman
+from ..model.bundle import RESOLV_CONF, Bundle, container_file_owner, made_by_engine
 from ..runtime import Runtime
 
 if TYPE_CHECKING:  # the poststop path restores a resolv.conf without a plan
@@ -71,15 +71,15 @@ def check_resolv_conf(spec: Bundle, container_id: str) -> Path:
         raise SetupError(
             "write DNS",
             RESOLV_CONF,
-            "the container has no resolv.conf from podman (as with --network none); "
+            "the container has no resolv.conf from its engine (as with --network none); "
             "set wg-pod.dns=off to start it without the tunnel's DNS",
         )
-    if not made_by_podman(spec, source, container_id):
+    if not made_by_engine(spec, source, container_id):
         raise SetupError(
             "write DNS",
             str(source),
-            f"mounted over the container's {RESOLV_CONF}, but podman did not make it for "
-            "the container and wg-pod writes only podman's own; drop the mount, or set "
+            f"mounted over the container's {RESOLV_CONF}, but its engine did not make it "
+            "for the container and wg-pod writes only the engine's own; drop the mount, or set "
             "wg-pod.dns=off",
         )
     os.close(_open(source, os.O_RDONLY))
@@ -124,7 +124,7 @@ def write_in_place(path: Path, text: str) -> None:
     """Rewrite a resolv.conf podman made: in place (the bind mount keeps
     pointing at it), and only one of podman's per-container files."""
     if container_file_owner(path) is None:
-        raise SetupError("write DNS", str(path), "not a file of podman's container storage")
+        raise SetupError("write DNS", str(path), "not a file of a container engine's storage")
     log.debug("write %s", path)
     try:
         with os.fdopen(_open(path, os.O_RDWR), "r+", encoding="utf-8") as handle:
