@@ -57,7 +57,7 @@ SOURCES = (
 )
 COMPONENT = "main"
 # Bump when the build steps below change: the cached root is rebuilt.
-RECIPE = 5
+RECIPE = 7
 PACKAGES = (
     # podman 5 with its default runtime (crun), runc as the second runtime,
     # netavark + aardvark-dns networking, quadlet (in podman), conmon
@@ -75,6 +75,13 @@ PACKAGES = (
     "docker.io",
     "docker-cli",
     "docker-compose",
+    # containerd's CRI, driven as a kubelet would (inside/test_cri.py): its
+    # CNI plugins, the CRI API's .proto, protoc and Python's gRPC
+    "containernetworking-plugins",
+    "golang-github-kubernetes-cri-api-dev",
+    "protobuf-compiler",
+    "python3-protobuf",
+    "python3-grpcio",
     # rootless podman: newuidmap/newgidmap for the users the rootless
     # scenarios add (useradd writes their subordinate ranges), their
     # systemd user managers (pam_systemd) and user buses
@@ -355,6 +362,9 @@ def _versions(target: Path) -> dict[str, str]:
             "conmon",
             "systemd",
             "python3",
+            "docker.io",
+            "docker-compose",
+            "containerd",
         ],
         timeout=60,
         env={"PATH": PATH},

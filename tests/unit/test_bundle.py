@@ -185,6 +185,35 @@ def test_docker_shares_another_containers_file_but_not_a_strangers(tmp_path: Pat
     assert not made_by_engine(spec_of(bundle), stranger, cid)
 
 
+def test_containerds_pod_files_are_its_engines(tmp_path: Path) -> None:
+    """containerd's CRI mounts the pod's (sandbox's) files into each of its
+    containers and names the pod in an annotation; another pod's are not
+    this container's."""
+    sandboxes = tmp_path / "var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes"
+    pod, other, cid = (secrets.token_hex(32) for _ in range(3))
+    for each in (pod, other):
+        (sandboxes / each).mkdir(parents=True)
+        (sandboxes / each / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    bundle = tmp_path / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+
+    def spec_mounting(owner: str) -> Bundle:
+        mounts = [
+            {"destination": "/etc/resolv.conf", "source": str(sandboxes / owner / "resolv.conf")}
+        ]
+        annotations = {"io.kubernetes.cri.sandbox-id": pod}
+        (bundle / "config.json").write_text(
+            json.dumps({"mounts": mounts, "annotations": annotations})
+        )
+        return spec_of(bundle)
+
+    spec = spec_mounting(pod)
+    assert spec.pod_id == pod and spec.storage_dirs == {sandboxes.resolve()}
+    assert dns.check_resolv_conf(spec, cid) == sandboxes / pod / "resolv.conf"
+    assert not dns.is_own(sandboxes / pod / "resolv.conf", cid)  # the pod's: written in place
+    assert not made_by_engine(spec_mounting(other), sandboxes / other / "resolv.conf", cid)
+
+
 RUN = "/run/containers/storage/overlay-containers/"
 
 
@@ -199,6 +228,11 @@ RUN = "/run/containers/storage/overlay-containers/"
         ("/var/lib/docker/containers/" + "a" * 64 + "/resolv.conf", "a" * 64),
         ("/var/lib/docker/other/" + "a" * 64 + "/resolv.conf", None),
         ("/run/containerd/io.containerd.runtime.v2.task/moby/" + "a" * 64 + "/config.json", None),
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/" + "b" * 64 + "/hosts",
+            "b" * 64,
+        ),
+        ("/var/lib/containerd/other/sandboxes/" + "b" * 64 + "/hosts", None),
     ],
 )
 def test_the_shape_of_an_engines_per_container_files(path: str, owner: str | None) -> None:

@@ -11,8 +11,12 @@ directories of its storage, ``<containers dir>/<64 hex id>/userdata/``:
 the bundle (config.json) in the static one, resolv.conf, hosts and hostname
 in the run one.  Docker keeps them in ``<data root>/containers/<64 hex
 id>/`` beside the container's ``config.v2.json``, and hands containerd a
-bundle named by the same id.  A mount whose source lies anywhere else is
-the user's (``-v /etc/resolv.conf:/etc/resolv.conf``): wg-pod never writes
+bundle named by the same id.  containerd's CRI (Kubernetes) keeps them per
+pod, in ``<root>/io.containerd.grpc.v1.cri/sandboxes/<64 hex pod id>/``,
+and names the pod in the container's ``io.kubernetes.cri.sandbox-id``
+annotation; CRI-O keeps them as podman does for a pod, in its infra
+container's directory.  A mount whose source lies anywhere else is the
+user's (``-v /etc/resolv.conf:/etc/resolv.conf``): wg-pod never writes
 such a file, since writing the source would change it on the host.
 """
 
@@ -30,6 +34,9 @@ from ..errors import StateError
 USERDATA = "userdata"
 DOCKER_CONTAINERS = "containers"
 DOCKER_CONFIG = "config.v2.json"
+CRI_PLUGIN = "io.containerd.grpc.v1.cri"
+CRI_SANDBOXES = "sandboxes"
+CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 # A wg-pod device's hook, as cdi.py writes it: ``HOOK STAGE --config PATH``.
 HOOK = "wg-pod-hook"
 DEVICE_CONFIG = "--config"
@@ -47,8 +54,11 @@ class Bundle:
     rootfs: Path | None = None
     # Resolved directories holding the engine's per-container directories
     # for this container (podman's static and run ones, Docker's
-    # containers one); empty when there is no bundle.
+    # containers one, containerd's sandboxes one); empty when there is no
+    # bundle.
     storage_dirs: frozenset[Path] = frozenset()
+    # containerd's pod (sandbox) of the container, whose files it mounts.
+    pod_id: str | None = None
     # The container asked for a wg-pod CDI device (cdi.py): that device's
     # hook, which names the config, sets its tunnel up.
     device_hook: bool = False
@@ -62,14 +72,20 @@ def _real(path: Path) -> Path:
 
 def container_file_owner(path: Path) -> tuple[Path, str] | None:
     """(containers dir, container id) when ``path`` has the shape of a file
-    an engine keeps for one container: podman's (and CRI-O's)
+    an engine keeps for one container (or pod): podman's (and CRI-O's)
     ``<dir>/<64 hex id>/userdata/<name>``, Docker's
-    ``<dir named containers>/<64 hex id>/<name>``."""
+    ``<dir named containers>/<64 hex id>/<name>``, containerd's CRI's
+    ``<root>/io.containerd.grpc.v1.cri/sandboxes/<64 hex id>/<name>``."""
     parent = path.parent
     if parent.name == USERDATA and _CONTAINER_ID.fullmatch(parent.parent.name):
         return parent.parent.parent, parent.parent.name
-    if _CONTAINER_ID.fullmatch(parent.name) and parent.parent.name == DOCKER_CONTAINERS:
-        return parent.parent, parent.name
+    if not _CONTAINER_ID.fullmatch(parent.name):
+        return None
+    above = parent.parent
+    if above.name == DOCKER_CONTAINERS or (
+        above.name == CRI_SANDBOXES and above.parent.name == CRI_PLUGIN
+    ):
+        return above, parent.name
     return None
 
 
@@ -88,14 +104,14 @@ def made_by_engine(spec: Bundle, path: Path, container_id: str) -> bool:
     mounts instead.
 
     It must lie in this container's own storage, in one of the directories
-    holding its per-container directories, under its own id or under the id
-    of another container of that storage.
+    holding its per-container directories, under its own id, its pod's, or
+    the id of another container of that storage.
     """
     found = container_file_owner(_real(path))
     if found is None or found[0] not in spec.storage_dirs:
         return False
     owner = found[1]
-    return owner == container_id or any(
+    return owner in (container_id, spec.pod_id) or any(
         _is_container(directory, owner) for directory in spec.storage_dirs
     )
 
@@ -131,11 +147,11 @@ def _mount_sources(spec: dict[str, Any]) -> dict[str, Path]:
     return sources
 
 
-def _storage_dirs(bundle: Path, sources: dict[str, Path]) -> frozenset[Path]:
+def _storage_dirs(bundle: Path, sources: dict[str, Path], pod_id: str | None) -> frozenset[Path]:
     """The containers directories of this container's storage: the bundle's
     (podman's static one) and that of every mounted file kept under the
     same id (podman's run one; Docker's, whose bundle is containerd's
-    ``<namespace dir>/<id>``)."""
+    ``<namespace dir>/<id>``) or its pod's (containerd's CRI)."""
     found = container_file_owner(_real(bundle / "config.json"))
     dirs = set()
     if found is not None:
@@ -147,9 +163,15 @@ def _storage_dirs(bundle: Path, sources: dict[str, Path]) -> frozenset[Path]:
         return frozenset()
     for source in sources.values():
         owner = container_file_owner(_real(source))
-        if owner is not None and owner[1] == own:
+        if owner is not None and owner[1] in (own, pod_id):
             dirs.add(owner[0])
     return frozenset(dirs)
+
+
+def _pod_id(spec: dict[str, Any]) -> str | None:
+    annotations = spec.get("annotations")
+    found = annotations.get(CRI_SANDBOX_ID) if isinstance(annotations, dict) else None
+    return found if isinstance(found, str) and _CONTAINER_ID.fullmatch(found) else None
 
 
 def _has_device_hook(spec: dict[str, Any]) -> bool:
@@ -175,11 +197,13 @@ def read_bundle(bundle: PurePosixPath | None) -> Bundle:
     if not isinstance(spec, dict):
         raise StateError(f"the bundle's {config} is not a JSON object")
     sources = _mount_sources(spec)
+    pod_id = _pod_id(spec)
     return Bundle(
         directory=str(bundle),
         resolv_conf=sources.get(RESOLV_CONF),
         netns_path=_network_namespace_path(spec),
         rootfs=_rootfs(Path(bundle), spec),
-        storage_dirs=_storage_dirs(Path(bundle), sources),
+        storage_dirs=_storage_dirs(Path(bundle), sources, pod_id),
+        pod_id=pod_id,
         device_hook=_has_device_hook(spec),
     )
