@@ -14,8 +14,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import grpc  # Debian's python3-grpcio, in the machine
-
 from tests.lab import run
 
 API_PROTO = Path("/usr/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto")
@@ -38,7 +36,12 @@ class Cri:
     messages (compile_api)."""
 
     def __init__(self, address: str, api: ModuleType) -> None:
+        # Debian's python3-grpcio, in the machine; the host that collects
+        # these tests has none.
+        import grpc
+
         self.api = api
+        self.errors = grpc.RpcError
         self.channel = grpc.insecure_channel(f"unix://{address}")
 
     def __call__(self, method: str, **fields: Any) -> Any:
@@ -51,6 +54,20 @@ class Cri:
             response_deserializer=response.FromString,
         )
         return call(request, timeout=120)
+
+    def serving(self) -> bool:
+        """Whether the CRI answers, with every condition of its status met."""
+        try:
+            status = self("Status")
+        except self.errors:
+            return False
+        return all(condition.status for condition in status.status.conditions)
+
+    def remove_pods(self) -> None:
+        """Stop and remove every pod (their shims end with them)."""
+        for pod in self("ListPodSandbox").items:
+            self("StopPodSandbox", pod_sandbox_id=pod.id)
+            self("RemovePodSandbox", pod_sandbox_id=pod.id)
 
     def close(self) -> None:
         self.channel.close()

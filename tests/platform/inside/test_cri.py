@@ -18,6 +18,7 @@ both images are imported with ``ctr``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from tests.lab import (
@@ -141,11 +141,13 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
     client = Cri(str(SOCKET), compile_api(work))
     try:
         wait_for(SOCKET.exists, timeout=30, what=f"containerd's {SOCKET}")
-        wait_for(lambda: _ready(client), timeout=30, what="containerd's CRI")
+        wait_for(client.serving, timeout=30, what="containerd's CRI")
         import_images(work)
         yield client
     finally:
-        _remove_pods(client)
+        # What a failed test left; when containerd is not serving, _end_shims.
+        with contextlib.suppress(client.errors):
+            client.remove_pods()
         client.close()
         process.terminate()
         try:
@@ -160,16 +162,6 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
         shutil.rmtree(ROOT, ignore_errors=True)
 
 
-def _remove_pods(client: Cri) -> None:
-    """Whatever pod a failed test left: its shims end with it."""
-    try:
-        for pod in client("ListPodSandbox").items:
-            client("StopPodSandbox", pod_sandbox_id=pod.id)
-            client("RemovePodSandbox", pod_sandbox_id=pod.id)
-    except grpc.RpcError:
-        pass  # containerd is not serving: _end_shims
-
-
 def _end_shims() -> None:
     """The shims of this containerd that outlived it (a failed create)."""
     mine = f"-address {SOCKET}".encode()
@@ -180,14 +172,6 @@ def _end_shims() -> None:
             continue  # not a process, or gone
         if argv.startswith(b"/usr/bin/containerd-shim") and mine in argv:
             os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _ready(client: Cri) -> bool:
-    try:
-        status = client("Status")
-    except grpc.RpcError:  # not serving yet
-        return False
-    return all(condition.status for condition in status.status.conditions)
 
 
 @pytest.fixture
