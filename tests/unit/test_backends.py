@@ -66,3 +66,42 @@ def test_the_settings_name_every_backend_and_auto() -> None:
     from wg_pod_hook.model.settings import BACKENDS
 
     assert ("auto", *backends.NAMES) == BACKENDS
+
+
+def test_the_greeting_gives_a_keepalive_only_to_peers_with_an_endpoint_and_none() -> None:
+    """DeviceSetup.greeting: the peers that would stay silent until the
+    container's first packet; a peer's own keepalive and a peer without an
+    endpoint (it cannot be greeted) stay as configured."""
+    from ipaddress import ip_address
+
+    from wg_pod_hook.model.config import Key, parse_config
+
+    keys = [Key(bytes([n]) * 32) for n in (1, 2, 3, 4)]
+    text = "\n".join(
+        [
+            f"[Interface]\nPrivateKey = {keys[0].base64}\nAddress = 10.250.9.2/24",
+            f"[Peer]\nPublicKey = {keys[1].base64}\nAllowedIPs = 10.250.1.0/24",
+            "Endpoint = 198.18.0.1:51820",
+            f"[Peer]\nPublicKey = {keys[2].base64}\nAllowedIPs = 10.250.2.0/24",
+            "Endpoint = 198.18.0.1:51821\nPersistentKeepalive = 7",
+            f"[Peer]\nPublicKey = {keys[3].base64}\nAllowedIPs = 10.250.3.0/24\n",
+        ]
+    )
+    config = parse_config(text, "/etc/wg/wg0.conf")
+    device = backends.DeviceSetup(
+        config.interface.private_key,
+        None,
+        None,
+        tuple(
+            backends.PeerSetup(peer, (ip_address("198.18.0.1"), 51820) if peer.endpoint else None)
+            for peer in config.peers
+        ),
+    )
+    assert device.greeters() == (keys[1],)
+    greeted = device.greeting()
+    assert [setup.peer.persistent_keepalive for setup in greeted.peers] == [
+        backends.GREETING_KEEPALIVE,
+        7,
+        None,
+    ]
+    assert replace(greeted, peers=device.peers) == device  # nothing else changed

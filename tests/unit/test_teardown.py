@@ -197,6 +197,7 @@ def test_the_step_table_names_the_fault_injection_points() -> None:
         "routes",
         "nftables",
         "dns",
+        "greeted",
         "record",
     )
 

@@ -44,6 +44,11 @@ KERNEL_SCENARIOS = {
     "test_reload.py": (
         "test_a_reload_adds_and_removes_a_peer_and_keeps_the_connection_through_one_that_stays",
     ),
+    # The kernel's keepalive set and taken away again (the greeting).
+    "test_greeting.py": (
+        "test_the_handshake_starts_before_the_first_packet_and_the_keepalive_goes",
+        "test_a_configured_keepalive_is_kept",
+    ),
     # The kernel's link made from a rootless user's namespace.
     "test_rootless_hook.py": ("test_a_rootless_users_hook_sets_up_the_tunnel_in_their_namespace",),
     "test_robustness.py": (
@@ -107,6 +112,12 @@ _RELOADED = (
     "tests/vm runs the kernel backend's sync as "
     "test_a_reload_adds_and_removes_a_peer_and_keeps_the_connection_through_one_that_stays"
 )
+_GREETED = (
+    "covered by the [userspace] run: health judges the peers as every backend reports them "
+    "(tests/vm checks the kernel's in test_status_reports_handshake_and_transfer[kernel]), "
+    "and the greeting reaches the kernel in "
+    "test_the_handshake_starts_before_the_first_packet_and_the_keepalive_goes[kernel]"
+)
 LEFT_OUT: dict[str, dict[str, str]] = {
     "test_daemon.py": {
         "test_a_repair_killed_midway_and_its_daemon_leave_nothing_the_next_does_not_converge": (
@@ -121,6 +132,9 @@ LEFT_OUT: dict[str, dict[str, str]] = {
     "test_fail_closed.py": {
         "test_a_rerun_killed_after_its_old_interface_went_loses_nothing": _KILLED,
         "test_what_a_pod_member_writes_into_the_shared_resolv_conf_never_fails_a_restart": _AFTER,
+    },
+    "test_greeting.py": {
+        "test_a_handshake_that_never_completes_holds_no_start_and_health_says_stale": _GREETED,
     },
     "test_handoff.py": {
         "test_a_malformed_request_is_refused": _BEFORE,

@@ -148,7 +148,10 @@ def _configure(run: Run) -> None:
     # the path's).
     mtu = run.plan.mtu or _automatic_mtu(run.host, run.device)
     run.birth.set_mtu(run.plan.names.temp_name, mtu)
-    run.backend.configure(run.plan.names.temp_name, run.device, run.birth_fd)
+    # With the greeting's keepalives: the handshake starts as the interface
+    # comes up (_address), while the hook still works, not at the
+    # container's first packet.
+    run.backend.configure(run.plan.names.temp_name, run.device.greeting(), run.birth_fd)
 
 
 def _move(run: Run) -> None:
@@ -265,6 +268,15 @@ def _dns(run: Run) -> None:
             dns.mount_own(plan.pid, path, run.dns_mount_point)
 
 
+def _greeted(run: Run) -> None:
+    """The greeted peers without a keepalive again, as configured; the
+    handshake they started goes on."""
+    assert run.backend is not None
+    greeters = run.device.greeters()
+    if greeters:
+        run.backend.set_keepalives(run.record, dict.fromkeys(greeters, 0))
+
+
 def _finish(run: Run) -> None:
     # Again, with the check and the completed record one step for all
     # hooks: of two starting with one key at once, the first here
@@ -287,6 +299,7 @@ STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("routes", _routes),
     ("nftables", _nftables),
     ("dns", _dns),
+    ("greeted", _greeted),
     ("record", _finish),
 )
 STEP_NAMES = tuple(name for name, _ in STEPS)

@@ -16,8 +16,8 @@ what the record says.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a con
 # Every backend, by the name settings and records use (its module here),
 # in the order "auto" tries them.
 NAMES = ("kernel", "userspace")
+# The keepalive a greeted peer has from its configuration until the end of
+# the setup (DeviceSetup.greeting): wg-quick users' usual one, should it
+# ever stay.
+GREETING_KEEPALIVE = 25
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,30 @@ class DeviceSetup:
     listen_port: int | None
     fwmark: int | None
     peers: tuple[PeerSetup, ...]
+
+    def greeters(self) -> tuple[Key, ...]:
+        """The peers the setup greets (see greeting): those with an
+        endpoint and no keepalive of their own."""
+        return tuple(
+            setup.peer.public_key
+            for setup in self.peers
+            if setup.endpoint is not None and not setup.peer.persistent_keepalive
+        )
+
+    def greeting(self) -> DeviceSetup:
+        """This device with a keepalive for each greeter.  Both backends send
+        a keepalive as the interface comes up to each peer that has one
+        (the kernel's open, wireguard-go's Up), which starts the handshake
+        then, not at the container's first packet; the setup takes the
+        keepalive away again once the tunnel is complete (set_keepalives)."""
+        greeters = set(self.greeters())
+        peers = tuple(
+            replace(setup, peer=replace(setup.peer, persistent_keepalive=GREETING_KEEPALIVE))
+            if setup.peer.public_key in greeters
+            else setup
+            for setup in self.peers
+        )
+        return replace(self, peers=peers)
 
 
 class Backend(Protocol):
@@ -82,6 +110,10 @@ class Backend(Protocol):
         self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
     ) -> None:
         """Point an existing peer of the record's interface at another endpoint."""
+
+    def set_keepalives(self, record: TunnelRecord, keepalives: Mapping[Key, int]) -> None:
+        """Give existing peers of the record's interface these persistent
+        keepalives (seconds, 0 for none), nothing else changed."""
 
     def stop(self, record: TunnelRecord) -> None:
         """Stop what serves the record's interface; "already gone" is success."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import SetupError
@@ -61,6 +61,25 @@ def set_endpoint(
         _with_wireguard(netns_fd, lambda wg: wg.set(ifname, peer=peer))
     except NetlinkError as exc:
         raise SetupError("set endpoint", ifname, os.strerror(exc.code)) from None
+
+
+def set_keepalives(netns_fd: int, ifname: str, keepalives: Mapping[Key, int]) -> None:
+    """Give existing peers these persistent keepalives (0: none)."""
+    from .._pyroute2 import NetlinkError
+
+    def each(wg: Any) -> None:
+        for public_key, seconds in keepalives.items():
+            peer = {
+                "public_key": public_key.base64,
+                "persistent_keepalive": seconds,
+                "update_only": True,
+            }
+            wg.set(ifname, peer=peer)
+
+    try:
+        _with_wireguard(netns_fd, each)
+    except NetlinkError as exc:
+        raise SetupError("set keepalive", ifname, os.strerror(exc.code)) from None
 
 
 def _attr(nla: Any, name: str) -> Any:
@@ -182,6 +201,12 @@ class KernelBackend:
 
         with open_netns(record.netns.path, record.netns) as fd:  # only the tunnel's
             set_endpoint(fd, record.interface, public_key, endpoint)
+
+    def set_keepalives(self, record: TunnelRecord, keepalives: Mapping[Key, int]) -> None:
+        from ..netlink import open_netns
+
+        with open_netns(record.netns.path, record.netns) as fd:  # only the tunnel's
+            set_keepalives(fd, record.interface, keepalives)
 
     # The link is the whole tunnel: deleting it (teardown) leaves nothing to stop.
 

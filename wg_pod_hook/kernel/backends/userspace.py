@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +85,17 @@ def set_endpoint(socket_file: Path, public_key: Key, endpoint: tuple[IPAddress, 
     reply = uapi_request(socket_file, request.encode())
     if "errno=0" not in reply.splitlines():
         raise SetupError("set endpoint", socket_file.stem, f"UAPI refused: {reply.strip()}")
+
+
+def set_keepalives(socket_file: Path, keepalives: Mapping[Key, int]) -> None:
+    """Give existing peers these persistent keepalives (0: none)."""
+    lines = ["set=1"]
+    for public_key, seconds in keepalives.items():
+        lines += [f"public_key={public_key.hex}", "update_only=true"]
+        lines.append(f"persistent_keepalive_interval={seconds}")
+    reply = uapi_request(socket_file, ("\n".join(lines) + "\n\n").encode())
+    if "errno=0" not in reply.splitlines():
+        raise SetupError("set keepalive", socket_file.stem, f"UAPI refused: {reply.strip()}")
 
 
 def read_peers(socket_file: Path) -> tuple[LivePeer, ...]:
@@ -231,6 +242,9 @@ class UserspaceBackend:
         self, record: TunnelRecord, public_key: Key, endpoint: tuple[IPAddress, int]
     ) -> None:
         set_endpoint(self.socket_file(str(record.temp_name)), public_key, endpoint)
+
+    def set_keepalives(self, record: TunnelRecord, keepalives: Mapping[Key, int]) -> None:
+        set_keepalives(self.socket_file(str(record.temp_name)), keepalives)
 
     def stop(self, record: TunnelRecord) -> None:
         self._stop(record.process, record.temp_name)
