@@ -214,6 +214,20 @@ def test_containerds_pod_files_are_its_engines(tmp_path: Path) -> None:
     assert not made_by_engine(spec_mounting(other), sandboxes / other / "resolv.conf", cid)
 
 
+def test_the_pod_annotation_counts_for_containerds_layout_alone(tmp_path: Path) -> None:
+    """A container that names another's id as its pod (any engine lets its
+    user write annotations) gains no file of that other's in Docker's or
+    podman's layout."""
+    docker = DockerStorage(tmp_path)
+    other, _ = docker.container()
+    (docker.containers / other / "config.v2.json").unlink()  # only its files
+    cid, bundle = docker.container(resolv_source=docker.containers / other / "resolv.conf")
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["annotations"] = {"io.kubernetes.cri.sandbox-id": other}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    assert not made_by_engine(spec_of(bundle), docker.containers / other / "resolv.conf", cid)
+
+
 RUN = "/run/containers/storage/overlay-containers/"
 
 

@@ -89,6 +89,14 @@ def container_file_owner(path: Path) -> tuple[Path, str] | None:
     return None
 
 
+def _of_pod(found: tuple[Path, str], pod_id: str | None) -> bool:
+    """Whether ``found`` (container_file_owner) is a file containerd's CRI
+    keeps for the pod ``pod_id``: its annotation counts for that layout
+    alone."""
+    directory, owner = found
+    return owner == pod_id and directory.name == CRI_SANDBOXES
+
+
 def _is_container(directory: Path, owner: str) -> bool:
     """Whether the engine keeps a container ``owner`` in ``directory``: its
     bundle (podman) or its config (Docker) is there."""
@@ -111,8 +119,10 @@ def made_by_engine(spec: Bundle, path: Path, container_id: str) -> bool:
     if found is None or found[0] not in spec.storage_dirs:
         return False
     owner = found[1]
-    return owner in (container_id, spec.pod_id) or any(
-        _is_container(directory, owner) for directory in spec.storage_dirs
+    return (
+        owner == container_id
+        or _of_pod(found, spec.pod_id)
+        or any(_is_container(directory, owner) for directory in spec.storage_dirs)
     )
 
 
@@ -163,7 +173,7 @@ def _storage_dirs(bundle: Path, sources: dict[str, Path], pod_id: str | None) ->
         return frozenset()
     for source in sources.values():
         owner = container_file_owner(_real(source))
-        if owner is not None and owner[1] in (own, pod_id):
+        if owner is not None and (owner[1] == own or _of_pod(owner, pod_id)):
             dirs.add(owner[0])
     return frozenset(dirs)
 
