@@ -326,8 +326,9 @@ def test_health_file_is_removed_with_the_tunnel(
     watched(standin.id)
     standin.stop()
     hook.down(standin, annotations)
-    assert not health.path_for(the_runtime(), standin.id).exists()
-    assert not Path(records.path_for(the_runtime(), standin.id)).exists()
+    # The daemon's worker answers a poststop, then takes the tunnel down.
+    gone = [health.path_for(the_runtime(), standin.id), records.path_for(the_runtime(), standin.id)]
+    wait_for(lambda: not any(Path(p).exists() for p in gone), timeout=10, what="both files gone")
 
 
 def test_a_peer_whose_host_name_moves_to_another_address_is_followed(

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,15 @@ from tests.lab import (
     link_names,
     run,
     the_runtime,
+    venv_command,
     wait_for,
 )
 from wg_pod_hook import handoff
 from wg_pod_hook.kernel import cgroups
 from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.model.settings import POSTSTOP_ANSWERED
 from wg_pod_hook.state import health, records
+from wg_pod_hook.tunnel.dns import own_file
 from wg_pod_hook.tunnel.lifecycle import STEP_NAMES
 
 pytestmark = pytest.mark.root
@@ -92,6 +96,12 @@ def test_the_hook_hands_both_stages_to_the_daemon_and_imports_no_netlink(
     done = hook("poststop", standin, annotations, env=profiled)
     assert done.returncode == 0, done.stderr
     assert not [m for m in imports(done.stderr) if m.startswith(HEAVY)]
+    # Answered before the teardown, which the worker then does.
+    wait_for(
+        lambda: handled_by_the_daemon(daemon, standin.id, "tunnel taken down"),
+        timeout=10,
+        what="the worker's teardown",
+    )
     assert not records.path_for(the_runtime(), standin.id).exists()
     assert wireguard_processes(temp_name(standin.id)) == []
 
@@ -145,6 +155,41 @@ def test_a_worker_killed_at_any_step_leaves_the_hook_to_do_the_work(
     assert wireguard_processes(temp_name(standin.id)) == []
     assert temp_name(standin.id) not in link_names()
     assert not records.path_for(the_runtime(), standin.id).exists()
+
+
+@pytest.mark.parametrize("then", ["next start", "gc"])
+def test_a_daemon_killed_between_a_poststops_answer_and_its_teardown_leaves_nothing_after(
+    then: str,
+    peer: Peer,
+    make_standin: Callable[[], ContainerStandIn],
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    daemon: Daemon,
+) -> None:
+    """The daemon answers a poststop before its teardown: killed right
+    then, it leaves the tunnel and its record; the next start's prune or
+    ``wg-pod gc`` takes them down."""
+    standin = make_standin()
+    annotations = {"wg-pod.config": write_config(config_dir, peer.client_config())}
+    hook.up(standin, annotations)
+    standin.stop()
+    hook.with_settings(fault_injection_kill_after=POSTSTOP_ANSWERED).down(standin, annotations)
+    wait_for(lambda: daemon.process.poll() is not None, timeout=10, what="the daemon killed")
+    name = temp_name(standin.id)
+    # Not taken down: its record stays (the interface went with the
+    # namespace, and wireguard-go with its TUN).
+    assert records.path_for(the_runtime(), standin.id).exists()
+
+    if then == "gc":
+        assert run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"]).returncode == 0
+    else:
+        other = make_standin()
+        hook.up(other, {"wg-pod.config": write_config(config_dir, peer.client_config(), "b.conf")})
+        assert peer.page in fetch_in(other, peer.url_v4)
+    assert not records.path_for(the_runtime(), standin.id).exists()
+    assert wireguard_processes(name) == []
+    assert name not in link_names()
+    assert not own_file(the_runtime(), standin.id).exists()
 
 
 def test_a_stuck_daemon_holds_no_start_past_the_deadline(

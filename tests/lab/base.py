@@ -215,6 +215,16 @@ def host_leftovers() -> tuple[list[str], list[str], list[str]]:
     return links, sorted(wg_pod_processes()), records
 
 
+def assert_host_clean(timeout: float = 20.0) -> None:
+    """Nothing of wg-pod's left on the host (host_leftovers): at once when
+    the hooks did their own work; a daemon answers a poststop before its
+    worker takes the tunnel down (daemon/hooks.py), so within moments."""
+    deadline = time.monotonic() + timeout
+    while (left := host_leftovers()) != ([], [], []):
+        assert time.monotonic() < deadline, f"left on the host after {timeout:g} s: {left}"
+        time.sleep(0.05)
+
+
 def daemon_lock_holders(state_dir: str | None = None) -> list[int]:
     """The processes holding the lock a running ``wg-pod daemon`` keeps on
     its state directory (daemon/main.py _claim; default: this process's), read

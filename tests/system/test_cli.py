@@ -19,7 +19,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     run,
     venv_command,
     wait_for,
@@ -106,7 +106,7 @@ def test_join_status_leave(
     assert "wg0" not in links
     gone = podman("exec", name, "sh", "-c", f"timeout 3 wget -qO- {peer.url_v4}", check=False)
     assert gone.returncode != 0
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_leave_and_restart_of_a_container_the_hook_started_with_tunnel_dns(
@@ -169,7 +169,7 @@ def test_join_and_leave_never_write_a_mounted_host_resolv_conf(
     assert peer.page in podman(*fetch).stdout
     wg_pod(api, settings, "leave", name)
     assert_untouched(mounted)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_join_refuses_a_key_another_container_uses_towards_the_peer(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run
+from tests.lab import ConfigDir, Lab, Peer, Podman, assert_host_clean, run
 from wg_pod_hook.model.names import TABLE
 
 pytestmark = pytest.mark.podman
@@ -26,7 +26,7 @@ def _marker(lab: Lab) -> tuple[Path, list[str]]:
 
 
 def _nothing_left(podman: Podman, name: str) -> None:
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
     assert TABLE not in run(["nft", "list", "tables"]).stdout
     assert name not in podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
 

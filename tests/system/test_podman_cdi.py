@@ -17,7 +17,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     run,
     the_runtime,
     token,
@@ -76,7 +76,7 @@ def test_a_container_asking_for_the_device_fetches_through_its_tunnel(
     _, done = podman.run("sh", "-c", script, options=["--device", qualified])
     assert done.stdout.count(peer.page) == 2, done.stdout + done.stderr
     assert f": {qualified.rpartition('=')[2]}: " in done.stdout  # named after its config
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_annotations_add_options_and_hooks_d_leaves_the_container_to_the_device(
@@ -94,7 +94,7 @@ def test_annotations_add_options_and_hooks_d_leaves_the_container_to_the_device(
     )
     assert peer.page in done.stdout, done.stdout + done.stderr
     assert " dev tun7" in done.stdout
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_a_device_and_an_annotation_naming_another_config_are_refused(
@@ -114,4 +114,4 @@ def test_a_device_and_an_annotation_naming_another_config_are_refused(
         f"annotation wg-pod.config: '{other}', but the container's wg-pod device gives "
         f"{config}: ask for one tunnel" in said
     ), said
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

@@ -19,7 +19,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     rss_kib,
     the_runtime,
     wait_for,
@@ -93,7 +93,7 @@ def test_a_container_keeps_its_tunnel_when_wireguard_go_dies(
     kept = health.read(the_runtime(), container.id)
     assert kept is not None and kept.repairs == 1
     hooked_podman.remove(container.name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_soak_containers_come_and_go_while_the_daemon_runs(
@@ -120,5 +120,5 @@ def test_soak_containers_come_and_go_while_the_daemon_runs(
     )
     assert daemon.process.poll() is None
     assert rss_end - rss_warm < GROWTH_KIB
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
     assert list(Path(the_runtime().health).glob("*.json")) == []

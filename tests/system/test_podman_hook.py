@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, free_udp_port, host_leftovers
+from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, assert_host_clean, free_udp_port
 
 pytestmark = pytest.mark.podman
 
@@ -21,7 +21,7 @@ def test_container_fetches_the_peer_page_through_the_tunnel(
     script = " && ".join(RETRYING_WGET.format(url=url) for url in (peer.url_v4, peer.url_v6))
     _, done = hooked_podman.run("sh", "-c", script, annotations={"wg-pod.config": str(conf)})
     assert done.stdout.count(peer.page) == 2, done.stdout
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_port_remapping_in_a_real_container(
@@ -43,7 +43,7 @@ def test_port_remapping_in_a_real_container(
         body = peer.try_fetch(f"http://{client.address_v4.ip}/")
     assert body is not None and "remapped-in-podman" in body
     hooked_podman.remove(name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_delete_default_in_a_real_container(
@@ -97,7 +97,7 @@ def test_published_port_answers_other_networks_with_a_full_tunnel(
             time.sleep(0.2)
     assert body is not None and "published-in-podman" in body, f"no answer from {url}"
     hooked_podman.remove(name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_broken_config_does_not_start_and_leaves_nothing(
@@ -117,6 +117,6 @@ def test_broken_config_does_not_start_and_leaves_nothing(
     assert "wg-pod: container " in said
     assert f"{conf}:2" in said
     assert not marker.exists()
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
     listed = hooked_podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert name not in listed

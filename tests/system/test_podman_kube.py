@@ -20,7 +20,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     token,
     wait_for,
 )
@@ -75,4 +75,4 @@ def test_a_pod_manifest_with_the_annotation_puts_the_pod_on_the_tunnel(
     logs = hooked_podman("logs", container).stdout
     assert ": wg0: " in logs and "default dev wg0" in logs, logs
     hooked_podman("kube", "down", str(path))
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

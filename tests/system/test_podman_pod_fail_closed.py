@@ -30,7 +30,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     run,
     the_runtime,
     token,
@@ -139,7 +139,7 @@ def start_pod(lab: Lab, podman: Podman, peer: Peer, config_dir: ConfigDir) -> Po
 def remove_pod(pod: Pod) -> None:
     pod.podman("pod", "rm", "-f", "-t", "0", pod.name)
     run([*WG_POD, "gc"])
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_what_a_member_writes_into_the_pods_resolv_conf_never_fails_the_owners_restart(

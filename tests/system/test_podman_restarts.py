@@ -10,7 +10,7 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
-    host_leftovers,
+    assert_host_clean,
     run,
     token,
     venv_command,
@@ -43,7 +43,7 @@ def test_restart_stop_and_start_converge(
             assert peer.page in hooked_podman(*fetch).stdout, step
             assert len(tunnel_processes(container_id)) == 1, step
     hooked_podman.remove(name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_restart_policy_keeps_the_tunnel(
@@ -83,7 +83,7 @@ def test_restart_policy_keeps_the_tunnel(
         what="the last run's wireguard-go to end with its namespace",
     )
     hooked_podman.remove(name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_pod_members_share_one_tunnel(
@@ -119,4 +119,4 @@ def test_pod_members_share_one_tunnel(
     assert peer.page in again.stdout
     hooked_podman("pod", "rm", "-f", "-t", "0", pod)
     run([*venv_command("wg-pod", "wg_pod_hook.cli"), "gc"])
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.hostfile import TEXT, assert_untouched, host_file
-from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, host_leftovers, token
+from tests.lab import RETRYING_WGET, ConfigDir, Lab, Peer, Podman, assert_host_clean, token
 from tests.system.test_podman_leaks import dns_servers, nameservers
 
 pytestmark = pytest.mark.podman
@@ -34,7 +34,7 @@ def test_a_host_resolv_conf_mounted_into_the_container_is_never_written(
     assert f"write DNS {mounted}: mounted over the container's /etc/resolv.conf" in message
     assert "wg-pod.dns=off" in message
     assert_untouched(mounted)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_with_dns_off_it_starts_and_the_host_file_is_untouched(
@@ -80,7 +80,7 @@ def test_network_none_makes_the_tunnel_the_only_network(
     assert "the container has no resolv.conf from its engine" in hooked_podman.hook_error(
         name, refused
     )
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
 
 
 def test_podman_dns_option_keeps_podmans_file_and_the_tunnel_dns_wins(
@@ -137,4 +137,4 @@ def test_a_second_container_with_the_same_key_waits_for_the_first(
         "sh", "-c", RETRYING_WGET.format(url=peer.url_v4), annotations=annotations
     )
     assert peer.page in done.stdout
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

@@ -6,6 +6,13 @@ and a worker that dies takes only its request along (its hook then does the
 work itself).  The worker is forked ahead of its request (a spare), so the
 fork is not on the way either: the request's connection goes to the spare
 by ``SCM_RIGHTS``, and the next spare is forked while the first one works.
+
+A poststop is answered as soon as it is taken: its teardown needs nothing
+from the runtime, and a poststop's answer is always success (stages.py).
+The worker then takes the tunnel down.  Should it or the daemon die before
+it is done, the record still says what to take down, and the next start
+(its prune), ``gc`` or the next daemon does it (nothing of the tunnel
+serves a namespace that is gone).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import socket
 import struct
 from dataclasses import dataclass
@@ -20,6 +28,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import handoff, stages
+from ..errors import SettingsError
+from ..model.settings import POSTSTOP_ANSWERED, load_settings
 from ..runtime import Runtime
 from .loop import Loop, root_only_socket
 
@@ -116,7 +126,7 @@ def _work(channel: socket.socket, runtime: Runtime) -> NoReturn:
         for fd in fds[:1]:  # none: the daemon is gone or stopping
             with socket.socket(fileno=fd) as conn:
                 conn.setblocking(True)
-                conn.sendall(handoff.encode_answer(*serve(conn, runtime)))
+                serve(conn, runtime)
         code = 0
     except BaseException:
         log.exception("daemon: a hook's request failed")
@@ -124,36 +134,61 @@ def _work(channel: socket.socket, runtime: Runtime) -> NoReturn:
         os._exit(code)
 
 
-def serve(conn: socket.socket, runtime: Runtime) -> handoff.Answer:
+def serve(conn: socket.socket, runtime: Runtime) -> None:
     """One hook's request, in a worker: who asks, what, and the answer the
-    hook would give itself.  Refused, with the hook's own message, unless
-    uid 0 asks (root; for a rootless user's daemon, uid 0 of their
-    namespace, their hooks); a malformed request is refused too."""
+    hook would give itself, sent on ``conn``.  Refused, with the hook's own
+    message, unless uid 0 asks (root; for a rootless user's daemon, uid 0
+    of their namespace, their hooks); a malformed request is refused too."""
     pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     conn.settimeout(REQUEST_TIMEOUT)
     try:
         request = handoff.decode_request(conn.recv(handoff.MAX_MESSAGE))
     except (OSError, ValueError) as exc:
         log.warning("daemon: refused a malformed request (pid %d): %s", pid, exc)
-        return 1, "wg-pod: the daemon got a malformed request"
+        return _answer(conn, 1, "wg-pod: the daemon got a malformed request")
     stage, settings, started, device, state = request
     if stage not in stages.STAGES:
-        return 1, f"wg-pod: unknown stage {stage[:40]!r}"
+        return _answer(conn, 1, f"wg-pod: unknown stage {stage[:40]!r}")
     if uid != 0:  # nothing done for it: what the hook could not do, it may not ask
         log.warning("daemon: refused the %s of uid %d (pid %d): not root", stage, uid, pid)
         if stage == "poststop":
-            return 0, None
-        return 1, f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)"
+            return _answer(conn, 0, None)
+        return _answer(conn, 1, f"wg-pod: container ?: {handoff.NOT_ROOT} (journalctl -t wg-pod)")
     conn.settimeout(None)
-    return stages.run_stage(
+    context = runtime.with_settings(settings)
+    if stage == "poststop":  # answered at once, the teardown after (see above)
+        _answer(conn, 0, None)
+        _fault_after_answer(context)
+        stages.run_stage(stage, state, context, in_daemon=True, device=device)
+        return None
+    code, line = stages.run_stage(
         stage,
         state,
-        runtime.with_settings(settings),
+        context,
         in_daemon=True,
         started=started,
         wanted=lambda: _waiting(conn),
         device=device,
     )
+    return _answer(conn, code, line)
+
+
+def _answer(conn: socket.socket, code: int, line: str | None) -> None:
+    conn.sendall(handoff.encode_answer(code, line))
+
+
+def _fault_after_answer(runtime: Runtime) -> None:
+    """Tests only (``fault_injection_kill_after: poststop-answered``):
+    SIGKILL the daemon and this worker between a poststop's answer and its
+    teardown."""
+    try:
+        fault = load_settings(runtime).in_daemon(True).fault_injection_kill_after
+    except SettingsError:  # the teardown reads none: no reason to fail it
+        return
+    if fault == POSTSTOP_ANSWERED:
+        log.warning("fault injection: killing the daemon after a poststop's answer")
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _waiting(conn: socket.socket) -> bool:

@@ -23,6 +23,10 @@ from .trust import MAX_SIZE, directory_problem, read_capped, trust_problem
 BACKENDS = ("auto", "kernel", "userspace")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DAEMON_ONLY = "daemon:"
+# fault_injection_kill_after's one point outside the setup's steps: the
+# daemon and its worker killed between a poststop's answer and its
+# teardown (daemon/hooks.py).
+POSTSTOP_ANSWERED = "poststop-answered"
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,8 @@ def parse_settings(text: str, source: str, defaults: Settings | None = None) -> 
             values[key] = parse_listen(source, value)
         elif key == "fault_injection_kill_after":
             # Test only: the hook SIGKILLs itself right after this step of
-            # its setup; the names are those of lifecycle.STEPS, checked there.
+            # its setup; the names are those of lifecycle.STEPS, checked
+            # there, and POSTSTOP_ANSWERED.
             if not isinstance(value, str):
                 raise SettingsError(source, key, "must be the name of a setup step")
             values[key] = value

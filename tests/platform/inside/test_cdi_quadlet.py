@@ -19,8 +19,8 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
+    assert_host_clean,
     free_udp_port,
-    host_leftovers,
     run,
     venv_command,
     wait_for,
@@ -83,4 +83,4 @@ def test_a_quadlet_unit_with_the_device_gets_its_tunnel(
     status = run([*WG_POD, "status", cid]).stdout  # by id: no podman API needed
     assert f"interface: {DEVICE}" in status and f"config: {CONFIG}" in status, status
     run(["systemctl", "stop", SERVICE], timeout=120)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

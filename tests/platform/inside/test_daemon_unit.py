@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import ConfigDir, Lab, Peer, Podman, host_leftovers, run, the_runtime, wait_for
+from tests.lab import ConfigDir, Lab, Peer, Podman, assert_host_clean, run, the_runtime, wait_for
 from tests.platform.inside.test_quadlet import journal, systemctl
 from tests.system.test_podman_daemon import Fetching
 from wg_pod_hook import units
@@ -83,4 +83,4 @@ def test_the_packaged_daemon_repairs_in_place_and_its_restarts_leave_the_tunnel_
     assert container.fetched_since(seen), "the tunnel stopped carrying with the service stopped"
 
     podman.remove(name)
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()

@@ -25,8 +25,8 @@ from tests.lab import (
     Lab,
     Peer,
     Podman,
+    assert_host_clean,
     free_udp_port,
-    host_leftovers,
     run,
     venv_command,
     wait_for,
@@ -152,7 +152,7 @@ def test_the_example_quadlet_unit_starts_restarts_and_stops_with_its_tunnel(
 
     systemctl("stop", SERVICE)
     assert podman("container", "exists", CONTAINER, check=False).returncode == 1
-    assert host_leftovers() == ([], [], [])
+    assert_host_clean()
     assert fetch_served_once(peer, address) is None
 
     logged = journal()
