@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import notify
 from .errors import PrivilegeError, Superseded, WgPodError, describe
@@ -21,6 +22,9 @@ from .model.settings import Settings, load_settings
 from .runtime import Runtime
 from .state import failures
 from .tunnel import teardown
+
+if TYPE_CHECKING:  # the standalone poststop does without the pool's imports
+    from .tunnel.pool import Ready
 
 log = logging.getLogger("wg_pod_hook.hook")
 
@@ -37,11 +41,13 @@ def run_stage(
     refusal: str | None = None,
     wanted: Callable[[], bool] | None = None,
     device: str | None = None,
+    ready: Ready | None = None,
 ) -> Answer:
     """Do ``stage`` for the OCI state ``text``.  ``started``: when the hook
     started (CLOCK_BOOTTIME seconds), for the duration the daemon's metrics
     report; ``wanted``: whether the hook still waits (lifecycle.up);
-    ``device``: the config a wg-pod device's hook names (cdi.py).  The
+    ``device``: the config a wg-pod device's hook names (cdi.py);
+    ``ready``: an interface the daemon's worker made ahead (pool.py).  The
     answer is the hook's exit status and its line for stderr."""
     container_id = ""
     try:
@@ -58,7 +64,7 @@ def run_stage(
                 # Its annotations woke hooks.d's hook too: the device's does the work.
                 log.debug("container %s: left to its wg-pod device's hook", state.id[:12])
                 return 0, None
-            create_runtime(state, runtime, settings, bundle, wanted)
+            create_runtime(state, runtime, settings, bundle, wanted, ready)
             failures.forget(runtime, state.id)
             seconds = None if started is None else time.clock_gettime(time.CLOCK_BOOTTIME) - started
             notify.tell(runtime, "up", state.id, seconds=seconds)
@@ -84,12 +90,13 @@ def create_runtime(
     settings: Settings,
     bundle: Bundle,
     wanted: Callable[[], bool] | None = None,
+    ready: Ready | None = None,
 ) -> None:
     logging.getLogger().setLevel(settings.log_level.upper())
     from .tunnel import lifecycle  # netlink and the backends: not on poststop's path
 
     plan = lifecycle.prepare(state, settings, runtime)
-    lifecycle.up(runtime, plan, bundle, settings, wanted=wanted, creating=True)
+    lifecycle.up(runtime, plan, bundle, settings, wanted=wanted, creating=True, ready=ready)
 
 
 def _failed(runtime: Runtime, container_id: str, stage: str, message: str) -> Answer:

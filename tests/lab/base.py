@@ -178,12 +178,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wg_pod_processes() -> dict[str, str]:
+def wg_pod_processes(pooled: bool = False) -> dict[str, str]:
     """pid -> temporary interface name of every userspace process the hook
-    started, whoever's test it belongs to."""
+    started, whoever's test it belongs to; ``pooled``: those a daemon
+    started ahead (tunnel/pool.py), by pool name, instead."""
     from wg_pod_hook.kernel.backends.userspace import running_processes
+    from wg_pod_hook.model.names import is_pool_name
 
-    return {str(process.pid): name for process, name in running_processes().items()}
+    return {
+        str(process.pid): name
+        for process, name in running_processes().items()
+        if is_pool_name(name) == pooled
+    }
 
 
 def the_runtime() -> Runtime:
@@ -206,13 +212,21 @@ def use_state_dir(monkeypatch: Any, directory: Path) -> Path:
 
 
 def host_leftovers() -> tuple[list[str], list[str], list[str]]:
-    """wg-pod's host-side interfaces, userspace processes and records."""
-    from wg_pod_hook.model.names import is_temp_name
+    """wg-pod's host-side interfaces, userspace processes and records; with
+    the interfaces and processes of the suite's daemon's warm pool
+    (tunnel/pool.py) when no daemon runs, which would own them."""
+    from wg_pod_hook.model.names import is_temp_name, pool_prefix
 
-    links = [name for name in link_names() if is_temp_name(name)]
-    directory = Path(the_runtime().records)
+    runtime = the_runtime()
+    ours = pool_prefix(runtime.state_dir)
+    pool_too = not daemon_lock_holders()
+    links = [n for n in link_names() if is_temp_name(n) or (pool_too and n.startswith(ours))]
+    processes = wg_pod_processes()
+    if pool_too:
+        processes |= {p: n for p, n in wg_pod_processes(pooled=True).items() if n.startswith(ours)}
+    directory = Path(runtime.records)
     records = sorted(p.name for p in directory.glob("*.json")) if directory.exists() else []
-    return links, sorted(wg_pod_processes()), records
+    return links, sorted(processes), records
 
 
 def assert_host_clean(timeout: float = 20.0) -> None:

@@ -13,7 +13,7 @@ from wg_pod_hook.cli import format_plan
 from wg_pod_hook.errors import ConfigError
 from wg_pod_hook.model import nft
 from wg_pod_hook.model.config import Key, parse_config
-from wg_pod_hook.model.names import temp_name
+from wg_pod_hook.model.names import is_pool_name, is_temp_name, pool_name, pool_prefix, temp_name
 from wg_pod_hook.model.oci import Toggle, parse_annotations
 from wg_pod_hook.model.plan import automatic_mtu, build_plan, fixed, interface_name
 from wg_pod_hook.model.settings import Settings
@@ -43,6 +43,19 @@ def test_temp_name_is_short_unique_and_derived() -> None:
     assert name.startswith("wgp")
     assert name == temp_name(CID)
     assert name != temp_name("f" + CID[1:])
+
+
+def test_a_pool_name_is_short_fresh_of_its_daemon_and_no_containers() -> None:
+    """The warm pool's (tunnel/pool.py): gc and a tunnel's cleanup, which
+    go by temporary names, never take one for a container's."""
+    names = {pool_name("/run/wg-pod") for _ in range(20)}
+    assert len(names) == 20
+    for name in names:
+        assert len(name.encode()) <= 15
+        assert is_pool_name(name) and not is_temp_name(name)
+        assert name.startswith(pool_prefix("/run/wg-pod"))
+        assert not name.startswith(pool_prefix("/run/wg-pod-tests"))
+    assert not is_pool_name(temp_name(CID))
 
 
 def test_interface_name_rules() -> None:

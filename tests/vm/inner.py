@@ -49,6 +49,12 @@ KERNEL_SCENARIOS = {
         "test_the_handshake_starts_before_the_first_packet_and_the_keepalive_goes",
         "test_a_configured_keepalive_is_kept",
     ),
+    # The kernel's link made ahead by the daemon (the warm pool), taken,
+    # and deleted from outside before use.
+    "test_pool.py": (
+        "test_a_start_through_the_daemon_takes_the_interface_made_ahead",
+        "test_a_pooled_interface_gone_before_use_is_never_handed_out",
+    ),
     # The kernel's link made from a rootless user's namespace.
     "test_rootless_hook.py": ("test_a_rootless_users_hook_sets_up_the_tunnel_in_their_namespace",),
     "test_robustness.py": (
@@ -118,6 +124,11 @@ _GREETED = (
     "and the greeting reaches the kernel in "
     "test_the_handshake_starts_before_the_first_packet_and_the_keepalive_goes[kernel]"
 )
+_POOLED = (
+    "covered by the [userspace] run: a pooled interface is removed by its name whatever its "
+    "kind (pool.clear); tests/vm runs the kernel's pooled link, taken and deleted, in "
+    "test_pool.py"
+)
 LEFT_OUT: dict[str, dict[str, str]] = {
     "test_daemon.py": {
         "test_a_repair_killed_midway_and_its_daemon_leave_nothing_the_next_does_not_converge": (
@@ -137,6 +148,9 @@ LEFT_OUT: dict[str, dict[str, str]] = {
         "test_a_handshake_that_never_completes_holds_no_start_and_health_says_stale": _GREETED,
     },
     "test_handoff.py": {
+        "test_a_daemon_killed_between_a_poststops_answer_and_its_teardown_leaves_nothing_after": (
+            _DAEMON
+        ),
         "test_a_malformed_request_is_refused": _BEFORE,
         "test_a_request_of_a_non_root_user_is_refused_and_nothing_is_done": _BEFORE,
         "test_a_stuck_daemon_holds_no_start_past_the_deadline": _DAEMON,
@@ -145,6 +159,7 @@ LEFT_OUT: dict[str, dict[str, str]] = {
         "test_a_worker_killed_at_any_step_leaves_the_hook_to_do_the_work": _KILLED,
         "test_the_hook_hands_both_stages_to_the_daemon_and_imports_no_netlink": _DAEMON,
     },
+    "test_pool.py": {"test_the_pool_of_a_killed_daemon_goes_with_gc_or_the_next_daemon": _POOLED},
     "test_hook.py": {
         "test_endpoint_sees_the_host_side_address": _SOCKET,
         "test_fails_cleanly_on_a_bad_annotation": _BEFORE,

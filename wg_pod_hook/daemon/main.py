@@ -34,7 +34,7 @@ class Daemon:
         self.metrics = _serve_metrics(runtime, self.settings)
         self.control = root_only_socket(runtime.daemon_socket, socket.SOCK_DGRAM)
         self.loop.watch(self.control, self._message)
-        self.requests = HookRequests(self.loop, runtime)
+        self.requests = HookRequests(self.loop, runtime, self.settings)
         self.watches = Watches(self.loop, runtime, self.settings, self)
         self.repairs = Repairs(self.loop, runtime, self.settings, self.watches)
         # Each look at a tunnel: its status read once, then each of these.

@@ -3,16 +3,23 @@ container that sets it up (whose namespace and interface it then holds) —
 so that cleanup finds what wg-pod made for a container even after its
 process, its hook and its namespace are gone.  Every module takes a
 tunnel's names from here, through its plan or its record's container id;
-none spells one itself.  (Light: the poststop path imports it.)"""
+none spells one itself.  (Light: the poststop path imports it.)
+
+The one name of no container is a pool name: the daemon's spare worker
+makes an interface ahead of its request under one (tunnel/pool.py), and
+the request's record names it from then on."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from typing import NamedTuple
 
 TEMP_PREFIX = "wgp"
 _TEMP_NAME = re.compile(TEMP_PREFIX + r"[0-9a-f]{12}")
+POOL_PREFIX = "wgq"
+_POOL_NAME = re.compile(POOL_PREFIX + r"[0-9a-f]{12}")
 # One wg-pod tunnel per namespace: its table and its mark are the
 # namespace's own.
 TABLE = "wg-pod"
@@ -39,3 +46,19 @@ def temp_name(container_id: str) -> str:
 
 def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.fullmatch(name) is not None
+
+
+def pool_name(state_dir: str) -> str:
+    """A fresh name for an interface made ahead of its container by the
+    daemon of ``state_dir``, whose pool the name's first part marks (two
+    daemons on one host, as the test suites run them, keep to their own)."""
+    return pool_prefix(state_dir) + secrets.token_hex(4)
+
+
+def pool_prefix(state_dir: str) -> str:
+    return POOL_PREFIX + hashlib.sha256(state_dir.encode()).hexdigest()[:4]
+
+
+def is_pool_name(name: str) -> bool:
+    """A pool name, of any daemon's."""
+    return _POOL_NAME.fullmatch(name) is not None

@@ -1,7 +1,8 @@
 """Locks under the state directory: files of root's alone, so that no
 other user can hold one and keep a hook waiting.  One per network
 namespace (the hooks working on it, a pod's members, the daemon's repairs
-take turns) and one for the last key check of every hook."""
+take turns) and one for the last key check of every hook.  The daemon
+holds one on the state directory itself while it runs (daemon_running)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,20 @@ def sweep_locks(runtime: Runtime) -> list[str]:
     finally:
         os.close(directory)
     return removed
+
+
+def daemon_running(runtime: Runtime) -> bool:
+    """Whether a daemon holds its lock on the runtime's state directory
+    (daemon/main.py takes it, and the kernel drops it however the daemon
+    ends)."""
+    try:
+        fd = os.open(runtime.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # a lock it got goes with it
+    return False

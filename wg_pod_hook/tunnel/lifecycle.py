@@ -54,6 +54,7 @@ from ..state import records
 from ..state.locks import keys_lock, namespace_lock
 from ..state.records import NetnsId, ProcessId, RouteSpec, TunnelRecord
 from . import dns
+from .pool import Ready
 from .resolve import device_setup
 from .teardown import prune_stale, teardown
 
@@ -93,6 +94,14 @@ class Run:
     # restart, a rerun in a kept namespace, ``join`` again): its interface
     # goes first, and a failure keeps the namespace closed (_roll_back).
     previous: TunnelRecord | None = None
+    # The daemon's worker: the interface it made ahead (pool.py).
+    ready: Ready | None = None
+
+    @property
+    def temp_name(self) -> str:
+        """The interface's name until it is moved: the plan's, or a pooled
+        one's (the record names it from the create step on)."""
+        return self.record.temp_name or self.plan.names.temp_name
 
     @property
     def birth(self) -> Netlink:
@@ -122,8 +131,11 @@ def _replace(run: Run) -> None:
 
 
 def _create(run: Run) -> None:
-    """Create the interface with the first backend this machine supports."""
+    """Create the interface with the first backend this machine supports,
+    or take the one the daemon made ahead, if it can serve."""
     plan = run.plan
+    if _take_ready(run):
+        return
     reasons = []
     for backend in backends.candidates(plan, run.runtime):
         try:
@@ -140,6 +152,25 @@ def _create(run: Run) -> None:
     raise SetupError("create interface", plan.names.temp_name, "; ".join(reasons))
 
 
+def _take_ready(run: Run) -> bool:
+    """Whether the setup took the interface made ahead (pool.py): one of
+    the plan's backend, still there and serving, not a rootless one's."""
+    ready, plan = run.ready, run.plan
+    if (
+        ready is None
+        or run.runtime.rootless
+        or plan.backend not in ("auto", ready.backend.name)
+        or run.host.index(ready.name) is None
+        or not ready.backend.adopt(ready.name, plan)
+    ):
+        return False
+    run.backend = ready.backend
+    run.did(backend=ready.backend.name, process=ready.process, temp_name=ready.name)
+    ready.taken = True
+    log.debug("container %s: took %s, made ahead", plan.container_id[:12], ready.name)
+    return True
+
+
 def _configure(run: Run) -> None:
     assert run.backend is not None
     # Before the move: wireguard-go only notices MTU changes in the
@@ -147,19 +178,19 @@ def _configure(run: Run) -> None:
     # the endpoints, also for a socket in the container (pasta's MTU is not
     # the path's).
     mtu = run.plan.mtu or _automatic_mtu(run.host, run.device)
-    run.birth.set_mtu(run.plan.names.temp_name, mtu)
+    run.birth.set_mtu(run.temp_name, mtu)
     # With the greeting's keepalives: the handshake starts as the interface
     # comes up (_address), while the hook still works, not at the
     # container's first packet.
-    run.backend.configure(run.plan.names.temp_name, run.device.greeting(), run.birth_fd)
+    run.backend.configure(run.temp_name, run.device.greeting(), run.birth_fd)
 
 
 def _move(run: Run) -> None:
     """Into the container under its name (born there: renamed only)."""
     if run.runtime.rootless:
-        run.inside.rename(run.plan.names.temp_name, run.plan.interface)
+        run.inside.rename(run.temp_name, run.plan.interface)
     else:
-        run.host.move(run.plan.names.temp_name, run.netns_fd, run.plan.interface)
+        run.host.move(run.temp_name, run.netns_fd, run.plan.interface)
     run.did(moved=True)
 
 
@@ -314,6 +345,7 @@ def up(
     replacing: TunnelRecord | None = None,
     wanted: Callable[[], bool] | None = None,
     creating: bool = False,
+    ready: Ready | None = None,
 ) -> TunnelRecord:
     """Set up the tunnel of ``plan``; on any failure take down what was done
     and raise.  The container's namespace is opened once, and that fd is
@@ -326,7 +358,9 @@ def up(
     ``wanted`` (a daemon's worker): whether its hook still waits, asked
     under the lock; if not, the hook does the work itself: Superseded.
     ``creating``: the container is being created (createRuntime), its
-    process not yet started, its mount namespace the runtime's to finish."""
+    process not yet started, its mount namespace the runtime's to finish.
+    ``ready``: an interface the daemon made ahead (pool.py), for the
+    create step to take if it can."""
     if plan.pid <= 0:
         raise StateError(f"container {plan.container_id[:12]} has no process (pid {plan.pid})")
     fault = settings.fault_injection_kill_after
@@ -374,6 +408,7 @@ def up(
                     else None
                 ),
                 previous=previous,
+                ready=ready,
             )
             execute(run, STEPS, kill_after=fault)
     log.info(

@@ -237,9 +237,11 @@ def gc(runtime: Runtime) -> list[str]:
     namespaces, unreadable records, host-side interfaces and wireguard-go
     processes that no record accounts for, wg-pod's resolv.conf files of
     containers without a record, record files a writer died before
-    renaming, and namespace lock files nobody holds."""
+    renaming, namespace lock files nobody holds, and a warm pool no
+    daemon holds (a killed daemon's)."""
     from ..kernel.netlink import Netlink
-    from ..state.locks import sweep_locks
+    from ..state.locks import daemon_running, sweep_locks
+    from . import pool
 
     removed = [f"record {cid[:12]}" for cid in prune_stale(runtime)]
     for container_id in records.broken_ids(runtime):
@@ -252,6 +254,10 @@ def gc(runtime: Runtime) -> list[str]:
             for name in host.link_names():
                 if is_temp_name(name) and name not in known and host.delete_link(name):
                     removed.append(f"interface {name}")
+    if not daemon_running(runtime):  # a running one's warm pool is its own
+        for name in pool.names(runtime):
+            pool.clear(runtime, name)
+            removed.append(f"pooled interface {name}")
     for backend in backends.every(runtime):
         removed += backend.sweep({name for name in known if name})
     removed += [f"resolv.conf {path.name}" for path in dns.sweep(runtime)]

@@ -92,6 +92,12 @@ class Backend(Protocol):
     def wait_ready(self, ifname: str) -> None:
         """Return once ``ifname`` can be configured."""
 
+    def adopt(self, ifname: str, plan: Plan) -> bool:
+        """Whether ``ifname``, which this backend made ahead of any plan
+        (tunnel/pool.py), still serves and is what ``plan``'s setup would
+        make; if so, it is ``plan``'s from now on (accounted as one this
+        backend made for it would be)."""
+
     def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         """Configure ``ifname``, in the namespace it was created in."""
 

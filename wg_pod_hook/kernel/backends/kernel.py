@@ -170,6 +170,9 @@ class KernelBackend:
     def wait_ready(self, ifname: str) -> None:
         pass  # the link is there once created
 
+    def adopt(self, ifname: str, plan: Plan) -> bool:
+        return True  # a link: nothing runs for it, nothing to account
+
     def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         from .._pyroute2 import NetlinkError
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendUnavailable, SetupError
 from ...model.config import NO_KEY, Endpoint, IPAddress, Key
-from ...model.names import is_temp_name
+from ...model.names import is_pool_name, is_temp_name
 from ...namespaces import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, libc, made_in
 from ...state.health import LivePeer
 from ...state.records import ProcessId, TunnelRecord, process_start_time
@@ -202,13 +202,17 @@ class UserspaceBackend:
                 "start", argv[0], f"cannot give it {self.private_run} as /var/run of its own"
             ) from None
         self.process = process
-        if self.home is not None:
-            for failure in cgroups.move_like(process.pid, self.home):
-                log.warning("wireguard-go stays outside its container's cgroup: %s", failure)
+        self._account(process.pid)
         start = process_start_time(process.pid)
         # A child that has not been waited for stays a zombie, with a start time.
         assert start is not None or process.poll() is not None
         return ProcessId(process.pid, start or 0)
+
+    def _account(self, pid: int) -> None:
+        """Into the cgroups of the plan's container (see cgroups.py)."""
+        if self.home is not None:
+            for failure in cgroups.move_like(pid, self.home):
+                log.warning("wireguard-go stays outside its container's cgroup: %s", failure)
 
     def wait_ready(self, ifname: str) -> None:
         assert self.process is not None
@@ -225,6 +229,20 @@ class UserspaceBackend:
         raise SetupError(
             "start", self.command[0], f"no UAPI socket {path} after {START_DEADLINE:g}s"
         )
+
+    def adopt(self, ifname: str, plan: Plan) -> bool:
+        """Still running, listening, and started by the plan's command; then
+        it joins the plan's container's cgroups, as ``create`` does."""
+        if (
+            self.process is None
+            or self.process.poll() is not None
+            or self.command != plan.userspace_command
+            or not accepts_connections(self.socket_file(ifname))
+        ):
+            return False
+        self.home = cgroups.container_home(plan.pid)
+        self._account(self.process.pid)
+        return True
 
     def configure(self, ifname: str, device: DeviceSetup, netns_fd: int | None) -> None:
         uapi_set(self.socket_file(ifname), device)
@@ -262,7 +280,7 @@ class UserspaceBackend:
         return [
             f"process {process.pid} ({name})"
             for process, name in running_processes().items()
-            if name not in known and self._stop(process, name)
+            if is_temp_name(name) and name not in known and self._stop(process, name)
         ]
 
     def _stop(self, process: ProcessId | None, ifname: str | None) -> bool:
@@ -328,8 +346,8 @@ def stop_process(pid: int, start_time: int | None, timeout: float = 2.0) -> bool
 
 def running_processes() -> dict[ProcessId, str]:
     """Every running process of this PID and user namespace started the way
-    this backend starts one (``... -f <temporary name>``), with its
-    temporary name.  Those of other PID namespaces (a machine or a
+    this backend starts one (``... -f <temporary or pool name>``), with
+    that name.  Those of other PID namespaces (a machine or a
     container running its own wg-pod) are theirs, and so are those of
     other user namespaces (a rootless user's, root's): never ours to stop."""
     found = {}
@@ -346,6 +364,8 @@ def running_processes() -> dict[ProcessId, str]:
             continue
         args = argv.rstrip("\0").split("\0")
         start = process_start_time(int(entry))
-        if len(args) > 2 and args[-2] == "-f" and is_temp_name(args[-1]) and start is not None:
-            found[ProcessId(int(entry), start)] = args[-1]
+        name = args[-1]
+        named = is_temp_name(name) or is_pool_name(name)
+        if len(args) > 2 and args[-2] == "-f" and named and start is not None:
+            found[ProcessId(int(entry), start)] = name
     return found
