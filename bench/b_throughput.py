@@ -47,7 +47,7 @@ def run(lab: Lab, small: bool) -> Result:
     peer.run(
         ["ip", "route", "add", str(underlay.inner_v4.network), "via", str(peer.underlay.host_v4.ip)]
     )
-    ifname = f"wgq{token()}"
+    ifname = f"wgb{token()}"  # not wgq: the pool's names
     quick_conf = lab.secret_file(peer.client_config())
     wg_conf = quick_conf.with_name(f"{ifname}.conf")
     quick_conf.rename(wg_conf)
