@@ -1,8 +1,9 @@
-"""The first handshake starts while the hook runs (DeviceSetup.greeting):
-a peer with an endpoint and no keepalive of its own has one while the
-interface comes up, which sends the handshake then, and none again once
-the setup is complete; the container's first packet finds a session. A
-handshake that never completes holds no start, and health says so.
+"""The first handshake starts while the hook runs (DeviceSetup.greeters):
+a peer with an endpoint and no keepalive of its own is given one for a
+moment once the setup is complete, which sends the handshake then, and none
+again; the container's first packet finds a session. A handshake that never
+completes holds no start, and health says so. (A start refused at its last
+key check greets nobody: test_key_conflict.py.)
 """
 
 from __future__ import annotations

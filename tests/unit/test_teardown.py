@@ -197,8 +197,8 @@ def test_the_step_table_names_the_fault_injection_points() -> None:
         "routes",
         "nftables",
         "dns",
-        "greeted",
         "record",
+        "greeted",
     )
 
 

@@ -40,7 +40,7 @@ from ..errors import (
     describe,
 )
 from ..kernel import backends, nft_apply, routes
-from ..kernel.backends import Backend, DeviceSetup
+from ..kernel.backends import GREETING_KEEPALIVE, Backend, DeviceSetup
 from ..kernel.netlink import VERSION_BY_AF, Netlink, open_netns, process_start_in
 from ..model import nft
 from ..model.bundle import Bundle, read_bundle
@@ -179,10 +179,7 @@ def _configure(run: Run) -> None:
     # the path's).
     mtu = run.plan.mtu or _automatic_mtu(run.host, run.device)
     run.birth.set_mtu(run.temp_name, mtu)
-    # With the greeting's keepalives: the handshake starts as the interface
-    # comes up (_address), while the hook still works, not at the
-    # container's first packet.
-    run.backend.configure(run.temp_name, run.device.greeting(), run.birth_fd)
+    run.backend.configure(run.temp_name, run.device, run.birth_fd)
 
 
 def _move(run: Run) -> None:
@@ -300,11 +297,15 @@ def _dns(run: Run) -> None:
 
 
 def _greeted(run: Run) -> None:
-    """The greeted peers without a keepalive again, as configured; the
-    handshake they started goes on."""
+    """The first handshake, started while the hook still works, not at
+    the container's first packet (DeviceSetup.greeters): only once the
+    record is complete, so that a start refused at the last key check never
+    greets the peer it shares a key with (the peer would take its session
+    over the other container's)."""
     assert run.backend is not None
     greeters = run.device.greeters()
     if greeters:
+        run.backend.set_keepalives(run.record, dict.fromkeys(greeters, GREETING_KEEPALIVE))
         run.backend.set_keepalives(run.record, dict.fromkeys(greeters, 0))
 
 
@@ -330,8 +331,8 @@ STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("routes", _routes),
     ("nftables", _nftables),
     ("dns", _dns),
-    ("greeted", _greeted),
     ("record", _finish),
+    ("greeted", _greeted),
 )
 STEP_NAMES = tuple(name for name, _ in STEPS)
 

@@ -17,7 +17,7 @@ what the record says.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # annotations only: poststop stops wireguard-go without a con
 # Every backend, by the name settings and records use (its module here),
 # in the order "auto" tries them.
 NAMES = ("kernel", "userspace")
-# The keepalive a greeted peer has from its configuration until the end of
-# the setup (DeviceSetup.greeting): wg-quick users' usual one, should it
-# ever stay.
+# The keepalive a greeted peer is given for a moment at the end of the
+# setup (DeviceSetup.greeters): wg-quick users' usual one, should it ever
+# stay.
 GREETING_KEEPALIVE = 25
 
 
@@ -55,28 +55,17 @@ class DeviceSetup:
     peers: tuple[PeerSetup, ...]
 
     def greeters(self) -> tuple[Key, ...]:
-        """The peers the setup greets (see greeting): those with an
-        endpoint and no keepalive of their own."""
+        """The peers the setup greets once the tunnel is complete: those
+        with an endpoint and no keepalive of their own.  Both backends send
+        a keepalive at once to a peer of an interface that is up when it is
+        given one (the kernel's set_peer, wireguard-go's UAPI), which
+        starts the handshake then, not at the container's first packet;
+        the keepalive is taken away again at once, the handshake goes on."""
         return tuple(
             setup.peer.public_key
             for setup in self.peers
             if setup.endpoint is not None and not setup.peer.persistent_keepalive
         )
-
-    def greeting(self) -> DeviceSetup:
-        """This device with a keepalive for each greeter.  Both backends send
-        a keepalive as the interface comes up to each peer that has one
-        (the kernel's open, wireguard-go's Up), which starts the handshake
-        then, not at the container's first packet; the setup takes the
-        keepalive away again once the tunnel is complete (set_keepalives)."""
-        greeters = set(self.greeters())
-        peers = tuple(
-            replace(setup, peer=replace(setup.peer, persistent_keepalive=GREETING_KEEPALIVE))
-            if setup.peer.public_key in greeters
-            else setup
-            for setup in self.peers
-        )
-        return replace(self, peers=peers)
 
 
 class Backend(Protocol):
