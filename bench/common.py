@@ -7,11 +7,14 @@ interleaved with the measured case, and reports medians and ratios.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +47,37 @@ def code_path() -> str:
     return str(TREE if TREE is not None else REPO)
 
 
+# What the packages ship next to wg_pod_hook (pyroute2, in /usr/lib/wg-pod)
+# or install for it (python3-yaml); the benchmarks take these from the test
+# virtualenv.
+HOOK_LIBRARIES = ("pyroute2", "yaml", "_yaml")
+_library_dir: Path | None = None
+
+
+def library_dir() -> Path:
+    """A directory of links to the virtualenv's copies of HOOK_LIBRARIES and
+    nothing else, removed at exit.  Not the whole site-packages: the
+    standalone hook runs the site module late (after its path is set), and
+    a .pth file of the machine's that imports a package the virtualenv has
+    (certifi, here) would cost it time no installed hook pays."""
+    global _library_dir
+    if _library_dir is None:
+        site = Path(sysconfig.get_paths()["purelib"])
+        _library_dir = Path(tempfile.mkdtemp(prefix="wg-pod-bench-lib-"))
+        _library_dir.chmod(0o755)
+        atexit.register(shutil.rmtree, _library_dir, ignore_errors=True)
+        for name in HOOK_LIBRARIES:
+            if (site / name).exists():
+                (_library_dir / name).symlink_to(site / name)
+    return _library_dir
+
+
 def path_prelude() -> str:
     """The launcher's sys.path (see hook_command), as a line of Python."""
-    site = sysconfig.get_paths()["purelib"]
-    return f"import sys; sys.path.insert(0, {code_path()!r}); sys.path.append({site!r})\n"
+    return (
+        f"import sys; sys.path.insert(0, {code_path()!r}); "
+        f"sys.path.append({str(library_dir())!r})\n"
+    )
 
 
 def child_python(code: str, *options: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,24 @@ from wg_pod_hook.model.settings import Settings, load_settings, parse_settings
 
 def test_empty_file_gives_defaults() -> None:
     assert parse_settings("", "s.yaml") == Settings()
+
+
+def test_the_packaged_file_gives_defaults_without_loading_the_yaml_parser() -> None:
+    """Every line of packaging/wg-pod.yaml is a comment: a standalone hook
+    reading it must not pay PyYAML's import (~10 ms of each start), yet a
+    comment in a file with settings stays YAML's."""
+    packaged = Path(__file__).resolve().parents[2] / "packaging" / "wg-pod.yaml"
+    code = (
+        "import sys\n"
+        "from wg_pod_hook.model.settings import Settings, parse_settings\n"
+        f"s = parse_settings(open({str(packaged)!r}).read(), 'wg-pod.yaml')\n"
+        "assert s == Settings() and s.source == 'wg-pod.yaml', s\n"
+        "assert 'yaml' not in sys.modules, 'yaml imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert parse_settings(
+        "# a comment\n  # indented\n\nbackend: userspace  # why\n", "s"
+    ).backend == ("userspace")
 
 
 def test_all_keys() -> None:

@@ -80,6 +80,12 @@ def _choice(source: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _only_comments(text: str) -> bool:
+    """Nothing but blank lines and comments: a YAML document whose value
+    is null, known without loading the YAML parser."""
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
 def parse_listen(source: str, value: object) -> tuple[str, int]:
     """``HOST:PORT`` (``[V6]:PORT``) with an IP literal: where to serve."""
     if not isinstance(value, str) or ":" not in value:
@@ -99,7 +105,10 @@ def parse_listen(source: str, value: object) -> tuple[str, int]:
 
 
 def parse_settings(text: str, source: str, defaults: Settings | None = None) -> Settings:
-    import yaml  # only when there is a settings file: it costs every start ~10 ms
+    defaults = defaults or Settings()
+    if _only_comments(text):  # the packaged file as it comes: YAML's null, the defaults
+        return replace(defaults, source=source)
+    import yaml  # only for a file with settings in it: it costs every start ~10 ms
 
     try:
         raw = yaml.safe_load(text)
@@ -107,7 +116,6 @@ def parse_settings(text: str, source: str, defaults: Settings | None = None) -> 
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise SettingsError(source, None, f"{where}not valid YAML") from None
-    defaults = defaults or Settings()
     if raw is None:
         return replace(defaults, source=source)
     if not isinstance(raw, dict):
