@@ -1,4 +1,4 @@
-"""The package's layers, as the README's table lays them out: a module
+"""The package's layers, as docs/how-it-works.md's table lays them out: a module
 imports only from its own layer and the layers below it (base, then
 model/ and state/, kernel/, tunnel/, the entry points on top)."""
 

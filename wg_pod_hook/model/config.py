@@ -11,7 +11,7 @@ and wg let through silently (a single-valued key given twice, two
 host (no Address, no private key: wg-quick lets PreUp/PostUp supply them,
 and wg-pod runs neither), because a container that starts on a config that
 does not mean what its author thought is worse than one that does not start.
-The README lists these differences.  The one PostUp wg-pod understands
+docs/wg-quick.md lists these differences.  The one PostUp wg-pod understands
 is wg-quick(8)'s own way to keep keys out of the config, ``wg set %i
 private-key FILE`` (and a peer's ``preshared-key FILE``): it reads the file
 through the caller's ``read_key``, and runs nothing.

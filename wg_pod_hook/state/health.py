@@ -2,7 +2,7 @@
 its peers (LivePeer, as every backend reads it), and what the daemon keeps
 about it between looks.
 
-States (the README defines them for users):
+States (docs/daemon.md defines them for users):
 
 - ``down``: the interface is missing from the container's namespace, or the
   tunnel's setup never finished;
