@@ -11,12 +11,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__, cdi, hooksd, logs, notify, podman, units
-from .errors import AnnotationError, SetupError, StateError, WgPodError, describe
-from .kernel.backends import PeerSetup
+from .errors import (
+    AnnotationError,
+    BackendUnavailable,
+    SetupError,
+    StateError,
+    WgPodError,
+    describe,
+)
+from .kernel.backends import PeerSetup, Probe, probe
 from .model import nft, oci
 from .model.bundle import read_bundle
+from .model.config import Endpoint
 from .model.oci import CONFIG, ContainerState
 from .model.plan import Plan
 from .model.settings import load_settings
@@ -109,6 +118,79 @@ def format_plan(plan: Plan, ruleset: str | None, peers: Sequence[PeerSetup] = ()
     return "\n".join(lines)
 
 
+def backend_here(plan: Plan, here: Probe) -> str:
+    """The backend a setup would take here, what it runs on, and why not
+    the ones before it: ``userspace (/usr/bin/wireguard-go; kernel: ...)``."""
+    why = here.passed_over or (("as the settings ask",) if plan.backend != "auto" else ())
+    return f"{here.name} ({'; '.join((here.runs_on, *why))})"
+
+
+def plan_json(
+    plan: Plan,
+    ruleset: str | None,
+    peers: Sequence[PeerSetup],
+    here: Probe,
+    refused: WgPodError | None,
+) -> dict[str, Any]:
+    """``wg-pod check --json`` (version 1): the plan format_plan prints, as
+    data, with the backend here and the verdict.  Public keys only: of the
+    private and preshared keys, only where they come from, or that one is set."""
+    cfg = plan.config
+    resolved = {
+        setup.peer.line: str(Endpoint.of(*setup.endpoint))
+        for setup in peers
+        if setup.endpoint is not None
+    }
+    return {
+        "version": 1,
+        "ok": refused is None,
+        "problem": None if refused is None else describe(refused),
+        "config": cfg.source,
+        "private_key_from": cfg.interface.private_key_source or "the config",
+        "public_key": plan.public_key or None,
+        "interface": plan.interface,
+        "host_side_name": plan.names.temp_name,
+        "backend": {
+            "setting": plan.backend,
+            "here": here.name,
+            "runs_on": here.runs_on or None,
+            "passed_over": list(here.passed_over),
+        },
+        "mtu": plan.mtu,
+        "addresses": [str(a) for a in plan.addresses],
+        "routes": [str(r) for r in plan.routes],
+        "route_table": plan.route_table,
+        "guarded": [str(g) for g in plan.guarded],
+        "delete_default": sorted(plan.delete_default),
+        "extra_routes": [
+            {"target": str(r.target), "gateway": str(r.gateway)} for r in plan.extra_routes
+        ],
+        "port_remapping": [
+            {"if_port": p.if_port, "container_port": p.container_port, "protocol": p.protocol}
+            for p in plan.port_remaps
+        ],
+        "kill_switch": plan.kill_switch,
+        "reply_path": sorted(plan.reply_path),
+        "dns": None
+        if plan.dns is None
+        else {"servers": [str(s) for s in plan.dns.servers], "search": list(plan.dns.search)},
+        "listen_port": cfg.interface.listen_port,
+        "fwmark": cfg.interface.fwmark,
+        "peers": [
+            {
+                "public_key": peer.public_key.base64,
+                "endpoint": None if peer.endpoint is None else str(peer.endpoint),
+                "endpoint_now": resolved.get(peer.line),  # as the hook would resolve it now
+                "allowed_ips": [str(n) for n in peer.allowed_ips],
+                "preshared_key": peer.preshared_key is not None,
+                "persistent_keepalive": peer.persistent_keepalive,
+            }
+            for peer in cfg.peers
+        ],
+        "nftables": ruleset,
+    }
+
+
 def cmd_check(args: argparse.Namespace, runtime: Runtime) -> int:
     annotations = {CONFIG: str(Path(args.config).absolute())}
     for item in args.annotation:
@@ -124,10 +206,28 @@ def cmd_check(args: argparse.Namespace, runtime: Runtime) -> int:
     # Host-name endpoints resolve through the hook's own code (same retries,
     # same error), in the host namespace where the hook resolves them.
     device = device_setup(plan)
-    print(format_plan(plan, nft.render(plan), device.peers))
-    # The plan stands; what the hook would refuse now, against the tunnels
-    # up now, fails the check after it.
-    check_key_unused(plan, records.read_all(runtime))
+    ruleset = nft.render(plan)
+    here = probe(plan, runtime)
+    # The plan stands; what the hook would refuse now (a key a tunnel up
+    # now uses, no backend on this machine) fails the check after it.
+    refused: WgPodError | None = None
+    try:
+        check_key_unused(plan, records.read_all(runtime))
+        if here.name is None:
+            raise BackendUnavailable(
+                f"{plan.config.source} is valid, but no backend can run it here: "
+                + "; ".join(here.passed_over)
+            )
+    except WgPodError as exc:
+        refused = exc
+    if args.json:
+        print(json.dumps(plan_json(plan, ruleset, device.peers, here, refused), indent=2))
+    else:
+        print(format_plan(plan, ruleset, device.peers))
+        if refused is None:
+            print(f"ok: {plan.config.source} is valid; backend here: {backend_here(plan, here)}")
+    if refused is not None:
+        raise refused
     return 0
 
 
@@ -225,6 +325,8 @@ def cmd_reload(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
+    # State it cannot read is not "no tunnels": CannotKnow, exit status 1.
+    status.recorded_ids(runtime)
     names = podman.names(args.url)
     failed = status.with_names(failures.recent(runtime), names)
     ids = None
@@ -289,25 +391,60 @@ def cmd_health(args: argparse.Namespace, runtime: Runtime) -> int:
         if args.container:
             try:
                 ids = [_container_id(runtime, args.container, args.url)]
-            except podman.NoSuchContainer:
-                raise
+            except podman.NoSuchContainer as exc:
+                return _unhealthy(args, str(exc))
             except podman.PodmanError as exc:
                 raise status.CannotKnow(str(exc)) from None
             if ids[0] not in listed:
-                print(f"wg-pod: {args.container} has no wg-pod tunnel", file=sys.stderr)
-                return 1
+                return _unhealthy(args, f"{args.container} has no wg-pod tunnel")
         tunnels = status.health_tunnels(runtime, ids, podman.names(args.url))
         states = status.health_states(runtime, tunnels)
     except status.CannotKnow as exc:
-        print(f"wg-pod: cannot tell the health: {exc}", file=sys.stderr)
-        return 2
+        return cannot_know(args, exc)
+    code = 0 if all(states[t.container_id].healthy for t in tunnels) else 1
+    if args.json:
+        print(json.dumps(status.health_json(tunnels, states, code), indent=2))
+        return code
     if not tunnels:
         print("no tunnels")
     for tunnel in tunnels:
         shares = f" (shares the tunnel of {tunnel.shared_with[:12]})" if tunnel.shared_with else ""
         label = tunnel.name or tunnel.container_id[:12]
         print(f"{label}: {states[tunnel.container_id].value}{shares}")
-    return 0 if all(states[t.container_id].healthy for t in tunnels) else 1
+    return code
+
+
+def _unhealthy(args: argparse.Namespace, reason: str) -> int:
+    """``health`` of a container that has no tunnel (or is not there): 1."""
+    if args.json:
+        print(json.dumps(status.health_json([], {}, 1, reason), indent=2))
+    print(f"wg-pod: {reason}", file=sys.stderr)
+    return 1
+
+
+def cannot_know(args: argparse.Namespace, exc: status.CannotKnow) -> int:
+    """What wg-pod must read cannot be read: one line; exit status 2 for
+    ``health`` (cannot know, as it promises), 1 for the others."""
+    if args.func is not cmd_health:
+        print(f"wg-pod: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status.health_json([], {}, 2, str(exc)), indent=2))
+    print(f"wg-pod: cannot tell the health: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_doctor(args: argparse.Namespace, runtime: Runtime) -> int:
+    """Every check of doctor.py, one line each (or a JSON list); 1 when one
+    says FAIL, 0 otherwise (a warn never fails)."""
+    from . import doctor  # podman info, every backend's probe: only here
+
+    findings = doctor.examine(runtime, [Path(d) for d in args.hooks_dir])
+    if args.json:
+        print(json.dumps(doctor.as_json(findings), indent=2))
+    else:
+        print(doctor.report(findings))
+    return doctor.exit_status(findings)
 
 
 def cmd_install(args: argparse.Namespace, runtime: Runtime) -> int:
@@ -315,10 +452,13 @@ def cmd_install(args: argparse.Namespace, runtime: Runtime) -> int:
         return _user_unit(args, runtime, install=True)
     hook = args.hook or hooksd.installed()
     state_dir = None if runtime.is_default else runtime.state_dir
-    for path in hooksd.install(Path(args.hooks_dir), hook, args.settings, state_dir):
+    # The hooks and the daemon read the same file, named as it is from anywhere.
+    settings = str(Path(args.settings).absolute()) if args.settings else None
+    for path in hooksd.install(Path(args.hooks_dir), hook, settings, state_dir):
         print(f"wrote {path}")
     if args.daemon:
-        unit = units.install(Path(args.systemd_dir or units.ADMIN_DIR), hooksd.installed("wg-pod"))
+        directory = Path(args.systemd_dir or units.ADMIN_DIR)
+        unit = units.install(directory, hooksd.installed("wg-pod"), settings=settings)
         print(f"wrote {unit}")
     return 0
 
@@ -379,15 +519,30 @@ def _user_unit(args: argparse.Namespace, runtime: Runtime, install: bool) -> int
     return 0
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: ``--debug`` after the subcommand too (``wg-pod
+    status --debug``), the same as before it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Suppressed when absent: the top level's (before the subcommand) stays.
+        self.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="log details to stderr"
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="wg-pod",
-        description="Join podman containers to WireGuard networks.",
+        description="Join podman containers to WireGuard networks. The main way in: "
+        "podman run --annotation wg-pod.config=/etc/wireguard/wg0.conf IMAGE (the hook "
+        "sets the tunnel up before the container starts); this command checks configs, "
+        "joins running containers, and shows tunnels.",
         epilog="exit status: 0 success, 1 error (one line on stderr), 2 usage error",
     )
     top.add_argument("--version", action="version", version=f"wg-pod {__version__}")
     top.add_argument("--debug", action="store_true", help="log details to stderr")
-    sub = top.add_subparsers(dest="command", required=True)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
     join = sub.add_parser(
         "join", help="put a running container on a WireGuard network", epilog=EXAMPLES["join"]
@@ -426,7 +581,13 @@ def parser() -> argparse.ArgumentParser:
     leave_cmd.set_defaults(func=cmd_leave)
 
     status_cmd = sub.add_parser(
-        "status", help="tunnels wg-pod manages, like wg show", epilog=EXAMPLES["status"]
+        "status",
+        help="tunnels wg-pod manages, like wg show",
+        description="The tunnels wg-pod manages (the named container's, else all), shaped "
+        "like wg show, and the hook's last failures. Exit status 1 with one line when it "
+        "cannot read its state (not run as root, nor as the rootless podman user whose "
+        "tunnels they are): that is never 'no tunnels'.",
+        epilog=EXAMPLES["status"],
     )
     status_cmd.add_argument("container", nargs="?", help="name or id (default: all)")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
@@ -453,7 +614,14 @@ def parser() -> argparse.ArgumentParser:
         )
 
     check = sub.add_parser(
-        "check", help="validate a config and print the plan", epilog=EXAMPLES["check"]
+        "check",
+        help="validate a config and print the plan",
+        description="Validates CONFIG (and the annotations given) as the hook would, prints "
+        "the plan, and ends with the verdict and the backend a container would get here "
+        "('ok: CONFIG is valid; backend here: ...'). Exit status 1, with one line saying "
+        "why, when the hook would refuse it now: an invalid config, a private key a running "
+        "tunnel uses towards the same peer, or no backend on this machine. Nothing is changed.",
+        epilog=EXAMPLES["check"],
     )
     check.add_argument("config", help="path of the wg-quick style config")
     check.add_argument(
@@ -462,6 +630,11 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="K=V",
         help="a wg-pod.* annotation, as on podman run (repeatable)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="the plan as data, with the backend here and the verdict (no key material)",
     )
     check.set_defaults(func=cmd_check)
 
@@ -500,7 +673,8 @@ def parser() -> argparse.ArgumentParser:
         description="Exit status: 0 when every tunnel examined (the named container's, "
         "else all; none at all: 0, 'no tunnels') is up or idle; 1 when one is not, or "
         "the named container has no tunnel; 2 when wg-pod cannot know (it cannot read "
-        "its state directory, e.g. not run as root; a record or health file it cannot read; a "
+        "its state: not run as root, nor as the rootless podman user whose tunnels they "
+        "are; a record or health file it cannot read; a "
         "record that vanished while it read; podman cannot say which container is "
         "meant), with one line saying why. A pod member answers with the tunnel it shares.",
         epilog=EXAMPLES["health"],
@@ -510,7 +684,39 @@ def parser() -> argparse.ArgumentParser:
         "--url",
         help=f"podman API (default: $CONTAINER_HOST, else unix://{podman.DEFAULT_SOCKET})",
     )
+    hcmd.add_argument(
+        "--json",
+        action="store_true",
+        help="each tunnel's state and the verdict (healthy, unhealthy, unknown), as data",
+    )
     hcmd.set_defaults(func=cmd_health)
+
+    doctor_cmd = sub.add_parser(
+        "doctor",
+        help="check this host for what wg-pod needs, one line each with the fix",
+        description="Checks, each ok, warn or FAIL with what was found and a fix: root (or "
+        "a rootless podman user's setup), the backend auto would pick (the kernel's "
+        "WireGuard, wireguard-go with /dev/net/tun), libnftables, podman and its OCI "
+        "runtime, whether podman reads the directory wg-pod's hooks.d definitions are in "
+        "(containers.conf hooks_dir), the settings file, the daemon, the CDI spec. "
+        "Exit status: 1 when a check says FAIL (containers would start without their "
+        "tunnel, or not at all), else 0: warn is kept for what is optional or only "
+        "slower (no daemon, no CDI spec, wireguard-go instead of the kernel's WireGuard, "
+        "nft instead of libnftables) and does not fail.",
+        epilog="example: wg-pod doctor --json",
+    )
+    doctor_cmd.add_argument(
+        "--json", action="store_true", help="a list of {name, status, detail, fix}"
+    )
+    doctor_cmd.add_argument(
+        "--hooks-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="where wg-pod install --hooks-dir put the definitions (repeatable; "
+        f"{hooksd.DEFAULT_DIR} and podman's own directories are always looked at)",
+    )
+    doctor_cmd.set_defaults(func=cmd_doctor)
 
     for name, func, helptext in (
         ("install", cmd_install, "write the hooks.d definitions for this installation"),
@@ -564,7 +770,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wg-pod: {exc}", file=sys.stderr)
         return 1
     if runtime.rootless and not runtime.root and args.func in IN_USER_NAMESPACE:
-        return in_user_namespace()
+        if args.func in (cmd_status, cmd_health):
+            # A user with no state of their own (an ordinary one, one without
+            # podman): what wg-pod cannot read, not what podman unshare says.
+            try:
+                status.own_state(runtime)
+            except status.CannotKnow as exc:
+                return cannot_know(args, exc)
+        return in_user_namespace(2 if args.func is cmd_health else 1)
     try:
         return int(args.func(args, runtime))
     except WgPodError as exc:
@@ -573,9 +786,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def in_user_namespace() -> int:
+def in_user_namespace(failed: int = 1) -> int:
     """This command again, as uid 0 of this user's rootless user namespace
-    (``podman unshare``), where their containers' namespaces are theirs."""
+    (``podman unshare``), where their containers' namespaces are theirs;
+    ``failed`` when podman cannot be run."""
     command = ["podman", "unshare", sys.executable, *sys.orig_argv[1:]]
     try:
         os.execvp(command[0], command)
@@ -585,7 +799,7 @@ def in_user_namespace() -> int:
             f"{command[0]}: {exc.strerror}",
             file=sys.stderr,
         )
-    return 1
+    return failed
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def test_an_unreadable_state_directory_exits_2(
     assert wg_pod_health(capsys) == (
         2,
         "",
-        f"wg-pod: cannot tell the health: cannot read {state_dir}: Permission denied"
-        " (run it as root)",
+        f"wg-pod: cannot tell the health: cannot read wg-pod's state {state_dir}: "
+        "Permission denied (needs root, or run as the rootless podman user whose tunnels "
+        "these are)",
     )
 
 
@@ -118,7 +119,9 @@ def test_a_state_directory_that_is_not_one_exits_2(
     state_dir.write_text("")
     code, out, err = wg_pod_health(capsys)
     assert (code, out) == (2, "")
-    assert err == f"wg-pod: cannot tell the health: cannot read {state_dir}: Not a directory"
+    assert err == (
+        f"wg-pod: cannot tell the health: cannot read wg-pod's state {state_dir}: Not a directory"
+    )
 
 
 def test_a_record_that_does_not_parse_exits_2(
@@ -195,7 +198,9 @@ def test_a_named_container_exits_2_when_the_directory_cannot_be_read(
     unreadable(monkeypatch, state_dir)
     code, out, err = wg_pod_health(capsys, "web")
     assert (code, out) == (2, "")
-    assert err.endswith("Permission denied (run it as root)")
+    assert err.endswith(
+        "Permission denied (needs root, or run as the rootless podman user whose tunnels these are)"
+    )
 
 
 def test_a_named_container_exits_2_when_podman_cannot_say_which(
@@ -221,3 +226,60 @@ def test_a_pod_member_answers_with_the_tunnel_it_shares(
     tunnel(WEB, State.UP)
     assert wg_pod_health(capsys, "member") == (0, f"member: up {shares}\nweb: up", "")
     assert wg_pod_health(capsys) == (0, f"web: up\nmember: up {shares}", "")
+
+
+def test_json_gives_each_state_and_the_verdict(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    tunnel(WEB, State.UP)
+    tunnel(MEMBER, shared_with=WEB)
+    code, out, err = wg_pod_health(capsys, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "version": 1,
+        "verdict": "healthy",
+        "exit_status": 0,
+        "reason": None,
+        "tunnels": [
+            {
+                "container_id": WEB,
+                "name": "web",
+                "state": "up",
+                "healthy": True,
+                "shared_with": None,
+            },
+            {
+                "container_id": MEMBER,
+                "name": "member",
+                "state": "up",
+                "healthy": True,
+                "shared_with": WEB,
+            },
+        ],
+    }
+    tunnel(DB)
+    code, out, _ = wg_pod_health(capsys, "--json")
+    data = json.loads(out)
+    assert (code, data["verdict"], data["exit_status"]) == (1, "unhealthy", 1)
+    assert [(t["name"], t["state"], t["healthy"]) for t in data["tunnels"]] == [
+        ("web", "up", True),
+        (None, "down", False),
+        ("member", "up", True),
+    ]
+
+    named(monkeypatch, DB[::-1])
+    code, out, err = wg_pod_health(capsys, "db", "--json")
+    assert (code, err) == (1, "wg-pod: db has no wg-pod tunnel")
+    assert json.loads(out)["reason"] == "db has no wg-pod tunnel"
+    named(monkeypatch, NoSuchContainer("no container 'db'"))
+    code, out, err = wg_pod_health(capsys, "db", "--json")
+    assert (code, err) == (1, "wg-pod: no container 'db'")
+    assert json.loads(out) == {
+        "version": 1,
+        "verdict": "unhealthy",
+        "exit_status": 1,
+        "reason": "no container 'db'",
+        "tunnels": [],
+    }

@@ -10,6 +10,7 @@ place the reason is kept.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -155,18 +156,40 @@ def with_health(runtime: Runtime, tunnel: TunnelStatus, now: float | None = None
 
 
 class CannotKnow(WgPodError):
-    """``wg-pod health`` cannot tell whether a tunnel is healthy: what it
-    must read cannot be read, or changed while it read (exit status 2)."""
+    """``wg-pod health`` cannot tell whether a tunnel is healthy, or
+    ``status`` what there is: what it must read cannot be read, or changed
+    while it read (health's exit status 2, status's 1)."""
+
+
+# Whose state a process that cannot read it may read instead.
+WHO_CAN_READ = "needs root, or run as the rootless podman user whose tunnels these are"
+
+
+def cannot_read(path: str, exc: OSError) -> CannotKnow:
+    """The state at ``path`` cannot be read (``exc``): who can, when it
+    is a matter of who runs wg-pod."""
+    who = f" ({WHO_CAN_READ})" if isinstance(exc, PermissionError | FileNotFoundError) else ""
+    return CannotKnow(f"cannot read wg-pod's state {path}: {exc.strerror}{who}")
 
 
 def recorded_ids(runtime: Runtime) -> list[str]:
-    """Every container with a record, for ``wg-pod health``: CannotKnow when
-    the state directory cannot be read (an absent one holds none)."""
+    """Every container with a record, for ``wg-pod status`` and ``health``:
+    CannotKnow when the state directory cannot be read (an absent one holds
+    none)."""
     try:
         return records.list_ids(runtime)
     except OSError as exc:
-        hint = " (run it as root)" if isinstance(exc, PermissionError) else ""
-        raise CannotKnow(f"cannot read {runtime.records}: {exc.strerror}{hint}") from None
+        raise cannot_read(runtime.records, exc) from None
+
+
+def own_state(runtime: Runtime) -> None:
+    """CannotKnow unless the state directory is there and this process can
+    read it: a user's before their command goes into their user namespace
+    (an ordinary user, one without podman, has none; root's is root's)."""
+    try:
+        os.scandir(runtime.records).close()
+    except OSError as exc:
+        raise cannot_read(runtime.records, exc) from None
 
 
 def _examined_record(runtime: Runtime, container_id: str) -> TunnelRecord:
@@ -291,7 +314,10 @@ def render(
             lines.append(f"  shares the tunnel of container {t.shared_with[:12]}")
             blocks.append("\n".join(lines))
             continue
-        lines.append(f"  interface: {t.interface} ({t.backend} backend)")
+        # No backend: a record of a setup that stopped before it made the
+        # interface (or one that does not parse).
+        backend = f"{t.backend} backend" if t.backend else "backend unknown"
+        lines.append(f"  interface: {t.interface} ({backend})")
         lines.append(f"  config: {t.config}")
         repairs = f", {t.repairs} repair{'s' if t.repairs != 1 else ''}" if t.repairs else ""
         if t.failed:
@@ -336,3 +362,34 @@ def as_json(
             peer["latest_handshake_age"] = None if not seconds else max(0, int(now - seconds))
         out.append(item)
     return {"version": 1, "tunnels": out, "failures": [asdict(f) for f in failed]}
+
+
+# ``wg-pod health``'s exit status, as its verdict.
+VERDICTS = {0: "healthy", 1: "unhealthy", 2: "unknown"}
+
+
+def health_json(
+    tunnels: Sequence[TunnelStatus],
+    states: dict[str, health.State],
+    exit_status: int,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """``wg-pod health --json`` (version 1): the state of each tunnel
+    examined and the verdict, which the exit status also gives; ``reason``
+    says why when there is no tunnel to judge (none named, cannot know)."""
+    return {
+        "version": 1,
+        "verdict": VERDICTS[exit_status],
+        "exit_status": exit_status,
+        "reason": reason,
+        "tunnels": [
+            {
+                "container_id": t.container_id,
+                "name": t.name,
+                "state": states[t.container_id].value,
+                "healthy": states[t.container_id].healthy,
+                "shared_with": t.shared_with,
+            }
+            for t in tunnels
+        ],
+    }

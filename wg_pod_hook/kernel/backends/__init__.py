@@ -71,6 +71,11 @@ class DeviceSetup:
 class Backend(Protocol):
     name: str
 
+    def available(self) -> str:
+        """What this backend would run on here (a phrase: the module, the
+        program), found without making anything; BackendUnavailable saying
+        what is missing when it cannot run on this machine."""
+
     def create(self, ifname: str, netns_fd: int | None) -> ProcessId | None:
         """Create ``ifname`` in the namespace ``netns_fd`` (None: the
         host's, where the lifecycle moves it into the container later),
@@ -142,6 +147,28 @@ def candidates(plan: Plan, runtime: Runtime) -> list[Backend]:
     """The backends a setup tries, in order: the chosen one, or all for ``auto``."""
     names = NAMES if plan.backend == "auto" else (plan.backend,)
     return [get(name, runtime, plan) for name in names]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Which backend a setup of a plan would take on this machine (``wg-pod
+    check``)."""
+
+    name: str | None  # None: none of the plan's backends can run here
+    runs_on: str  # what it would run on (Backend.available)
+    passed_over: tuple[str, ...]  # "NAME: why", each tried before it (all, when none)
+
+
+def probe(plan: Plan, runtime: Runtime) -> Probe:
+    """The backend ``plan``'s setup would take here, asking each of
+    ``candidates`` in the order the setup tries them; nothing is made."""
+    passed_over: list[str] = []
+    for backend in candidates(plan, runtime):
+        try:
+            return Probe(backend.name, backend.available(), tuple(passed_over))
+        except BackendUnavailable as exc:
+            passed_over.append(f"{backend.name}: {exc}")
+    return Probe(None, "", tuple(passed_over))
 
 
 def of(record: TunnelRecord, runtime: Runtime) -> Backend:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...errors import SetupError
+from ...errors import BackendUnavailable, SetupError
 from ...model.config import NO_KEY
 from ...state.health import LivePeer
 from . import DeviceSetup
@@ -152,11 +152,45 @@ def _configure(wg: Any, ifname: str, device: DeviceSetup, removed: Collection[st
         wg.set(ifname, peer=peer)
 
 
+# Where a loaded (or built-in) module shows, and where an installed one is
+# listed (in the directory of the running kernel's release).
+LOADED = "/sys/module/wireguard"
+MODULES = "/lib/modules"
+INSTALLED = ("modules.dep", "modules.builtin")
+
+
+def _installed() -> bool:
+    """Whether this kernel's module lists name a wireguard module, which
+    the kernel loads when root first asks for a ``wireguard`` link."""
+    directory = f"{MODULES}/{os.uname().release}"
+    for name in INSTALLED:
+        try:
+            with open(f"{directory}/{name}", "rb") as listing:
+                if b"/wireguard.ko" in listing.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 class KernelBackend:
     name = "kernel"
 
     def __init__(self, runtime: Runtime, plan: Plan | None = None) -> None:
-        pass  # nothing of the runtime or the plan matters to it
+        # A user namespace never loads a module: a rootless user's needs it loaded.
+        self.rootless = runtime.rootless
+
+    def available(self) -> str:
+        if os.path.isdir(LOADED):
+            return "module wireguard"
+        if not _installed():
+            raise BackendUnavailable("no wireguard module in this kernel")
+        if self.rootless:
+            raise BackendUnavailable(
+                "module wireguard is not loaded, and a user namespace cannot load it "
+                "(root: modprobe wireguard)"
+            )
+        return "module wireguard, loaded at the first tunnel"
 
     def create(self, ifname: str, netns_fd: int | None) -> None:
         """A rootless user's link is created in a namespace their user

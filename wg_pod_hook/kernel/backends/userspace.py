@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -45,6 +46,13 @@ log = logging.getLogger(__name__)
 
 START_DEADLINE = 10.0
 UAPI_TIMEOUT = 5.0
+TUN = "/dev/net/tun"
+# wireguard-go's own output (its log goes to stdout; error lines only): the
+# first OUTPUT_KEPT bytes are kept, in memory, and a start that fails quotes
+# its last OUTPUT_LINES lines, at most OUTPUT_BYTES of them.
+OUTPUT_KEPT = 16384
+OUTPUT_LINES = 3
+OUTPUT_BYTES = 500
 
 
 def uapi_set(
@@ -169,12 +177,23 @@ class UserspaceBackend:
         self.command = plan.userspace_command if plan is not None else ("wireguard-go",)
         self.home = cgroups.container_home(plan.pid) if plan is not None else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.output: int | None = None  # its output until it is ready (_output_file)
         self.sockets = Path(runtime.wireguard_sockets)
         # A rootless user's: the directory its wireguard-go sees as /var/run.
         self.private_run = runtime.state_dir if runtime.rootless else None
 
     def socket_file(self, ifname: str) -> Path:
         return self.sockets / f"{ifname}.sock"
+
+    def available(self) -> str:
+        found = shutil.which(self.command[0])
+        if found is None:
+            raise BackendUnavailable(f"{self.command[0]} is not installed")
+        try:  # opening it makes nothing (an interface takes TUNSETIFF)
+            os.close(os.open(TUN, os.O_RDWR | os.O_CLOEXEC))
+        except OSError as exc:
+            raise BackendUnavailable(f"{self.command[0]} needs {TUN}: {exc.strerror}") from None
+        return found
 
     def create(self, ifname: str, netns_fd: int | None) -> ProcessId:
         """Start wireguard-go for ``ifname`` in the namespace ``netns_fd``
@@ -189,15 +208,19 @@ class UserspaceBackend:
         if self.private_run is not None:
             self.sockets.mkdir(mode=0o700, exist_ok=True)
             private_run = partial(_private_run, libc(), self.private_run.encode())
+        self.output = _output_file()
         try:
             # Its own process group (signals to the hook's group miss it) and
             # no inherited pipes: it must outlive the hook, and the runtime
             # waits for the hook's stdout/stderr to close.  Not its own
             # session: with scheduler autogroups that costs it CPU share.
-            process = made_in(netns_fd, partial(_spawn, argv, private_run))  # born there
+            spawn = partial(_spawn, argv, private_run, self.output)
+            process = made_in(netns_fd, spawn)  # born there
         except OSError as exc:
+            self._forget_output()
             raise SetupError("start", argv[0], exc.strerror or str(exc)) from None
         except subprocess.SubprocessError:  # _private_run failed in the child
+            self._forget_output()
             raise SetupError(
                 "start", argv[0], f"cannot give it {self.private_run} as /var/run of its own"
             ) from None
@@ -215,20 +238,37 @@ class UserspaceBackend:
                 log.warning("wireguard-go stays outside its container's cgroup: %s", failure)
 
     def wait_ready(self, ifname: str) -> None:
+        """Until its UAPI socket listens; a start that fails says why in
+        wireguard-go's own words (its output so far: nothing has been set
+        over UAPI yet, so no key is in it)."""
         assert self.process is not None
         path = self.socket_file(ifname)
         deadline = time.monotonic() + START_DEADLINE
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SetupError(
-                    "start", self.command[0], f"exited with status {self.process.returncode}"
-                )
-            if accepts_connections(path):
-                return
-            time.sleep(0.005)
-        raise SetupError(
-            "start", self.command[0], f"no UAPI socket {path} after {START_DEADLINE:g}s"
-        )
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    status = f"exited with status {self.process.returncode}"
+                    raise SetupError("start", self.command[0], status + self._last_words())
+                if accepts_connections(path):
+                    return
+                time.sleep(0.005)
+            waited = f"no UAPI socket {path} after {START_DEADLINE:g}s"
+            raise SetupError("start", self.command[0], waited + self._last_words())
+        finally:
+            # Never read again: what it writes once configured is not ours to show.
+            self._forget_output()
+
+    def _last_words(self) -> str:
+        """``: `` and wireguard-go's last lines of output, in one line ("" when none)."""
+        if self.output is None:
+            return ""
+        words = last_lines(os.pread(self.output, OUTPUT_KEPT, 0))
+        return f": {words}" if words else ""
+
+    def _forget_output(self) -> None:
+        if self.output is not None:
+            os.close(self.output)
+            self.output = None
 
     def adopt(self, ifname: str, plan: Plan) -> bool:
         """Still running, listening, and started by the plan's command; then
@@ -295,12 +335,14 @@ class UserspaceBackend:
 BACKEND = UserspaceBackend
 
 
-def _spawn(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], preexec: Callable[[], None] | None, output: int | None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if output is None else output,
+        stderr=subprocess.DEVNULL if output is None else output,
         process_group=0,
         env={
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -308,6 +350,50 @@ def _spawn(argv: list[str], preexec: Callable[[], None] | None) -> subprocess.Po
         },
         preexec_fn=preexec,
     )
+
+
+def _output_file() -> int | None:
+    """Where wireguard-go writes its output: a file in memory (no pipe: a
+    write to a pipe the hook no longer reads would kill it), of OUTPUT_KEPT
+    bytes that can never grow, so a tunnel that logs for weeks costs no
+    more (its writes past the end fail, which its logger ignores).  Read
+    only when it failed to start; None (its output is lost) where memfds
+    cannot be had."""
+    try:
+        fd = os.memfd_create("wireguard-go-output", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (AttributeError, OSError):
+        return None
+    try:
+        os.ftruncate(fd, OUTPUT_KEPT)
+        seals = fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def last_lines(output: bytes) -> str:
+    """wireguard-go's last lines of ``output`` (the rest of the file is
+    zeros), without its ``LEVEL: (NAME) DATE TIME`` prefix, joined with
+    "; " and at most OUTPUT_BYTES long, printable."""
+    lines = [_bare(line) for line in output.rstrip(b"\0").decode(errors="replace").splitlines()]
+    text = "; ".join([line for line in lines if line][-OUTPUT_LINES:])
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text.encode()[-OUTPUT_BYTES:].decode(errors="ignore")
+
+
+def _bare(line: str) -> str:
+    parts = line.strip().split(" ", 4)
+    if (
+        len(parts) == 5
+        and parts[0].endswith(":")
+        and parts[1].startswith("(")
+        and parts[1].endswith(")")
+        and parts[2].count("/") == 2
+    ):
+        return parts[4]
+    return line.strip()
 
 
 def _private_run(libc: Any, directory: bytes) -> None:
