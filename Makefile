@@ -11,7 +11,10 @@
 # packaging/vendor.txt), hook definitions in HOOKSDIR (podman's own
 # directory whatever the PREFIX), the daemon's wg-pod.service in UNITDIR
 # (not enabled: packages enable it), /etc/wg-pod/wg-pod.yaml (all commented;
-# never overwritten), man pages, examples under DOCDIR.
+# never overwritten), man pages, examples under DOCDIR, and the completions
+# of bash (BASHCOMPDIR), zsh (ZSHCOMPDIR: site-functions by default; the
+# Debian package passes /usr/share/zsh/vendor-completions, which Debian's zsh
+# reads) and fish (FISHCOMPDIR), from packaging/completions.
 
 PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/bin
@@ -22,6 +25,9 @@ DOCDIR      ?= $(PREFIX)/share/doc/wg-pod
 SYSCONFDIR  ?= /etc
 HOOKSDIR    ?= /usr/share/containers/oci/hooks.d
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 PYTHON      ?= /usr/bin/python3
 SCDOC       ?= scdoc
 DESTDIR     ?=
@@ -88,6 +94,9 @@ install-data: man
 	install -d -m 0755 "$(DESTDIR)$(DOCDIR)/examples"
 	install -m 0644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
 	install -m 0644 $(EXAMPLES) "$(DESTDIR)$(DOCDIR)/examples/"
+	install -D -m 0644 packaging/completions/wg-pod.bash "$(DESTDIR)$(BASHCOMPDIR)/wg-pod"
+	install -D -m 0644 packaging/completions/_wg-pod "$(DESTDIR)$(ZSHCOMPDIR)/_wg-pod"
+	install -D -m 0644 packaging/completions/wg-pod.fish "$(DESTDIR)$(FISHCOMPDIR)/wg-pod.fish"
 
 # Removes what install wrote; the settings file only when nobody edited it.
 uninstall:
@@ -99,6 +108,8 @@ uninstall:
 	rm -f "$(DESTDIR)$(UNITDIR)/wg-pod.service"
 	rm -rf "$(DESTDIR)$(PKGLIBDIR)" "$(DESTDIR)$(DOCDIR)"
 	rm -f "$(DESTDIR)$(MANDIR)/man8/wg-pod.8" "$(DESTDIR)$(MANDIR)/man5/wg-pod.yaml.5"
+	rm -f "$(DESTDIR)$(BASHCOMPDIR)/wg-pod" "$(DESTDIR)$(ZSHCOMPDIR)/_wg-pod" \
+	    "$(DESTDIR)$(FISHCOMPDIR)/wg-pod.fish"
 	if cmp -s packaging/wg-pod.yaml "$(DESTDIR)$(SYSCONFDIR)/wg-pod/wg-pod.yaml"; then \
 	    rm -f "$(DESTDIR)$(SYSCONFDIR)/wg-pod/wg-pod.yaml"; \
 	    rmdir --ignore-fail-on-non-empty "$(DESTDIR)$(SYSCONFDIR)/wg-pod"; \

@@ -6,6 +6,11 @@ and ``wg-pod install`` writes the same for a virtualenv.  A rootless
 user's (``wg-pod install --user``) is a systemd user unit in their
 ``~/.config/systemd/user``, wanted by ``default.target``: their user
 manager starts it (at boot too, with ``loginctl enable-linger``).
+
+``wg-pod install --settings FILE --daemon`` gives the daemon the settings
+file it gives the hooks: ``Environment=WG_POD_SETTINGS=FILE`` in the unit,
+so that the daemon, which does the hooks' work while it runs, reads the
+same file they would.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .errors import SetupError
+from .runtime import SETTINGS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,22 @@ def user_dir(home: str) -> Path:
     return Path(home) / USER_DIR
 
 
-def service(wg_pod: str, user: bool = False) -> str:
-    """The unit that runs ``wg_pod daemon``.
+def environment(name: str, value: str) -> str:
+    """An ``Environment=`` line setting ``name`` to ``value`` exactly:
+    quoted (with C escapes) when the value holds a blank, a quote or a
+    backslash, and ``%`` doubled (systemd's specifiers)."""
+    if any(c in value for c in "\n\r\0"):
+        raise SetupError("install", repr(value), "a path with a line break or NUL")
+    assignment = f"{name}={value}".replace("%", "%%")
+    if any(c in assignment for c in " \t\"'\\"):
+        escaped = assignment.replace("\\", "\\\\").replace('"', '\\"')
+        assignment = f'"{escaped}"'
+    return f"Environment={assignment}"
+
+
+def service(wg_pod: str, user: bool = False, settings: str | None = None) -> str:
+    """The unit that runs ``wg_pod daemon`` (with ``settings``: reading
+    that settings file, ``WG_POD_SETTINGS``).
 
     KillMode=process: the wireguard-go processes of the daemon's repairs
     are moved into their containers' cgroups when they start (cgroups.py);
@@ -40,6 +60,7 @@ def service(wg_pod: str, user: bool = False) -> str:
     it running.  Restart: a crash costs the tunnels nothing, but their
     repairs wait for the next daemon.
     """
+    env = f"{environment(SETTINGS_ENV, settings)}\n" if settings else ""
     return f"""\
 [Unit]
 Description=wg-pod daemon: keeps containers' WireGuard tunnels up
@@ -47,7 +68,7 @@ Documentation=man:wg-pod(8)
 
 [Service]
 Type=notify
-ExecStart={wg_pod} daemon
+{env}ExecStart={wg_pod} daemon
 Restart=on-failure
 RestartSec=2
 KillMode=process
@@ -58,16 +79,28 @@ WantedBy={"default.target" if user else "multi-user.target"}
 """
 
 
-def install(directory: Path, wg_pod: str, user: Path | None = None) -> Path:
+def install(
+    directory: Path, wg_pod: str, user: Path | None = None, *, settings: str | None = None
+) -> Path:
     """Write the unit into ``directory``; with systemd running there,
     enable and start it, as the packages do.  ``user``: the user's own
-    unit directory, for a user unit (its manager is then the one)."""
+    unit directory, for a user unit (its manager is then the one).
+    ``settings``: the settings file the daemon reads (the one ``install
+    --settings`` gives the hooks), an absolute path; a rootless user's
+    daemon reads theirs, ``~/.config/wg-pod/wg-pod.yaml``, only."""
     if not Path(wg_pod).is_absolute():
         raise SetupError("install", wg_pod, "the wg-pod path must be absolute")
+    if settings is not None and user is not None:
+        raise SetupError(
+            "install", settings, "a rootless user's daemon reads ~/.config/wg-pod/wg-pod.yaml only"
+        )
+    if settings is not None and not Path(settings).is_absolute():
+        raise SetupError("install", settings, "the settings path must be absolute")
     target = directory / NAME
+    text = service(wg_pod, user=user is not None, settings=settings)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        target.write_text(service(wg_pod, user=user is not None))
+        target.write_text(text)
     except OSError as exc:
         raise SetupError("install", str(target), exc.strerror or str(exc)) from None
     if _managed(directory, user):

@@ -119,3 +119,71 @@ def test_install_user_is_for_a_rootless_user_only(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"--user: .* \(root's: wg-pod install --daemon\)"):
         args.func(args, Runtime(str(tmp_path), root=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_settings_file_goes_into_the_daemons_environment(tmp_path: Path) -> None:
+    """``install --settings FILE --daemon``: the daemon reads FILE, as the
+    hooks do; without one the unit sets no environment."""
+    text = units.service("/usr/bin/wg-pod", settings="/etc/wg-pod/site.yaml")
+    assert text == (
+        "[Unit]\n"
+        "Description=wg-pod daemon: keeps containers' WireGuard tunnels up\n"
+        "Documentation=man:wg-pod(8)\n"
+        "\n"
+        "[Service]\n"
+        "Type=notify\n"
+        "Environment=WG_POD_SETTINGS=/etc/wg-pod/site.yaml\n"
+        "ExecStart=/usr/bin/wg-pod daemon\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        "KillMode=process\n"
+        "SyslogIdentifier=wg-pod\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+    assert not any(line.startswith("Environment") for line in units.service("/x").splitlines())
+    written = units.install(tmp_path, "/usr/bin/wg-pod", settings="/etc/wg-pod/site.yaml")
+    assert written.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("/etc/wg pod/s.yaml", 'Environment="WG_POD_SETTINGS=/etc/wg pod/s.yaml"'),
+        ("/etc/100%/s.yaml", "Environment=WG_POD_SETTINGS=/etc/100%%/s.yaml"),
+        ('/etc/a"b\\c.yaml', 'Environment="WG_POD_SETTINGS=/etc/a\\"b\\\\c.yaml"'),
+    ],
+)
+def test_the_settings_path_is_quoted_for_systemd(path: str, line: str) -> None:
+    """Blanks, quotes and backslashes quoted (C escapes), ``%`` doubled
+    (a specifier otherwise): systemd hands the daemon the path as given."""
+    assert line in units.service("/usr/bin/wg-pod", settings=path).splitlines()
+
+
+def test_a_settings_path_must_be_absolute_and_for_roots_daemon(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match="must be absolute"):
+        units.install(tmp_path, "/usr/bin/wg-pod", settings="site.yaml")
+    with pytest.raises(SetupError, match="line break"):
+        units.install(tmp_path, "/usr/bin/wg-pod", settings="/etc/a\nExecStartPre=/bin/x")
+    with pytest.raises(SetupError, match=r"rootless user's daemon reads ~/.config"):
+        units.install(tmp_path, "/usr/bin/wg-pod", user=tmp_path, settings="/etc/s.yaml")
+    assert not (tmp_path / units.NAME).exists()
+
+
+def test_install_settings_daemon_gives_the_hooks_and_the_daemon_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wg-pod install --settings FILE --daemon``: the daemon reads the file
+    the hooks read (its unit says so), named absolutely for both."""
+    monkeypatch.chdir(tmp_path)
+    hooks, systemd = tmp_path / "hooks.d", tmp_path / "systemd"
+    argv = ["install", "--hooks-dir", str(hooks), "--systemd-dir", str(systemd)]
+    assert cli.main([*argv, "--settings", "my.yaml", "--daemon"]) == 0
+    wanted = str(tmp_path / "my.yaml")
+    unit = (systemd / units.NAME).read_text().splitlines()
+    assert f"Environment=WG_POD_SETTINGS={wanted}" in unit
+    definitions = sorted(hooks.glob("*.json"))
+    assert len(definitions) == 2, definitions
+    for definition in definitions:
+        assert f"WG_POD_SETTINGS={wanted}" in definition.read_text()
