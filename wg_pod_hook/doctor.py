@@ -231,6 +231,8 @@ def backend(choice: str, seen: Sequence[BackendSeen], rootless: bool = False) ->
 def remedy(seen: BackendSeen, rootless: bool = False) -> str:
     """The command that lets a backend run here (by its problem)."""
     if seen.name == "kernel":
+        if seen.problem is not None and "no wireguard module" in seen.problem:
+            return "a kernel with WireGuard (Linux 5.6 and later have it)"
         return "modprobe wireguard" + ("   (as root: a user namespace never loads it)" * rootless)
     if seen.problem is not None and TUN in seen.problem:
         return (

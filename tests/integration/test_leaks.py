@@ -132,6 +132,33 @@ def test_kill_switch_blocks_every_way_out_beside_the_tunnel(
     assert through_tunnel == {"tcp routed": True, "udp routed": True, "icmp routed": True}
 
 
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_lan_routed_with_add_route_stays_reachable_with_the_kill_switch_on(
+    peer: Peer,
+    standin: ContainerStandIn,
+    config_dir: ConfigDir,
+    hook: HookRunner,
+    outside: Outside,
+    version: int,
+) -> None:
+    """``wg-pod.add-route``: a LAN the user routes outside the tunnel on
+    purpose (here one outside address, by the stand-in's gateway) passes the
+    kill switch through eth0; the rest beside the tunnel stays shut."""
+    address, elsewhere = outside.addresses[version], outside.addresses[10 - version]
+    if version == 4:
+        route = f"{address}/32:{standin.underlay.host_v4.ip}"
+    else:
+        route = f"[{address}/128]:[{standin.underlay.host_v6.ip}]"
+    conf = write_config(config_dir, peer.client_config(allowed_ips=FULL_TUNNEL))
+    hook.up(standin, {"wg-pod.config": conf, "wg-pod.add-route": route})  # kill switch: on
+    assert peer.page in fetch_in(standin, peer.url_v4)
+    assert all(ways_out(standin, address, bound=True).values()), ways_out(
+        standin, address, bound=True
+    )
+    leaks = {how: ok for how, ok in ways_out(standin, elsewhere, bound=True).items() if ok}
+    assert leaks == {}
+
+
 def dns_servers(lab: Lab, peer: Peer, standin: ContainerStandIn) -> tuple[list[str], list[str]]:
     """Responders on the tunnel's side (peer) and outside it (on the host, at
     the stand-in's gateway, as podman's resolver would be)."""

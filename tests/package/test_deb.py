@@ -61,6 +61,10 @@ def test_installed_files(installed: Deb) -> None:
         "/usr/share/doc/wg-pod/examples/wg-pod-example.service",
         "/etc/wg-pod/wg-pod.yaml",
         UNIT,
+        # Completion, where each shell looks on Debian.
+        "/usr/share/bash-completion/completions/wg-pod",
+        "/usr/share/zsh/vendor-completions/_wg-pod",
+        "/usr/share/fish/vendor_completions.d/wg-pod.fish",
         *(str(INSTALLED_HOOKS_DIR / f"wg-pod-{stage}.json") for stage in STAGES),
     ):
         assert path in listed, path

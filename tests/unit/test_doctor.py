@@ -116,7 +116,10 @@ def test_auto_falls_back_to_wireguard_go_with_a_warn() -> None:
     assert found.detail == (
         "auto picks userspace (/usr/bin/wireguard-go): kernel: no wireguard module in this kernel"
     )
-    assert found.fix == "modprobe wireguard   (optional: the kernel's WireGuard is faster)"
+    assert found.fix == (
+        "a kernel with WireGuard (Linux 5.6 and later have it)"
+        "   (optional: the kernel's WireGuard is faster)"
+    )
 
 
 def test_no_backend_without_module_and_tun_fails_naming_the_device() -> None:
@@ -126,14 +129,19 @@ def test_no_backend_without_module_and_tun_fails_naming_the_device() -> None:
         "auto: no backend can run here: kernel: no wireguard module in this kernel; "
         "userspace: wireguard-go needs /dev/net/tun: No such file or directory"
     )
-    assert found.fix is not None and found.fix.startswith("modprobe wireguard, or: mkdir")
+    assert found.fix is not None and found.fix.startswith(
+        "a kernel with WireGuard (Linux 5.6 and later have it), or: mkdir"
+    )
     assert "mknod -m 666 /dev/net/tun c 10 200" in found.fix
 
 
 def test_no_backend_without_module_and_wireguard_go_says_install_it() -> None:
     found = doctor.backend("auto", [NO_KERNEL, NO_GO])
     assert found.status is Status.FAIL
-    assert found.fix == "modprobe wireguard, or: apt install wireguard-go"
+    assert (
+        found.fix
+        == "a kernel with WireGuard (Linux 5.6 and later have it), or: apt install wireguard-go"
+    )
 
 
 def test_a_backend_the_settings_name_is_the_only_one_taken() -> None:
@@ -149,7 +157,13 @@ def test_a_backend_the_settings_name_is_the_only_one_taken() -> None:
 
 
 def test_a_rootless_user_is_told_root_loads_the_module() -> None:
-    found = doctor.backend("auto", [NO_KERNEL, USERSPACE], rootless=True)
+    unloaded = BackendSeen(
+        "kernel",
+        None,
+        "module wireguard is not loaded, and a user namespace cannot load it "
+        "(root: modprobe wireguard)",
+    )
+    found = doctor.backend("auto", [unloaded, USERSPACE], rootless=True)
     assert found.fix is not None and "as root: a user namespace never loads it" in found.fix
 
 

@@ -149,3 +149,24 @@ def test_a_table_name_outside_the_rule_is_refused(table: str) -> None:
         nft.render(replace(full_plan(), names=names), LOCAL)
     with pytest.raises(SetupError, match="table name"):
         nft.removal(table)
+
+
+def test_the_kill_switch_lets_out_what_add_route_routes_outside_the_tunnel() -> None:
+    """A LAN routed by hand (``wg-pod.add-route``) stays reachable with the
+    kill switch on; a target inside the podman network's subnet merges into
+    it (an anonymous set refuses overlapping intervals)."""
+    request = parse_annotations(
+        {
+            "wg-pod.config": "/etc/wg/office.conf",
+            "wg-pod.kill-switch": "on",
+            "wg-pod.add-route": "192.168.1.0/24:10.88.0.1,10.88.5.0/24:10.88.0.1,"
+            "[fd00:1::/64]:[fd77:ff::1]",
+        }
+    )
+    config = parse_config(CONFIG, "/etc/wg/office.conf")
+    plan = build_plan("0123456789abcdef" * 4, 4242, request, config, Settings())
+    text = rendered(plan)
+    assert "ip daddr { 10.88.0.0/16, 192.168.1.0/24 } accept" in text
+    assert "ip6 daddr { fd00:1::/64, fd77:ff::/64 } accept" in text
+    # Without the extra routes: the podman network alone.
+    assert "ip daddr { 10.88.0.0/16 } accept" in rendered(full_plan())

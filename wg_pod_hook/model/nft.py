@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, collapse_addresses
 
 from ..errors import SetupError
 from .config import IPAddress, IPNetwork
@@ -227,7 +227,7 @@ def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str
             "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
         ]
         for family, version in (("ip", 4), ("ip6", 6)):
-            nets = _networks(local_networks, version)
+            nets = _networks(_reachable(plan, local_networks, version), version)
             if nets:
                 rules.append(f"{family} daddr {_set(nets)} accept")
     return [
@@ -238,11 +238,25 @@ def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str
     ]
 
 
+def _reachable(
+    plan: Plan, local_networks: tuple[IPNetwork, ...], version: int
+) -> tuple[IPNetwork, ...]:
+    """What the kill switch lets out beside the tunnel, in one family: the
+    podman network's own subnets, and the targets of the extra routes
+    (``wg-pod.add-route``: a LAN the user routed outside the tunnel on
+    purpose).  Merged where they overlap: an anonymous set refuses
+    overlapping intervals."""
+    nets = (*local_networks, *(route.target for route in plan.extra_routes))
+    if version == 4:
+        return tuple(collapse_addresses(n for n in nets if isinstance(n, IPv4Network)))
+    return tuple(collapse_addresses(n for n in nets if isinstance(n, IPv6Network)))
+
+
 def render(plan: Plan, local_networks: tuple[IPNetwork, ...] = ()) -> str | None:
     """The tunnel's whole table for the namespace, or None when it needs none.
 
     ``local_networks`` are the podman network's own subnets, which the kill
-    switch leaves reachable.
+    switch leaves reachable, as it does the extra routes' targets.
     """
     chains: list[str] = []
     if plan.port_remaps:
