@@ -102,9 +102,10 @@ def as_a_rootless_user(monkeypatch: pytest.MonkeyPatch, state: Path) -> list[int
 def test_a_user_without_state_of_their_own_is_told_who_can_read_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An ordinary user (nobody, one without podman): not podman unshare's
-    error, not "no tunnels"; health cannot know (2), status fails (1)."""
-    state = tmp_path / "run-user-4242-wg-pod"
+    """An ordinary user (nobody, one without podman or a session, so
+    without a runtime directory): not podman unshare's error, not "no
+    tunnels"; health cannot know (2), status fails (1)."""
+    state = tmp_path / "run-user-4242" / "wg-pod"
     unshared = as_a_rootless_user(monkeypatch, state)
     message = f"cannot read wg-pod's state {state}: No such file or directory ({WHO})"
     assert main(capsys, "status") == (1, "", f"wg-pod: {message}\n")
@@ -119,6 +120,19 @@ def test_a_user_without_state_of_their_own_is_told_who_can_read_it(
         "tunnels": [],
     }
     assert unshared == []
+
+
+def test_a_rootless_user_who_has_run_no_tunnel_yet_goes_on_to_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Their runtime directory is there, wg-pod's state in it not yet: their
+    command goes into their user namespace, to say "no tunnels" there."""
+    state = tmp_path / "run-user-4242" / "wg-pod"
+    state.parent.mkdir()
+    unshared = as_a_rootless_user(monkeypatch, state)
+    assert main(capsys, "status") == (0, "", "")
+    assert main(capsys, "health") == (0, "", "")
+    assert unshared == [1, 2]
 
 
 def test_a_rootless_user_with_state_of_their_own_goes_on_to_their_tunnels(

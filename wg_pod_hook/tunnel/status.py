@@ -183,11 +183,17 @@ def recorded_ids(runtime: Runtime) -> list[str]:
 
 
 def own_state(runtime: Runtime) -> None:
-    """CannotKnow unless the state directory is there and this process can
-    read it: a user's before their command goes into their user namespace
-    (an ordinary user, one without podman, has none; root's is root's)."""
+    """CannotKnow unless this user's state directory can be read, before
+    their command goes into their user namespace.  Not there yet is "no
+    tunnels" for a user whose runtime directory (``/run/user/UID``, where
+    rootless podman keeps its own) is there: they have run no tunnel yet.
+    Without one, an ordinary user (one without a session, without podman)
+    is told who can read wg-pod's state; root's is root's."""
     try:
         os.scandir(runtime.records).close()
+    except FileNotFoundError as exc:
+        if not os.path.isdir(os.path.dirname(runtime.records.rstrip("/"))):
+            raise cannot_read(runtime.records, exc) from None
     except OSError as exc:
         raise cannot_read(runtime.records, exc) from None
 
