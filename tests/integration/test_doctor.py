@@ -114,7 +114,7 @@ def test_the_text_is_one_line_a_check(lab: Lab, hooks_dir: Path, settings: Path)
     assert lines[-1].startswith(f"{sum(line.startswith('ok ') for line in lines)} ok, ")
 
 
-def test_no_tun_device_and_no_kernel_module_fails_the_backend(
+def test_no_tun_device_and_no_wireguard_module_fails_the_backend(
     lab: Lab, hooks_dir: Path, auto_settings: Path
 ) -> None:
     if kernel_has_wireguard():

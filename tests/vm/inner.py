@@ -193,6 +193,7 @@ LEFT_OUT: dict[str, dict[str, str]] = {
         "test_nothing_falls_back_to_eth0_while_the_interface_is_missing": _AFTER,
         "test_without_the_guards_the_tunnel_traffic_would_leave_through_eth0": _AFTER,
         "test_without_the_kill_switch_eth0_is_a_way_out": _AFTER,
+        "test_a_lan_routed_with_add_route_stays_reachable_with_the_kill_switch_on": _AFTER,
     },
     "test_mtu_endpoints.py": {
         "test_explicit_mtu_wins": _AFTER,
