@@ -41,7 +41,7 @@ from typing import Any
 from . import cdi, hooksd
 from .errors import BackendUnavailable, SettingsError
 from .model.bundle import DEVICE_CONFIG
-from .model.settings import Settings, load_settings, parse_settings
+from .model.settings import Settings, load_settings, parse_settings, runtime_defaults
 from .runtime import Runtime
 
 # containers.conf(5), containers-config(5): the system's files, then the
@@ -762,11 +762,7 @@ def load(runtime: Runtime) -> Settings | SettingsError:
     the host is not uid 0 of their namespace, where the hook checks who
     owns the file: here the file's text alone is checked."""
     if runtime.rootless and not runtime.root:
-        defaults = Settings(
-            config_dirs=tuple(Path(d) for d in runtime.config_dirs),
-            key_dirs=(Path(runtime.credentials),),
-            owner=runtime.owner,
-        )
+        defaults = runtime_defaults(runtime)
         try:
             text = Path(runtime.settings).read_text()
         except FileNotFoundError:

@@ -22,23 +22,11 @@ from typing import Any
 import pytest
 
 from tests.integration.support import kernel_has_wireguard
-from tests.lab import CONTAINERS_CONF, Lab, run
+from tests.lab import CONTAINERS_CONF, WITHOUT_TUN, Lab, run
 
 pytestmark = pytest.mark.root
 
 DOCTOR = [sys.executable, "-m", "wg_pod_hook.cli", "doctor"]
-# A mount namespace of the doctor's own whose /dev/net is an empty tmpfs
-# (the host's stays as it is: its mounts are private to the namespace).
-NO_TUN = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount -t tmpfs -o size=64k wgpt-doctor /dev/net && exec "$@"',
-    "sh",
-]
 CHECKS = ["privileges", "backend", "nftables", "podman", "hooks", "settings", "daemon", "cdi"]
 
 
@@ -120,7 +108,7 @@ def test_no_tun_device_and_no_wireguard_module_fails_the_backend(
     if kernel_has_wireguard():
         pytest.skip("this kernel has WireGuard: auto would pick it without /dev/net/tun")
     conf = containers_conf(lab, hooks_dir)
-    status, found = doctor(conf, auto_settings, "--hooks-dir", str(hooks_dir), prefix=NO_TUN)
+    status, found = doctor(conf, auto_settings, "--hooks-dir", str(hooks_dir), prefix=WITHOUT_TUN)
     assert status == 1
     backend = found["backend"]
     assert backend["status"] == "FAIL", backend

@@ -12,28 +12,20 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.support import fails_cleanly, write_config
-from tests.lab import ConfigDir, ContainerStandIn, HookRunner, Peer
+from tests.lab import WITHOUT_TUN, ConfigDir, ContainerStandIn, HookRunner, Peer
 from wg_pod_hook.model.names import temp_name
 
 pytestmark = pytest.mark.root
 
-WITHOUT_TUN = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount -t tmpfs wgpt-no-tun /dev/net && exec wireguard-go "$@"',
-    "wireguard-go",
-]
+# wireguard-go where there is no /dev/net/tun.
+NO_TUN_WIREGUARD_GO = [*WITHOUT_TUN, "wireguard-go"]
 
 
 @pytest.mark.parametrize("backend", ["userspace"], indirect=True)
 def test_a_wireguard_go_without_tun_is_quoted(
     peer: Peer, standin: ContainerStandIn, config_dir: ConfigDir, hook: HookRunner
 ) -> None:
-    runner = hook.with_settings(userspace_command=WITHOUT_TUN)
+    runner = hook.with_settings(userspace_command=NO_TUN_WIREGUARD_GO)
     conf = write_config(config_dir, peer.client_config())
     message = fails_cleanly(runner, standin, {"wg-pod.config": conf})
     name = temp_name(standin.id)

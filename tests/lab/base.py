@@ -45,6 +45,19 @@ SYSTEM_CONFIG_ROOT = Path("/etc/wg")
 INSTALLED_HOOKS_DIR = Path("/usr/share/containers/oci/hooks.d")
 
 PREFIX = "wgpt"
+# A command's prefix that runs it in a mount namespace of its own whose
+# /dev/net is an empty tmpfs: no /dev/net/tun there, the host's untouched
+# (the namespace's mounts are private to it).
+WITHOUT_TUN = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs -o size=64k wgpt-no-tun /dev/net && exec "$@"',
+    "sh",
+]
 # The suite's own state directory (WG_POD_STATE_DIR, set by tests/conftest.py
 # but inside the platform machine): records, sockets and locks apart from an
 # installed wg-pod's /run/wg-pod.

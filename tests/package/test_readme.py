@@ -90,7 +90,7 @@ def clean_slate() -> Iterator[None]:
     """The quick start's names free on this machine, and freed again after."""
     if CONFIG.exists():
         pytest.skip(f"{CONFIG} exists on this machine, not made by the suite: left alone")
-    had_state = STATE.exists()
+    had_state, had_config_dir = STATE.exists(), CONFIG.parent.exists()
     built_before = (REPO / "build" / "deb").exists()
     podman = ["podman", "container", "exists", CONTAINER]
     if run(podman, check=False).returncode == 0:
@@ -100,6 +100,8 @@ def clean_slate() -> Iterator[None]:
     finally:
         run(["podman", "rm", "-f", "--ignore", "-t", "0", CONTAINER], check=False, timeout=120)
         CONFIG.unlink(missing_ok=True)
+        if not had_config_dir:  # made by the quick start's install -D
+            shutil.rmtree(CONFIG.parent, ignore_errors=True)
         if not built_before:
             shutil.rmtree(REPO / "build" / "deb", ignore_errors=True)
         assert_host_clean()

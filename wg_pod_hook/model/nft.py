@@ -102,11 +102,6 @@ def _addresses(addresses: tuple[IPAddress, ...], version: int) -> list[str]:
     return [text for text, a in zip(texts, addresses, strict=True) if a.version == version]
 
 
-def _networks(networks: tuple[IPNetwork, ...], version: int) -> list[str]:
-    texts = [_network(n) for n in networks]
-    return [text for text, n in zip(texts, networks, strict=True) if n.version == version]
-
-
 def _set(elements: Iterable[str]) -> str:
     """An anonymous set of rendered elements."""
     return "{ " + ", ".join(elements) + " }"
@@ -227,7 +222,7 @@ def _output_chain(plan: Plan, local_networks: tuple[IPNetwork, ...]) -> list[str
             "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
         ]
         for family, version in (("ip", 4), ("ip6", 6)):
-            nets = _networks(_reachable(plan, local_networks, version), version)
+            nets = [_network(n) for n in _reachable(plan, local_networks, version)]
             if nets:
                 rules.append(f"{family} daddr {_set(nets)} accept")
     return [

@@ -157,6 +157,16 @@ def parse_settings(text: str, source: str, defaults: Settings | None = None) -> 
     return replace(defaults, source=source, **values)
 
 
+def runtime_defaults(runtime: Runtime) -> Settings:
+    """The settings without a file: the runtime's directories for configs
+    and keys, and its owner of them."""
+    return Settings(
+        config_dirs=tuple(Path(d) for d in runtime.config_dirs),
+        key_dirs=(Path(runtime.credentials),),
+        owner=runtime.owner,
+    )
+
+
 def load_settings(runtime: Runtime) -> Settings:
     """Load the runtime's settings file: the one ``$WG_POD_SETTINGS`` named,
     or the default, with the runtime's directories for configs unless the
@@ -169,11 +179,7 @@ def load_settings(runtime: Runtime) -> Settings:
     else), checked through the descriptor it is read from, and so do the
     directories above it, as sshd's StrictModes has it.
     """
-    defaults = Settings(
-        config_dirs=tuple(Path(d) for d in runtime.config_dirs),
-        key_dirs=(Path(runtime.credentials),),
-        owner=runtime.owner,
-    )
+    defaults = runtime_defaults(runtime)
     target = Path(runtime.settings)
     source = str(target)
     try:
